@@ -1,0 +1,201 @@
+"""Image I/O, built-in samples and small geometric helpers.
+
+Inside archlab an image is a ``(N, C, H, W)`` float32 tensor in [0, 1]; NumPy
+``(H, W[, C])`` arrays appear only at the I/O edges handled here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+#: scikit-image bundled samples usable by name (``skimage.data.<name>()``).
+BUILTINS = {
+    "astronaut": "astronaut",
+    "camera": "camera",
+    "cat": "chelsea",
+    "chelsea": "chelsea",
+    "coffee": "coffee",
+    "rocket": "rocket",
+    "brick": "brick",
+    "grass": "grass",
+    "gravel": "gravel",
+    "moon": "moon",
+    "text": "text",
+}
+
+#: ITU-R BT.601 luma weights (the Y of Pillow's YCbCr and of ``convert("L")``).
+LUMA = (0.299, 0.587, 0.114)
+
+
+def builtin_names() -> list[str]:
+    """Names accepted by :func:`load` besides file paths (scikit-image's bundled samples)."""
+    return sorted(BUILTINS)
+
+
+def from_numpy(array: np.ndarray) -> torch.Tensor:
+    """Convert an ``(H, W)`` or ``(H, W, C)`` array to a ``(1, C, H, W)`` float32 tensor in [0, 1].
+
+    Integer arrays are scaled by their dtype's maximum (8- and 16-bit alike); an alpha
+    channel is dropped (RGBA -> RGB, grey+alpha -> grey).
+    """
+    array = np.asarray(array)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"image: unsupported array shape {array.shape}; expected (H, W), (H, W, 1|3|4)")
+    if array.shape[2] in (2, 4):
+        array = array[:, :, :-1]
+    if np.issubdtype(array.dtype, np.integer):
+        array = array.astype(np.float64) / np.iinfo(array.dtype).max
+    elif array.dtype == bool:
+        array = array.astype(np.float64)
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)[None]
+    if not torch.isfinite(tensor).all():
+        raise ValueError("image: contains non-finite values")
+    return tensor.clamp(0.0, 1.0).contiguous()
+
+
+def to_numpy(image: torch.Tensor) -> np.ndarray:
+    """The first image of a batch as an ``(H, W)`` (grey) or ``(H, W, C)`` float array in [0, 1]."""
+    array = image.detach()[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    return array[:, :, 0] if array.shape[2] == 1 else array
+
+
+def _read_file(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode.startswith("I"):
+                return np.clip(np.asarray(im, dtype=np.int64), 0, 65535).astype(np.uint16)
+            if im.mode not in ("L", "LA", "RGB", "RGBA"):
+                im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
+            return np.asarray(im)
+    except UnidentifiedImageError as exc:
+        raise ValueError(f"image: cannot read {path} (not an image Pillow understands)") from exc
+
+
+def load(source: str | os.PathLike, *, grey: bool = False) -> torch.Tensor:
+    """Load an image file or a built-in sample as a ``(1, C, H, W)`` tensor in [0, 1].
+
+    Parameters
+    ----------
+    source : str or path
+        A file (PNG/JPEG/BMP/TIFF; grey, RGB or RGBA; 8 or 16 bit) or one of
+        :func:`builtin_names`. RGBA loses its alpha channel; grey stays one channel.
+    grey : bool
+        Convert to luma (ITU-R BT.601) after loading.
+    """
+    name = str(source)
+    if name in BUILTINS and not Path(name).exists():
+        import skimage.data
+
+        array = getattr(skimage.data, BUILTINS[name])()
+    else:
+        path = Path(name)
+        if not path.is_file():
+            raise ValueError(
+                f"image: {name!r} is neither a file nor a built-in image; built-ins: {', '.join(builtin_names())}"
+            )
+        if path.stat().st_size == 0:
+            raise ValueError(f"image: {name} is empty")
+        array = _read_file(path)
+    image = from_numpy(array)
+    if min(image.shape[-2:]) < 2:
+        raise ValueError(f"image: {name} is {image.shape[-1]}x{image.shape[-2]} pixels; at least 2x2 is needed")
+    return to_grey(image) if grey else image
+
+
+def describe(source: str | os.PathLike) -> str:
+    """A short note on conversions :func:`load` applies to ``source`` (grey, alpha dropped, 16-bit)."""
+    name = str(source)
+    if name in BUILTINS and not Path(name).exists():
+        return ""
+    with Image.open(name) as im:
+        mode = im.mode
+    notes = {"LA": "grey with alpha: alpha dropped", "RGBA": "RGBA: alpha dropped", "P": "palette: converted to RGB"}
+    if mode.startswith("I"):
+        return "16-bit: scaled to [0, 1]"
+    return notes.get(mode, "grey: one channel" if mode == "L" else "")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success, remove it on failure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save(image: torch.Tensor | np.ndarray, path: str | os.PathLike) -> Path:
+    """Save the first image of a batch (or an array in [0, 1]) as an 8-bit file, atomically."""
+    array = to_numpy(image) if isinstance(image, torch.Tensor) else np.asarray(image)
+    array = np.round(np.clip(array, 0, 1) * 255).astype(np.uint8)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+    return path
+
+
+def to_grey(image: torch.Tensor) -> torch.Tensor:
+    """Luma Y = 0.299 R + 0.587 G + 0.114 B (ITU-R BT.601); one-channel input is returned as is."""
+    if image.shape[1] == 1:
+        return image
+    weights = image.new_tensor(LUMA).view(1, 3, 1, 1)
+    return (image * weights).sum(dim=1, keepdim=True)
+
+
+def resize(image: torch.Tensor, scale: float | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Bicubic, antialiased resize by ``scale`` or to ``size`` = (H, W), clamped to [0, 1]."""
+    if (scale is None) == (size is None):
+        raise ValueError("resize: give exactly one of scale or size")
+    if size is None:
+        size = (max(1, round(image.shape[-2] * scale)), max(1, round(image.shape[-1] * scale)))
+    out = F.interpolate(image, size=size, mode="bicubic", align_corners=False, antialias=True)
+    return out.clamp(0.0, 1.0)
+
+
+def center_crop(image: torch.Tensor, multiple: int = 1, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Centre crop to ``size`` (H, W) if given, then down to multiples of ``multiple``."""
+    h, w = image.shape[-2:]
+    th, tw = size if size is not None else (h, w)
+    th, tw = min(th, h) // multiple * multiple, min(tw, w) // multiple * multiple
+    if th < 1 or tw < 1:
+        raise ValueError(f"image: {w}x{h} is too small for a multiple of {multiple}")
+    top, left = (h - th) // 2, (w - tw) // 2
+    return image[..., top : top + th, left : left + tw]
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """The image files of a dataset folder, sorted by name."""
+    suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"images: {folder} is not a folder")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes)
+
+
+def datasets_root() -> Path:
+    """Where the shared datasets live: ``$ARCHLAB_DATASETS``, else ``../shared/datasets`` from here or the cwd."""
+    env = os.environ.get("ARCHLAB_DATASETS")
+    candidates = [Path(env)] if env else []
+    here = Path(__file__).resolve().parent.parent
+    candidates += [here.parent / "shared" / "datasets", Path.cwd().parent / "shared" / "datasets"]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise ValueError("datasets: not found; set ARCHLAB_DATASETS to the datasets folder")

@@ -1,0 +1,341 @@
+"""Architectures of the deep image prior from a declarative spec.
+
+An :class:`ArchSpec` names every choice the papers vary - kind, depth, width,
+skips, upsampler, Lipschitz bound, normalisation, activation, padding, input
+noise - and :func:`build` turns it into a module plus the fixed random input it
+is fitted from. Kinds:
+
+* ``hourglass`` - Ulyanov et al.'s encoder-decoder with skips (REFERENCE §5);
+* ``decoder`` - the same without the encoder (paper 000 §3.2, Fig. 2);
+* ``convnet`` - the decoder without upsampling (paper 000 Fig. 2);
+* ``conv_decoder`` - ConvDecoder, [upsample, conv k×k, act, norm] per level
+  (Darestani & Heckel 2021; paper 004 §4);
+* ``mlp_decoder`` - the same with 1×1 convolutions (paper 004);
+* ``deep_decoder`` - Deep Decoder, [1×1 conv, upsample, act, norm] per level (Heckel & Hand 2019).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from archlab.layers import LipschitzConv2d, MeanOnlyBatchNorm, Upsampler
+
+KINDS = ("hourglass", "decoder", "convnet", "conv_decoder", "mlp_decoder", "deep_decoder")
+NORMS = ("batch", "mean_only", "none")
+ACTS = ("leaky_relu", "relu")
+PADS = ("reflect", "zero")
+DOWNSAMPLES = ("stride", "avg", "max")
+NOISES = ("uniform", "normal", "meshgrid")
+LIPSCHITZ_METHODS = ("svd", "power", "operator")
+
+
+def _per_level(value, depth: int, name: str) -> tuple:
+    values = tuple(value) if isinstance(value, (list, tuple)) else (value,) * depth
+    if len(values) != depth:
+        raise ValueError(f"{name}: {len(values)} values given for depth {depth}; give one value or one per level")
+    return values
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A DIP architecture, frozen and serialisable (dict / JSON / TOML).
+
+    ``width``, ``skip`` and ``upsampler`` take one value or one per level (level 0 is
+    the full-resolution end). ``upsampler`` is a filter catalogue name or TOML path,
+    ``"transposed"`` (learnt) or ``"none"`` (only for ``convnet``). ``lipschitz`` = λ
+    bounds every convolution by ``w / max(1, ‖w‖/λ)`` (paper 000 §4.1) with
+    ``lipschitz_method``; ``upsampler_gain`` scales each upsampler (paper 000's
+    Gaussian upsampling has 2-D gain 1/s², REFERENCE §1). The input is
+    ``input_depth`` channels of noise (``input_noise``, scaled by ``input_scale``) at
+    the output size divided by ``factor**depth`` for decoders.
+    """
+
+    kind: str = "hourglass"
+    depth: int = 2
+    width: int | tuple[int, ...] = 64
+    skip: int | tuple[int, ...] = 4
+    upsampler: str | tuple[str, ...] = "bilinear"
+    factor: int = 2
+    lipschitz: float | None = None
+    lipschitz_method: str = "svd"
+    norm: str = "batch"
+    act: str = "leaky_relu"
+    leak: float = 0.2
+    kernel: int = 3
+    pad: str = "reflect"
+    bias: bool = True
+    input_depth: int = 32
+    input_noise: str = "uniform"
+    input_scale: float = 0.1
+    downsample: str = "stride"
+    upsampler_gain: float = 1.0
+    sigmoid: bool = True
+
+    def __post_init__(self):
+        def check(name, ok, allowed):
+            if not ok:
+                raise ValueError(f"arch.{name}: {getattr(self, name)!r} is invalid; allowed: {allowed}")
+
+        check("kind", self.kind in KINDS, ", ".join(KINDS))
+        check("depth", isinstance(self.depth, int) and 1 <= self.depth <= 10, "an integer 1..10")
+        for name in ("width", "skip", "upsampler"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+            _per_level(getattr(self, name), self.depth, f"arch.{name}")
+        check("width", all(isinstance(w, int) and w >= 1 for w in _per_level(self.width, self.depth, "width")),
+              "positive integers")
+        check("skip", all(isinstance(s, int) and s >= 0 for s in _per_level(self.skip, self.depth, "skip")),
+              "integers ≥ 0")
+        check("factor", isinstance(self.factor, int) and self.factor >= 2, "an integer ≥ 2")
+        check("lipschitz", self.lipschitz is None or (isinstance(self.lipschitz, (int, float)) and self.lipschitz > 0),
+              "a number > 0, or none")
+        check("lipschitz_method", self.lipschitz_method in LIPSCHITZ_METHODS, ", ".join(LIPSCHITZ_METHODS))
+        check("norm", self.norm in NORMS, ", ".join(NORMS))
+        check("act", self.act in ACTS, ", ".join(ACTS))
+        check("leak", 0 <= self.leak < 1, "0 ≤ leak < 1")
+        check("kernel", isinstance(self.kernel, int) and self.kernel >= 1 and self.kernel % 2 == 1, "an odd integer ≥ 1")
+        check("pad", self.pad in PADS, ", ".join(PADS))
+        check("input_depth", isinstance(self.input_depth, int) and self.input_depth >= 1, "an integer ≥ 1")
+        check("input_noise", self.input_noise in NOISES, ", ".join(NOISES))
+        check("input_scale", self.input_scale > 0, "a number > 0")
+        check("downsample", self.downsample in DOWNSAMPLES, ", ".join(DOWNSAMPLES))
+        check("upsampler_gain", self.upsampler_gain > 0, "a number > 0")
+        ups = _per_level(self.upsampler, self.depth, "upsampler")
+        check("upsampler", self.kind == "convnet" or "none" not in ups,
+              "a catalogue name, a filter TOML, 'transposed' ('none' only for convnet)")
+
+    @property
+    def scale(self) -> int:
+        """How much smaller the input is than the output (``factor**depth``; 1 for hourglass and convnet)."""
+        return 1 if self.kind in ("hourglass", "convnet") else self.factor**self.depth
+
+    @property
+    def multiple(self) -> int:
+        """Image sides must be multiples of this (``factor**depth``; 1 for convnet)."""
+        return 1 if self.kind == "convnet" else self.factor**self.depth
+
+    def to_dict(self) -> dict:
+        """Plain dict (tuples as lists, ``lipschitz=None`` kept) for JSON and TOML."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ArchSpec":
+        """Inverse of :meth:`to_dict`; an unknown key raises ``ValueError`` naming it."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"arch: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
+        data = dict(data)
+        if data.get("lipschitz") in ("none", "None"):
+            data["lipschitz"] = None
+        return cls(**data)
+
+    def replace(self, **changes) -> "ArchSpec":
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_toml(self) -> str:
+        """TOML text (``lipschitz = "none"`` for no bound, as TOML has no null)."""
+        lines = []
+        for key, value in self.to_dict().items():
+            value = "none" if value is None else value
+            lines.append(f"{key} = {json.dumps(value)}" if not isinstance(value, bool) else f"{key} = {str(value).lower()}")
+        return "\n".join(lines) + "\n"
+
+
+PRESETS: dict[str, ArchSpec] = {
+    # Ulyanov et al. 2018, denoising: 5 levels × 128, 4 skip channels, bilinear, BN + LeakyReLU(0.2).
+    "ulyanov-dip": ArchSpec(kind="hourglass", depth=5, width=128, skip=4, upsampler="bilinear"),
+    # Paper 000 (Shi et al.): Decoder, λ = 2 (SVD), mean-only BN, LeakyReLU(0.01), Gaussian σ per level as in
+    # its code (0.1, 0.1, 0.1, 0.5, 0.5 from the coarsest upsampling; levels here list the finest first), and the
+    # code's 2-D upsampler gain 1/s² (REFERENCE §1), which the λ = 2 convolutions offset.
+    "shi-decoder": ArchSpec(kind="decoder", depth=5, width=128, skip=0,
+                            upsampler=("gauss-0.5", "gauss-0.5", "gauss-0.1", "gauss-0.1", "gauss-0.1"),
+                            lipschitz=2.0, norm="mean_only", leak=0.01, upsampler_gain=0.25),
+    # ConvDecoder (Darestani & Heckel): 6 × [upsample, conv 3×3 128, ReLU, BN] + 1×1 output.
+    "convdecoder": ArchSpec(kind="conv_decoder", depth=6, width=128, skip=0, act="relu", input_depth=128,
+                            input_noise="normal", input_scale=1.0, sigmoid=False),
+    # Deep Decoder (Heckel & Hand): 6 × [1×1 conv 128, bilinear, ReLU, BN], no conv bias.
+    "deep-decoder": ArchSpec(kind="deep_decoder", depth=6, width=128, skip=0, kernel=1, act="relu", bias=False,
+                             input_depth=128, input_scale=0.1),
+    # Paper 004 (Liu et al.): 2-level hourglass of width 32 / 64 / 128.
+    **{f"faster-dip-{w}": ArchSpec(kind="hourglass", depth=2, width=w, skip=4, upsampler="bilinear") for w in (32, 64, 128)},
+    # archlab's default: a small controlled network (2-level hourglass, λ = 2, mean-only BN).
+    "controlled-64": ArchSpec(kind="hourglass", depth=2, width=64, skip=4, upsampler="bilinear", lipschitz=2.0,
+                              norm="mean_only"),
+}
+
+
+def preset(name: str) -> ArchSpec:
+    """A named preset (see :data:`PRESETS`)."""
+    if name not in PRESETS:
+        raise ValueError(f"arch: unknown preset {name!r}; presets: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]
+
+
+def load_spec(source: str | Path | dict | ArchSpec) -> ArchSpec:
+    """An ``ArchSpec`` from a preset name, a ``.toml``/``.json`` file, a dict, or a spec."""
+    if isinstance(source, ArchSpec):
+        return source
+    if isinstance(source, dict):
+        return ArchSpec.from_dict(source)
+    path = Path(source)
+    if path.suffix in (".toml", ".json"):
+        if not path.is_file():
+            raise ValueError(f"arch: file {path} not found")
+        text = path.read_text()
+        try:
+            data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"arch: cannot parse {path}: {exc}") from exc
+        return ArchSpec.from_dict(data.get("arch", data))
+    return preset(str(source))
+
+
+class _Block(nn.Sequential):
+    """conv → norm → activation (paper 000 eq. 5 order: convolution, normalisation, activation)."""
+
+    def __init__(self, spec: ArchSpec, cin: int, cout: int, kernel: int | None = None, stride: int = 1):
+        kernel = spec.kernel if kernel is None else kernel
+        conv = LipschitzConv2d(cin, cout, kernel, lipschitz=spec.lipschitz, method=spec.lipschitz_method,
+                               pad=spec.pad, bias=spec.bias, stride=stride)
+        norm = {"batch": lambda: nn.BatchNorm2d(cout), "mean_only": lambda: MeanOnlyBatchNorm(cout),
+                "none": nn.Identity}[spec.norm]()
+        act = nn.LeakyReLU(spec.leak) if spec.act == "leaky_relu" else nn.ReLU()
+        super().__init__(conv, norm, act)
+
+
+class _Concat(nn.Module):
+    """Run branches on one input and concatenate along channels (Ulyanov's ``Concat``)."""
+
+    def __init__(self, *branches: nn.Module):
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+
+    def forward(self, x):
+        return torch.cat([branch(x) for branch in self.branches], dim=1)
+
+
+def _upsampler(spec: ArchSpec, channels: int, level: int) -> nn.Module:
+    name = _per_level(spec.upsampler, spec.depth, "upsampler")[level]
+    return Upsampler(channels, name, factor=spec.factor, padding="reflect", gain=spec.upsampler_gain)
+
+
+def _downsampler(spec: ArchSpec, cin: int, cout: int) -> nn.Module:
+    if spec.downsample == "stride":
+        return _Block(spec, cin, cout, stride=spec.factor)
+    pool = nn.AvgPool2d(spec.factor) if spec.downsample == "avg" else nn.MaxPool2d(spec.factor)
+    return nn.Sequential(pool, _Block(spec, cin, cout))
+
+
+def _hourglass(spec: ArchSpec, out_channels: int) -> nn.Module:
+    """Ulyanov et al.'s ``skip`` network, level by level from the full-resolution end."""
+    widths = _per_level(spec.width, spec.depth, "width")
+    skips = _per_level(spec.skip, spec.depth, "skip")
+
+    def level(i: int, cin: int) -> nn.Module:
+        deeper = [_downsampler(spec, cin, widths[i]), _Block(spec, widths[i], widths[i])]
+        if i + 1 < spec.depth:
+            deeper.append(level(i + 1, widths[i]))
+            k = widths[i + 1]
+        else:
+            k = widths[i]
+        deeper.append(_upsampler(spec, k, i))
+        deeper = nn.Sequential(*deeper)
+        if skips[i]:
+            body = _Concat(_Block(spec, cin, skips[i], kernel=1), deeper)
+        else:
+            body = deeper
+        norm = {"batch": lambda c: nn.BatchNorm2d(c), "mean_only": MeanOnlyBatchNorm,
+                "none": lambda c: nn.Identity()}[spec.norm](skips[i] + k)
+        return nn.Sequential(body, norm, _Block(spec, skips[i] + k, widths[i]), _Block(spec, widths[i], widths[i], kernel=1))
+
+    return nn.Sequential(level(0, spec.input_depth), _output(spec, widths[0], out_channels))
+
+
+def _output(spec: ArchSpec, cin: int, out_channels: int) -> nn.Module:
+    conv = LipschitzConv2d(cin, out_channels, 1, lipschitz=spec.lipschitz, method=spec.lipschitz_method,
+                           pad=spec.pad, bias=spec.bias)
+    return nn.Sequential(conv, nn.Sigmoid()) if spec.sigmoid else conv
+
+
+def _decoder(spec: ArchSpec, out_channels: int) -> nn.Module:
+    """Decoder / ConvNet (paper 000 Fig. 2), ConvDecoder / MLP decoder / Deep Decoder (paper 004 §4)."""
+    widths = _per_level(spec.width, spec.depth, "width")
+    layers, cin = [], spec.input_depth
+    kernel = 1 if spec.kind in ("mlp_decoder", "deep_decoder") else spec.kernel
+    # Levels are listed from the full-resolution end; a decoder runs from the coarsest level up.
+    for i in reversed(range(spec.depth)):
+        if spec.kind == "deep_decoder":
+            layers += [LipschitzConv2d(cin, widths[i], 1, lipschitz=spec.lipschitz, method=spec.lipschitz_method,
+                                       bias=spec.bias), _upsampler(spec, widths[i], i),
+                       nn.LeakyReLU(spec.leak) if spec.act == "leaky_relu" else nn.ReLU(),
+                       {"batch": nn.BatchNorm2d, "mean_only": MeanOnlyBatchNorm, "none": lambda c: nn.Identity()}[
+                           spec.norm](widths[i])]
+        elif spec.kind in ("conv_decoder", "mlp_decoder"):
+            block = _Block(spec, cin, widths[i], kernel=kernel)
+            layers += [_upsampler(spec, cin, i), block[0], block[2], block[1]]
+        else:
+            if spec.kind == "decoder":
+                layers.append(_upsampler(spec, cin, i))
+            layers += [_Block(spec, cin, widths[i]), _Block(spec, widths[i], widths[i])]
+        cin = widths[i]
+    layers.append(_output(spec, cin, out_channels))
+    return nn.Sequential(*layers)
+
+
+def make_input(spec: ArchSpec, size: tuple[int, int], seed: int = 0) -> torch.Tensor:
+    """The fixed network input: ``input_depth`` channels at ``size / spec.scale``, seeded.
+
+    ``uniform``: U(0, 1)·scale (Ulyanov's ``get_noise('u')``); ``normal``: N(0, 1)·scale;
+    ``meshgrid``: two coordinate channels in [0, 1] (Ulyanov's ``meshgrid`` input).
+    """
+    h, w = size[0] // spec.scale, size[1] // spec.scale
+    generator = torch.Generator().manual_seed(seed)
+    shape = (1, spec.input_depth, h, w)
+    if spec.input_noise == "uniform":
+        return torch.rand(shape, generator=generator) * spec.input_scale
+    if spec.input_noise == "normal":
+        return torch.randn(shape, generator=generator) * spec.input_scale
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    grid = torch.stack([xs, ys])[None]
+    return grid.repeat(1, (spec.input_depth + 1) // 2, 1, 1)[:, : spec.input_depth] * spec.input_scale
+
+
+def check_size(spec: ArchSpec, size: tuple[int, int]) -> None:
+    """Raise ``ValueError`` unless both sides are positive multiples of ``spec.multiple``."""
+    h, w = size
+    m = spec.multiple
+    if h < m or w < m or h % m or w % m:
+        raise ValueError(f"arch.depth: a depth-{spec.depth} {spec.kind} with factor {spec.factor} needs image sides "
+                         f"that are multiples of {m}; got {w}x{h} (use a smaller depth or crop the image)")
+
+
+def build(spec: ArchSpec | str, out_channels: int, out_size: tuple[int, int], seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
+    """Build the network and its fixed input for an output of ``out_channels × out_size``.
+
+    The same ``seed`` gives the same initial weights and the same input. Returns
+    ``(module, input)`` with ``module(input)`` of shape ``(1, out_channels, *out_size)``.
+    """
+    spec = load_spec(spec)
+    check_size(spec, tuple(out_size))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = _hourglass(spec, out_channels) if spec.kind == "hourglass" else _decoder(spec, out_channels)
+    return net, make_input(spec, tuple(out_size), seed)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -1,0 +1,448 @@
+"""Texture features and the width predictor of paper 004 (Liu et al., ICCV 2023, §3.5, §4.4).
+
+An image is scored by spatial features, the grey-level co-occurrence matrix (GLCM) properties of
+Haralick et al. (``skimage.feature.graycomatrix/graycoprops``), and frequency features, the radial
+power spectral density (PSD) summarised on fixed normalised-radius bins plus its log-log slope.
+A decision tree selects features and support-vector machines classify the width of a 2-level
+hourglass into {32, 64, 128} (:class:`WidthPredictor`).
+
+The image given is often the noisy observation. Features are computed after discounting white noise
+of standard deviation sigma (estimated by :func:`estimate_noise_sigma` unless given): the PSD loses
+its white-noise floor sigma^2 and the GLCM is taken on a Wiener-filtered image
+(``scipy.signal.wiener`` with noise power sigma^2).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+import zlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.signal
+import torch
+from skimage.feature import graycomatrix, graycoprops
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.feature_selection import SelectFromModel
+from sklearn.metrics import confusion_matrix, roc_auc_score
+from sklearn.model_selection import RepeatedStratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler, label_binarize
+from sklearn.svm import SVC
+from sklearn.tree import DecisionTreeClassifier
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from archlab import images
+
+#: The width classes of paper 004 (channels per layer of a 2-level hourglass).
+WIDTHS = (32, 64, 128)
+#: Smallest accepted height and width (pixels).
+MIN_SIZE = 32
+#: GLCM pixel-pair distances (pixels) and angles (degrees). graycomatrix rounds the offset
+#: (d sin a, d cos a), so d = 2 at 45 degrees would repeat d = 1; 1, 3, 5 give distinct offsets.
+GLCM_DISTANCES = (1, 3, 5)
+GLCM_ANGLES = (0, 45, 90, 135)
+GLCM_PROPS = ("contrast", "dissimilarity", "homogeneity", "energy", "correlation", "ASM")
+#: Grey levels the luma is quantised to before the GLCM.
+GLCM_LEVELS = 64
+#: Edges of the PSD bins in normalised radius rho = sqrt((2 f_y)^2 + (2 f_x)^2), f in cycles/pixel
+#: (rho = 1 at the Nyquist frequency of each axis); every bin holds samples from 32 px up.
+PSD_EDGES = (1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8, 1.0)
+#: Absolute power (image units squared) added before logarithms so that a flat image stays finite;
+#: far below 8-bit quantisation noise (1/255)^2/12 ~ 1.3e-6.
+POWER_EPS = 1e-10
+#: After subtracting the white-noise floor sigma^2 a PSD bin keeps at least this fraction of it.
+FLOOR_KEEP = 0.1
+
+FEATURE_NAMES = tuple(
+    f"glcm_{prop}_d{d}_a{a}" for prop in GLCM_PROPS for d in GLCM_DISTANCES for a in GLCM_ANGLES
+) + tuple(f"psd_bin{i}" for i in range(len(PSD_EDGES) - 1)) + ("psd_slope", "log2_pixels")
+
+LABELS_CSV = "texture-dip/labels.csv"
+TABLE_RESOURCE = "texture_features.csv"
+#: Noise levels (0..255 scale) of the observations stored in the features table.
+TABLE_SIGMAS = (0, 25, 50)
+
+
+def _tensor(image) -> torch.Tensor:
+    """An image (tensor, array, path or built-in name) as a validated float64 (1, C, H, W) tensor."""
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            image = images.load(image)
+        except OSError as exc:
+            raise ValueError(f"image: cannot read {image}: {exc}") from exc
+    elif isinstance(image, np.ndarray):
+        image = images.from_numpy(image)
+    elif not isinstance(image, torch.Tensor):
+        raise ValueError(f"image: expected a tensor, an array or a path, got {type(image).__name__}")
+    if image.ndim != 4 or image.shape[0] != 1 or image.shape[1] not in (1, 3):
+        raise ValueError(f"image: expected a (1, C, H, W) tensor with C in (1, 3), got {tuple(image.shape)}")
+    if not torch.isfinite(image).all():
+        raise ValueError("image: contains non-finite values")
+    h, w = image.shape[-2:]
+    if min(h, w) < MIN_SIZE:
+        raise ValueError(f"image: {w}x{h} pixels is too small; height and width must be >= {MIN_SIZE}")
+    return image.detach().to("cpu", torch.float64).clamp(0, 1)
+
+
+def _grey_and_sigma(image, noise_sigma) -> tuple[np.ndarray, float]:
+    """The luma of ``image`` and the standard deviation of its white noise (``noise_sigma`` per channel)."""
+    tensor = _tensor(image)
+    grey = images.to_grey(tensor)[0, 0].numpy()
+    if isinstance(noise_sigma, str) and noise_sigma == "auto":
+        return grey, _mad_sigma(grey)
+    try:
+        sigma = float(noise_sigma)
+    except (TypeError, ValueError):
+        sigma = float("nan")
+    if not np.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"noise_sigma: expected 'auto' or a number >= 0, got {noise_sigma!r}")
+    if tensor.shape[1] == 3:
+        sigma *= float(np.linalg.norm(images.LUMA))
+    return grey, sigma
+
+
+def _mad_sigma(grey: np.ndarray) -> float:
+    h, w = grey.shape[0] // 2 * 2, grey.shape[1] // 2 * 2
+    g = grey[:h, :w]
+    diagonal = (g[0::2, 0::2] - g[0::2, 1::2] - g[1::2, 0::2] + g[1::2, 1::2]) / 2
+    return float(np.median(np.abs(diagonal)) / 0.6744897501960817)
+
+
+def estimate_noise_sigma(image) -> float:
+    """Standard deviation of additive white Gaussian noise in an image, in [0, 1] image units.
+
+    Donoho & Johnstone's robust median estimator (Biometrika 1994): sigma = median(|HH|) / 0.6745,
+    HH the finest diagonal Haar wavelet sub-band, per channel, averaged over channels, as
+    ``skimage.restoration.estimate_sigma(..., average_sigmas=True)`` does (computed directly, so
+    PyWavelets is not needed). Texture finer than 2 px leaks into HH and biases sigma upwards.
+
+    Parameters
+    ----------
+    image : tensor (1, C, H, W), array (H, W[, C]), path or built-in name
+
+    Returns
+    -------
+    float
+        sigma; multiply by 255 for the 0..255 scale of the papers.
+    """
+    channels = _tensor(image)[0].numpy()
+    return float(np.mean([_mad_sigma(channel) for channel in channels]))
+
+
+def _psd_bins(grey: np.ndarray) -> np.ndarray:
+    """Mean periodogram power of the Hann-windowed luma in each :data:`PSD_EDGES` bin."""
+    h, w = grey.shape
+    window = np.outer(scipy.signal.windows.hann(h, sym=False), scipy.signal.windows.hann(w, sym=False))
+    spectrum = np.fft.fft2((grey - grey.mean()) * window)
+    power = np.abs(spectrum) ** 2 / np.sum(window**2)
+    rho = np.hypot(2 * np.fft.fftfreq(h)[:, None], 2 * np.fft.fftfreq(w)[None, :])
+    which = np.digitize(rho, PSD_EDGES) - 1
+    inside = (which >= 0) & (which < len(PSD_EDGES) - 1)
+    sums = np.bincount(which[inside], weights=power[inside], minlength=len(PSD_EDGES) - 1)
+    counts = np.bincount(which[inside], minlength=len(PSD_EDGES) - 1)
+    return sums / counts
+
+
+def _psd_summary(means: np.ndarray) -> tuple[np.ndarray, float]:
+    centres = np.sqrt(np.multiply(PSD_EDGES[:-1], PSD_EDGES[1:]))
+    log_power = np.log10(means + POWER_EPS)
+    return log_power, float(np.polyfit(np.log10(centres), log_power, 1)[0])
+
+
+def _glcm(grey: np.ndarray, sigma: float) -> np.ndarray:
+    if sigma > 0:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            grey = scipy.signal.wiener(grey, mysize=5, noise=sigma**2)
+    levels = np.clip(np.floor(grey * GLCM_LEVELS), 0, GLCM_LEVELS - 1).astype(np.uint8)
+    matrix = graycomatrix(
+        levels, GLCM_DISTANCES, np.deg2rad(GLCM_ANGLES), levels=GLCM_LEVELS, symmetric=True, normed=True
+    )
+    return np.concatenate([graycoprops(matrix, prop).ravel() for prop in GLCM_PROPS])
+
+
+def features(image, noise_sigma="auto") -> pd.Series:
+    """The texture feature vector of paper 004 §3.5 for one image.
+
+    Spatial: the GLCM properties contrast, dissimilarity, homogeneity, energy, correlation and ASM
+    (``graycoprops``) at distances :data:`GLCM_DISTANCES` and angles 0, 45, 90, 135 degrees, on the
+    luma quantised to :data:`GLCM_LEVELS` levels. Frequency: the periodogram
+    S(k, l) = |FFT(w (x - mean x))|^2 / sum w^2 (w a 2-D Hann window) averaged over each normalised-radius
+    bin of :data:`PSD_EDGES` (the azimuthal average S(r) of the paper, on bins that do not depend on the
+    image size), as log10 S, plus the least-squares slope of log10 S against log10 r (about -2 for
+    natural images, 0 for white noise). Size: log2 of the pixel count (the paper's PSD vector, on
+    integer radii, carries the size implicitly; the widths of Texture-DIP depend on it, e.g. every
+    256 x 256 image is labelled 32).
+
+    Noise compensation (white noise of standard deviation sigma has a flat periodogram of height sigma^2):
+    each PSD bin becomes max(S - sigma^2, 0.1 sigma^2) and the GLCM is computed on
+    ``scipy.signal.wiener(x, 5, noise=sigma^2)``.
+
+    Parameters
+    ----------
+    image : tensor (1, C, H, W), array (H, W[, C]), path or built-in name
+        Grey or RGB (RGB -> BT.601 luma), any size with height and width >= 32.
+    noise_sigma : "auto" or float
+        Standard deviation (in [0, 1] image units, per channel, independent across channels) of the
+        white noise to discount; "auto" estimates it on the luma with :func:`estimate_noise_sigma`'s
+        estimator; 0 computes the features of the image as given.
+
+    Returns
+    -------
+    pandas.Series
+        float64 values indexed by :data:`FEATURE_NAMES`.
+    """
+    grey, sigma = _grey_and_sigma(image, noise_sigma)
+    bins, slope = _psd_summary(np.maximum(_psd_bins(grey) - sigma**2, FLOOR_KEEP * sigma**2))
+    values = np.concatenate([_glcm(grey, sigma), bins, [slope, np.log2(grey.size)]])
+    return pd.Series(values, index=list(FEATURE_NAMES), dtype=np.float64)
+
+
+def texture_score(image, noise_sigma="auto") -> float:
+    """Texture score in [0, 1]: high-frequency power relative to white noise, on a log scale.
+
+    With S the (noise-compensated, see :func:`features`) radial PSD, q = mean S over
+    1/2 <= rho <= 1 divided by mean S over 1/16 <= rho <= 1; q = 1 for white noise and q -> 0 for
+    smooth content (the paper's "flatter PSD for fine-grained images", §3.1). The score is
+    clip(1 + log10(q) / 3, 0, 1): 1 for white noise, 0 for a flat image or any image whose
+    half-Nyquist band holds less than 1/1000 of white noise's share; natural images fall between
+    (fine-grained above coarse-grained).
+
+    Under strong noise the half-Nyquist band of most images lies below the noise floor and the
+    compensated score is uncertain; pure white noise is then indistinguishable from a flat image plus
+    noise, so pass noise_sigma=0 to score an image as given.
+    """
+    grey, sigma = _grey_and_sigma(image, noise_sigma)
+    means = np.maximum(_psd_bins(grey) - sigma**2, 0.0)
+    weights = np.diff(np.square(PSD_EDGES))
+    high = np.asarray(PSD_EDGES[:-1]) >= 0.5
+    q = (np.sum(means[high] * weights[high]) / np.sum(weights[high])) / (
+        np.sum(means * weights) / np.sum(weights) + POWER_EPS
+    )
+    return float(np.clip(1 + np.log10(max(q, 1e-3)) / 3, 0.0, 1.0))
+
+
+class WidthPredictor(ClassifierMixin, BaseEstimator):
+    """Width classifier of paper 004 §3.5/§4.4: scaling, decision-tree feature selection, SVMs.
+
+    A pipeline ``StandardScaler -> SelectFromModel(DecisionTreeClassifier) ->
+    CalibratedClassifierCV(SVC, ensemble=False)``: features whose Gini importance in a depth-limited
+    tree is at least the mean importance are kept, and an RBF support-vector classifier (one-vs-one,
+    i.e. three binary SVMs for the widths {32, 64, 128}) with probabilities from Platt's sigmoid
+    calibration on 5-fold out-of-fold decision values (scikit-learn's replacement for the deprecated
+    ``SVC(probability=True)``) classifies them. Generic on numeric X and any
+    class labels; ``predict`` returns the most probable class, so it agrees with ``predict_proba``.
+
+    Parameters
+    ----------
+    C : float
+        SVM regularisation.
+    gamma : "scale", "auto" or float
+        RBF kernel coefficient.
+    tree_depth : int or None
+        Maximum depth of the feature-selection tree.
+    class_weight : "balanced" or None
+        Class weights of the tree and the SVM ("balanced": inversely proportional to class counts;
+        None keeps the class priors, which the micro-averaged AUC rewards).
+    random_state : int
+        Seed of the selection tree.
+    """
+
+    def __init__(self, C=1.0, gamma="scale", tree_depth=4, class_weight=None, random_state=0):
+        self.C = C
+        self.gamma = gamma
+        self.tree_depth = tree_depth
+        self.class_weight = class_weight
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        """Fit the scaler, the selection tree and the SVMs on features X (n, d) and labels y (n,)."""
+        X, y = validate_data(self, X, y)
+        check_classification_targets(y)
+        tree = DecisionTreeClassifier(
+            max_depth=self.tree_depth, class_weight=self.class_weight, random_state=self.random_state
+        )
+        svm = CalibratedClassifierCV(
+            SVC(C=self.C, gamma=self.gamma, class_weight=self.class_weight), ensemble=False
+        )
+        self.pipeline_ = make_pipeline(StandardScaler(), SelectFromModel(tree), svm).fit(X, y)
+        self.classes_ = self.pipeline_.classes_
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities (n, n_classes), columns ordered as ``classes_``."""
+        check_is_fitted(self)
+        return self.pipeline_.predict_proba(validate_data(self, X, reset=False))
+
+    def predict(self, X) -> np.ndarray:
+        """The most probable class of each row of X."""
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+def load_labels(root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The Texture-DIP labels (paper 004 §4.4): image path, ``width`` (or NA), ``widths_ok``.
+
+    Paths are relative to the datasets folder (``images.datasets_root()`` unless ``root`` is given).
+    """
+    root = Path(root) if root is not None else images.datasets_root()
+    path = root / LABELS_CSV
+    if not path.is_file():
+        raise ValueError(f"datasets: {path} not found; set ARCHLAB_DATASETS to the datasets folder")
+    labels = pd.read_csv(path, dtype={"image": str, "widths_ok": str})
+    labels["width"] = labels["width"].astype("Int64")
+    return labels
+
+
+def noisy_observation(image: torch.Tensor, sigma: float, seed: int, key: str) -> torch.Tensor:
+    """clip(x + sigma/255 n, 0, 1), n ~ N(0, I) seeded by (seed, sigma, crc32(key)); sigma on 0..255."""
+    rng = np.random.default_rng([seed, int(sigma), zlib.crc32(key.encode())])
+    noise = torch.from_numpy(rng.standard_normal(tuple(image.shape))).to(image.dtype)
+    return (image + sigma / 255 * noise).clamp(0, 1)
+
+
+def build_table(root=None, sigmas=TABLE_SIGMAS, seed: int = 0) -> pd.DataFrame:
+    """Feature vectors of every Texture-DIP image, clean and noisy, with and without compensation.
+
+    One row per (image, sigma in ``sigmas`` (0..255), compensated): the features of the observation
+    :func:`noisy_observation` (sigma = 0: the clean image) with ``noise_sigma="auto"``
+    (compensated) or 0, plus the label columns and ``noise_est`` (the luma noise estimate, 0..255).
+    """
+    root = Path(root) if root is not None else images.datasets_root()
+    rows = []
+    for record in load_labels(root).itertuples(index=False):
+        clean = images.load(root / record.image)
+        for sigma in sigmas:
+            observed = clean if sigma == 0 else noisy_observation(clean, sigma, seed, record.image)
+            estimate = _grey_and_sigma(observed, "auto")[1]
+            for compensated in (True, False):
+                values = features(observed, "auto" if compensated else 0.0)
+                meta = {"image": record.image, "width": record.width, "widths_ok": record.widths_ok}
+                meta |= {"sigma": sigma, "compensated": compensated, "noise_est": round(estimate * 255, 4)}
+                rows.append(meta | values.to_dict())
+    table = pd.DataFrame(rows)
+    table["width"] = table["width"].astype("Int64")
+    return table
+
+
+def table_path() -> Path:
+    """Where the features table shipped with the package lives."""
+    return Path(str(resources.files("archlab.data") / TABLE_RESOURCE))
+
+
+def load_table(path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Read a features table written by :func:`build_table` (default: the one shipped in the package)."""
+    if path is None:
+        text = (resources.files("archlab.data") / TABLE_RESOURCE).read_text()
+        source = io.StringIO(text)
+    else:
+        source = Path(path)
+        if not source.is_file():
+            raise ValueError(f"table: {source} not found")
+    table = pd.read_csv(source, dtype={"image": str, "widths_ok": str})
+    missing = [name for name in ("image", "width", "sigma", "compensated", *FEATURE_NAMES) if name not in table]
+    if missing:
+        raise ValueError(f"table: missing columns {missing[:5]}; rebuild it with `archlab texture build-table`")
+    table["width"] = table["width"].astype("Int64")
+    return table
+
+
+def training_rows(table: pd.DataFrame, sigmas=TABLE_SIGMAS, compensated: bool = True) -> pd.DataFrame:
+    """The labelled rows of ``table`` at noise levels ``sigmas`` and the given compensation."""
+    keep = table["width"].notna() & table["sigma"].isin(list(sigmas)) & (table["compensated"] == compensated)
+    return table[keep]
+
+
+@functools.lru_cache(maxsize=1)
+def default_predictor() -> WidthPredictor:
+    """The shipped width predictor, fit at first use on the package's features table.
+
+    Trained on the compensated features of every labelled image at sigma = 0, 25 and 50 (so it
+    accepts clean or noisy observations); no pickle is loaded. Shared: clone it before refitting.
+    """
+    rows = training_rows(load_table())
+    return WidthPredictor().fit(rows[list(FEATURE_NAMES)], rows["width"].astype(int).to_numpy())
+
+
+def predict_width(image, noise_sigma="auto", predictor: WidthPredictor | None = None) -> tuple[int, dict]:
+    """The width (32, 64 or 128) for ``image`` and the probability of each width (paper 004 §3.5)."""
+    predictor = predictor if predictor is not None else default_predictor()
+    row = features(image, noise_sigma).to_frame().T
+    proba = predictor.predict_proba(row)[0]
+    best = int(predictor.classes_[np.argmax(proba)])
+    return best, {int(c): float(p) for c, p in zip(predictor.classes_, proba)}
+
+
+@dataclass(frozen=True)
+class CVResult:
+    """Cross-validated width classification (paper 004 §4.4, Fig. 11a).
+
+    ``micro_auc``: micro-averaged one-vs-rest ROC-AUC of the pooled out-of-fold probabilities,
+    mean (and std) over repeats; ``accuracy``: exact width; ``acceptable``: predicted width in
+    ``widths_ok``; ``confusion``: true (rows) vs predicted (columns) counts, mean over repeats.
+    """
+
+    micro_auc: float
+    micro_auc_std: float
+    accuracy: float
+    accuracy_std: float
+    acceptable: float
+    confusion: pd.DataFrame
+    n_images: int
+
+
+def cross_validate(
+    table: pd.DataFrame,
+    *,
+    test_sigma: int = 0,
+    train_sigmas=TABLE_SIGMAS,
+    compensated: bool = True,
+    estimator=None,
+    columns=FEATURE_NAMES,
+    n_splits: int = 5,
+    n_repeats: int = 10,
+    seed: int = 0,
+) -> CVResult:
+    """Repeated stratified k-fold CV over images (paper 004: 5 folds repeated 10 times).
+
+    Folds split the labelled images (stratified by width), so an image's noisy versions never sit on
+    both sides; each fold trains a clone of ``estimator`` (default :class:`WidthPredictor`) on the
+    training images' rows at ``train_sigmas`` and scores the test images' rows at ``test_sigma``,
+    using the feature ``columns``.
+    """
+    if test_sigma not in set(table["sigma"]) or not set(train_sigmas) <= set(table["sigma"]):
+        raise ValueError(f"sigma: the table holds noise levels {sorted(set(table['sigma']))}")
+    estimator = estimator if estimator is not None else WidthPredictor()
+    rows = training_rows(table, set(train_sigmas) | {test_sigma}, compensated)
+    names = rows.loc[rows["sigma"] == test_sigma, "image"].to_numpy()
+    test_rows = rows[rows["sigma"] == test_sigma].set_index("image").loc[names]
+    y = test_rows["width"].astype(int).to_numpy()
+    classes = np.unique(y)
+    folds = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=seed)
+    proba = np.zeros((n_repeats, len(y), len(classes)))
+    for k, (train, test) in enumerate(folds.split(names, y)):
+        train_rows = rows[rows["image"].isin(names[train]) & rows["sigma"].isin(list(train_sigmas))]
+        model = clone(estimator).fit(train_rows[list(columns)], train_rows["width"].astype(int).to_numpy())
+        proba[k // n_splits, test] = model.predict_proba(test_rows[list(columns)].iloc[test])
+    truth = label_binarize(y, classes=classes)
+    aucs = [roc_auc_score(truth, p, average="micro") for p in proba]
+    predicted = classes[np.argmax(proba, axis=2)]
+    accuracy = (predicted == y).mean(axis=1)
+    ok = test_rows["widths_ok"].str.split().map(lambda ws: [int(w) for w in ws]).to_list()
+    acceptable = np.mean([[p in ok[i] for i, p in enumerate(rep)] for rep in predicted])
+    confusion = sum(confusion_matrix(y, rep, labels=classes) for rep in predicted) / n_repeats
+    return CVResult(
+        micro_auc=float(np.mean(aucs)),
+        micro_auc_std=float(np.std(aucs)),
+        accuracy=float(accuracy.mean()),
+        accuracy_std=float(accuracy.std()),
+        acceptable=float(acceptable),
+        confusion=pd.DataFrame(confusion, index=classes, columns=classes),
+        n_images=len(y),
+    )
