@@ -293,8 +293,10 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
         iteration_bar.close()
     history = monitor.frame()
     with torch.no_grad():
-        final = physics.restore(out, y)
-        ema_final = physics.restore(ema_out, y)
+        if reason == "diverged":  # report the last good weights, not the blown-up iterate
+            net.load_state_dict(good_state[0])
+            out = ema_out = net(z).float()
+        final, ema_final = physics.restore(out, y), physics.restore(ema_out, y)
     return FitResult(output=final.cpu(), ema_output=ema_final.cpu(), history=history, stopped_at=iteration,
                      stop_reason=reason, seconds=seconds, spec=spec_dict, settings=asdict(settings),
                      task=task.to_dict(), best_output=None if best[2] is None else best[2].cpu(),

@@ -314,12 +314,17 @@ def make_input(spec: ArchSpec, size: tuple[int, int], seed: int = 0) -> torch.Te
 
 
 def check_size(spec: ArchSpec, size: tuple[int, int]) -> None:
-    """Raise ``ValueError`` unless both sides are positive multiples of ``spec.multiple``."""
+    """Raise ``ValueError`` unless both sides are multiples of ``spec.multiple`` and at least twice it.
+
+    Twice, so the coarsest feature map has more than one pixel: a normalisation over a
+    single value per channel is undefined (batch norm) or zero (mean-only).
+    """
     h, w = size
     m = spec.multiple
-    if h < m or w < m or h % m or w % m:
+    if h < 2 * m or w < 2 * m or h % m or w % m:
         raise ValueError(f"arch.depth: a depth-{spec.depth} {spec.kind} with factor {spec.factor} needs image sides "
-                         f"that are multiples of {m}; got {w}x{h} (use a smaller depth or crop the image)")
+                         f"that are multiples of {m} and at least {2 * m}; got {w}x{h} "
+                         f"(use a smaller depth or another image size)")
 
 
 def build(spec: ArchSpec | str, out_channels: int, out_size: tuple[int, int], seed: int = 0) -> tuple[nn.Module, torch.Tensor]:

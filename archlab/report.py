@@ -69,3 +69,173 @@ def plot_filter_responses(filters: Iterable, path: str | os.PathLike) -> Path:
         figure.savefig(tmp, format="png", dpi=150)
     return path
 
+
+
+def plot_fit_curves(history, path: str | os.PathLike, stop_iteration: int | None = None, title: str = "") -> Path:
+    """PSNR, EMA PSNR (when a reference was known) and the blur/sharpness ratio against iterations.
+
+    The ratio r = B / S is the statistic of paper 000's stopping rule (§4.3, eq. 8); the
+    iteration where the rule fired is marked with a dashed line, the PSNR peak with a dot.
+    """
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.add_subplot()
+    it = history["iteration"]
+    if "psnr" in history and history["psnr"].notna().any():
+        ax.plot(it, history["psnr"], label="PSNR", color="C0")
+        ax.plot(it, history["psnr_ema"], label="PSNR (EMA)", color="C1", alpha=0.8)
+        peak = history["psnr"].idxmax()
+        ax.plot(it[peak], history["psnr"][peak], "o", color="C0")
+        ax.set_ylabel("PSNR (dB)")
+    else:
+        ax.plot(it, history["psnr_obs"], label="PSNR vs observation", color="C0")
+        ax.set_ylabel("PSNR against the observation (dB)")
+    ratio_ax = ax.twinx()
+    ratio_ax.plot(it, history["ratio"], label="blur / sharpness", color="C2", alpha=0.7)
+    ratio_ax.set_ylabel("ratio r = B / S")
+    if stop_iteration is not None:
+        ax.axvline(stop_iteration, color="k", linestyle="--", label=f"auto-stop ({stop_iteration})")
+    ax.set_xlabel("iteration")
+    handles = ax.get_legend_handles_labels()[0] + ratio_ax.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="lower right", fontsize=8)
+    ax.set_title(title)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    return path
+
+
+# --- studies: paper tables and figures (rendered from archlab.studies data frames) ---
+
+#: Decimals per study metric in tables.
+METRIC_DIGITS = {"peak_psnr": 2, "final_psnr": 2, "psnr_drop": 2, "stop_psnr": 2, "peak_iteration": 0,
+                 "stop_iteration": 0, "seconds": 1, "final_fbc_high": 3}
+METRIC_TITLES = {"peak_psnr": "peak PSNR (dB)", "final_psnr": "last-iteration PSNR (dB)",
+                 "psnr_drop": "PSNR drop, peak − last (dB)", "stop_psnr": "PSNR at the ratio rule's stop (dB)",
+                 "peak_iteration": "iteration of the peak PSNR", "stop_iteration": "iteration of the ratio rule's stop",
+                 "seconds": "seconds per fit", "final_fbc_high": "highest FBC band at the last iteration"}
+TABLE_FORMATS = ("md", "latex", "csv")
+CURVE_LABELS = {"psnr": "PSNR (dB)", "psnr_ema": "PSNR of the EMA (dB)", "ratio": "blur / sharpness",
+                "fbc_low": "FBC, lowest band", "fbc_high": "FBC, highest band"}
+
+
+def _save(figure: Figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=130)
+    return path
+
+
+def plot_curves(frame, path: str | os.PathLike, *, line: str = "config", panel: str = "panel",
+                columns: Iterable[str] = ("psnr", "fbc_high")) -> Path:
+    """Curves against iteration: one column of axes per ``panel`` value, one row per metric,
+    one line per ``line`` value (averaged over repeated rows, e.g. seeds).
+
+    ``frame`` is long-form with ``iteration``, ``line``, ``panel`` and the metric columns
+    (PSNR; ``fbc_high`` is the highest frequency band of paper 000 eq. 1). Written as a PNG.
+    """
+    columns = [c for c in columns if c in frame and frame[c].notna().any()]
+    if not columns:
+        raise ValueError(f"curves: none of the metric columns is present; columns: {', '.join(map(str, frame.columns))}")
+    panels = list(dict.fromkeys(frame[panel]))
+    lines = list(dict.fromkeys(frame[line]))
+    mean = frame.groupby([panel, line, "iteration"], sort=False)[columns].mean().reset_index()
+    figure = Figure(figsize=(4.2 * len(panels) + 2.2, 2.8 * len(columns)), layout="constrained")
+    axes = figure.subplots(len(columns), len(panels), squeeze=False, sharex="col")
+    colours = colormaps["viridis"](np.linspace(0, 0.9, max(len(lines), 2)))
+    for j, name in enumerate(panels):
+        for i, column in enumerate(columns):
+            ax = axes[i, j]
+            for k, value in enumerate(lines):
+                rows = mean[(mean[panel] == name) & (mean[line] == value)]
+                ax.plot(rows["iteration"], rows[column], color=colours[k], lw=1.3, label=str(value))
+            ax.grid(True, alpha=0.3)
+            if j == 0:
+                ax.set_ylabel(CURVE_LABELS.get(column, column))
+        axes[0, j].set_title(str(name))
+        axes[-1, j].set_xlabel("iteration")
+    axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", frameon=False)
+    return _save(figure, path)
+
+
+def plot_importances(importances: dict, path: str | os.PathLike) -> Path:
+    """Horizontal bars of parameter importances (fANOVA, ``optuna.importance``) per objective."""
+    if not importances:
+        raise ValueError("importances: nothing to plot (fewer than two complete trials?)")
+    figure = Figure(figsize=(5.5 * len(importances), 0.5 * max(len(v) for v in importances.values()) + 1.6),
+                    layout="constrained")
+    axes = figure.subplots(1, len(importances), squeeze=False)[0]
+    for ax, (objective, values) in zip(axes, importances.items()):
+        names = list(values)[::-1]
+        ax.barh(names, [values[n] for n in names], color="tab:blue")
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("importance")
+        ax.set_title(objective)
+    return _save(figure, path)
+
+
+def plot_pareto(frame, x: str, y: str, path: str | os.PathLike, *, label: str = "config") -> Path:
+    """Objective ``y`` against objective ``x`` for every complete trial, the Pareto front
+    (boolean column ``front``, Optuna's ``study.best_trials``) joined and labelled."""
+    figure = Figure(figsize=(6.5, 4.5), layout="constrained")
+    ax = figure.add_subplot()
+    ax.scatter(frame[x], frame[y], color="0.6", s=18, label="trials")
+    front = frame[frame["front"]].sort_values(x)
+    ax.plot(front[x], front[y], "o-", color="tab:red", label="Pareto front")
+    for _, row in front.iterrows():
+        ax.annotate(str(row[label]), (row[x], row[y]), fontsize="x-small", xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(METRIC_TITLES.get(x, x))
+    ax.set_ylabel(METRIC_TITLES.get(y, y))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(figure, path)
+
+
+def latex_escape(text) -> str:
+    """``text`` with LaTeX's special characters escaped."""
+    return "".join("\\" + c if c in "&%$#_{}" else c for c in str(text))
+
+
+def format_table(table, value_columns: list[str], better: str | dict, digits: int, fmt: str) -> str:
+    """A configurations × images table as Markdown or LaTeX (booktabs), the best value of
+    each value column in bold (``better``: ``max`` or ``min``, or a dict per column; ties all bold)."""
+    if fmt not in ("md", "latex"):
+        raise ValueError(f"format: {fmt!r} is invalid; allowed: md, latex")
+    rounded = {c: table[c].astype(float).round(digits) for c in value_columns}
+    best = {c: rounded[c].max() if (better.get(c) if isinstance(better, dict) else better) == "max" else rounded[c].min()
+            for c in value_columns}
+    bold = (lambda s: f"**{s}**") if fmt == "md" else (lambda s: f"\\textbf{{{s}}}")
+    rows = []
+    for _, row in table.iterrows():
+        cells = []
+        for c in table.columns:
+            value = row[c]
+            if c in value_columns:
+                missing = value is None or np.isnan(value)
+                text = "–" if missing else f"{value:.{digits}f}"
+                cells.append(bold(text) if not missing and round(value, digits) == best[c] else text)
+            else:
+                cells.append(str(value) if fmt == "md" else latex_escape(value))
+        rows.append(cells)
+    header = [str(c) if fmt == "md" else latex_escape(c) for c in table.columns]
+    if fmt == "md":
+        align = ["---:" if c in value_columns else "---" for c in table.columns]
+        return "\n".join("| " + " | ".join(r) + " |" for r in [header, align, *rows])
+    spec = "".join("r" if c in value_columns else "l" for c in table.columns)
+    body = [" & ".join(r) + r" \\" for r in rows]
+    return "\n".join([f"\\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(header) + r" \\", r"\midrule", *body,
+                      r"\bottomrule", r"\end{tabular}"])
+
+
+def markdown_table(frame, digits: int = 2) -> str:
+    """A pandas DataFrame as a GitHub Markdown table (index as the first column), numbers rounded."""
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "" if value != value else f"{value:.{digits}f}"
+        return str(value)
+
+    header = [str(frame.index.name or "")] + [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for index, row in frame.iterrows():
+        lines.append("| " + " | ".join([cell(index)] + [cell(v) for v in row]) + " |")
+    return "\n".join(lines)

@@ -1,10 +1,11 @@
 """Texture features and the width predictor of paper 004 (Liu et al., ICCV 2023, §3.5, §4.4).
 
-An image is scored by spatial features, the grey-level co-occurrence matrix (GLCM) properties of
-Haralick et al. (``skimage.feature.graycomatrix/graycoprops``), and frequency features, the radial
-power spectral density (PSD) summarised on fixed normalised-radius bins plus its log-log slope.
-A decision tree selects features and support-vector machines classify the width of a 2-level
-hourglass into {32, 64, 128} (:class:`WidthPredictor`).
+An image is described by spatial features, the grey-level co-occurrence matrix (GLCM) properties of
+Haralick et al. (``skimage.feature.graycomatrix/graycoprops``), frequency features, the radial
+power spectral density (PSD, ``spectral.radial_psd``) at fixed normalised radii plus its log-log
+slope, and its size. A decision tree selects features and support-vector machines classify the
+width of a 2-level hourglass into {32, 64, 128} (:class:`WidthPredictor`), trained on the
+Texture-DIP labels through a features table shipped as package data (no pickle).
 
 The image given is often the noisy observation. Features are computed after discounting white noise
 of standard deviation sigma (estimated by :func:`estimate_noise_sigma` unless given): the PSD loses
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.signal
+import scipy.stats
 import torch
 from skimage.feature import graycomatrix, graycoprops
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
@@ -36,13 +38,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler, label_binarize
 from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
+from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from archlab import images
+from archlab import images, spectral
 
-#: The width classes of paper 004 (channels per layer of a 2-level hourglass).
-WIDTHS = (32, 64, 128)
 #: Smallest accepted height and width (pixels).
 MIN_SIZE = 32
 #: GLCM pixel-pair distances (pixels) and angles (degrees). graycomatrix rounds the offset
@@ -52,9 +53,11 @@ GLCM_ANGLES = (0, 45, 90, 135)
 GLCM_PROPS = ("contrast", "dissimilarity", "homogeneity", "energy", "correlation", "ASM")
 #: Grey levels the luma is quantised to before the GLCM.
 GLCM_LEVELS = 64
-#: Edges of the PSD bins in normalised radius rho = sqrt((2 f_y)^2 + (2 f_x)^2), f in cycles/pixel
-#: (rho = 1 at the Nyquist frequency of each axis); every bin holds samples from 32 px up.
-PSD_EDGES = (1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8, 1.0)
+#: Radii of the radial PSD (``spectral.radial_psd(bins=PSD_RINGS)``): 0, 1/16, ..., 1/2 cycles/pixel,
+#: i.e. 1/8, 2/8, ..., 1 of the Nyquist frequency past the DC ring; defined from 16 px up.
+PSD_RINGS = 9
+#: Median absolute deviation of a standard normal variable, Phi^-1(3/4).
+MAD_PER_SIGMA = float(scipy.stats.norm.ppf(0.75))
 #: Absolute power (image units squared) added before logarithms so that a flat image stays finite;
 #: far below 8-bit quantisation noise (1/255)^2/12 ~ 1.3e-6.
 POWER_EPS = 1e-10
@@ -63,7 +66,7 @@ FLOOR_KEEP = 0.1
 
 FEATURE_NAMES = tuple(
     f"glcm_{prop}_d{d}_a{a}" for prop in GLCM_PROPS for d in GLCM_DISTANCES for a in GLCM_ANGLES
-) + tuple(f"psd_bin{i}" for i in range(len(PSD_EDGES) - 1)) + ("psd_slope", "log2_pixels")
+) + tuple(f"psd_r{k}" for k in range(1, PSD_RINGS)) + ("psd_slope", "log2_pixels")
 
 LABELS_CSV = "texture-dip/labels.csv"
 TABLE_RESOURCE = "texture_features.csv"
@@ -71,8 +74,12 @@ TABLE_RESOURCE = "texture_features.csv"
 TABLE_SIGMAS = (0, 25, 50)
 
 
-def _tensor(image) -> torch.Tensor:
-    """An image (tensor, array, path or built-in name) as a validated float64 (1, C, H, W) tensor."""
+def as_image(image) -> torch.Tensor:
+    """An image given as a tensor, an array, a path or a built-in name, checked, as float64 (1, C, H, W).
+
+    Raises ValueError for an unreadable file, a shape other than (1, 1 or 3, H, W), non-finite values,
+    or a height or width below :data:`MIN_SIZE`.
+    """
     if isinstance(image, (str, os.PathLike)):
         try:
             image = images.load(image)
@@ -94,7 +101,7 @@ def _tensor(image) -> torch.Tensor:
 
 def _grey_and_sigma(image, noise_sigma) -> tuple[np.ndarray, float]:
     """The luma of ``image`` and the standard deviation of its white noise (``noise_sigma`` per channel)."""
-    tensor = _tensor(image)
+    tensor = as_image(image)
     grey = images.to_grey(tensor)[0, 0].numpy()
     if isinstance(noise_sigma, str) and noise_sigma == "auto":
         return grey, _mad_sigma(grey)
@@ -113,7 +120,7 @@ def _mad_sigma(grey: np.ndarray) -> float:
     h, w = grey.shape[0] // 2 * 2, grey.shape[1] // 2 * 2
     g = grey[:h, :w]
     diagonal = (g[0::2, 0::2] - g[0::2, 1::2] - g[1::2, 0::2] + g[1::2, 1::2]) / 2
-    return float(np.median(np.abs(diagonal)) / 0.6744897501960817)
+    return float(np.median(np.abs(diagonal)) / MAD_PER_SIGMA)
 
 
 def estimate_noise_sigma(image) -> float:
@@ -133,28 +140,18 @@ def estimate_noise_sigma(image) -> float:
     float
         sigma; multiply by 255 for the 0..255 scale of the papers.
     """
-    channels = _tensor(image)[0].numpy()
+    channels = as_image(image)[0].numpy()
     return float(np.mean([_mad_sigma(channel) for channel in channels]))
 
 
-def _psd_bins(grey: np.ndarray) -> np.ndarray:
-    """Mean periodogram power of the Hann-windowed luma in each :data:`PSD_EDGES` bin."""
-    h, w = grey.shape
-    window = np.outer(scipy.signal.windows.hann(h, sym=False), scipy.signal.windows.hann(w, sym=False))
-    spectrum = np.fft.fft2((grey - grey.mean()) * window)
-    power = np.abs(spectrum) ** 2 / np.sum(window**2)
-    rho = np.hypot(2 * np.fft.fftfreq(h)[:, None], 2 * np.fft.fftfreq(w)[None, :])
-    which = np.digitize(rho, PSD_EDGES) - 1
-    inside = (which >= 0) & (which < len(PSD_EDGES) - 1)
-    sums = np.bincount(which[inside], weights=power[inside], minlength=len(PSD_EDGES) - 1)
-    counts = np.bincount(which[inside], minlength=len(PSD_EDGES) - 1)
-    return sums / counts
+def _psd(grey: np.ndarray) -> np.ndarray:
+    """Radial PSD of the luma at the radii k / (2 (PSD_RINGS - 1)) cycles/pixel, k = 1 .. PSD_RINGS - 1."""
+    return spectral.radial_psd(torch.from_numpy(grey)[None, None], bins=PSD_RINGS)[1][0, 1:].numpy()
 
 
-def _psd_summary(means: np.ndarray) -> tuple[np.ndarray, float]:
-    centres = np.sqrt(np.multiply(PSD_EDGES[:-1], PSD_EDGES[1:]))
-    log_power = np.log10(means + POWER_EPS)
-    return log_power, float(np.polyfit(np.log10(centres), log_power, 1)[0])
+def _psd_summary(psd: np.ndarray) -> tuple[np.ndarray, float]:
+    log_power = np.log10(psd + POWER_EPS)
+    return log_power, float(np.polyfit(np.log10(np.arange(1, PSD_RINGS)), log_power, 1)[0])
 
 
 def _glcm(grey: np.ndarray, sigma: float) -> np.ndarray:
@@ -173,16 +170,16 @@ def features(image, noise_sigma="auto") -> pd.Series:
 
     Spatial: the GLCM properties contrast, dissimilarity, homogeneity, energy, correlation and ASM
     (``graycoprops``) at distances :data:`GLCM_DISTANCES` and angles 0, 45, 90, 135 degrees, on the
-    luma quantised to :data:`GLCM_LEVELS` levels. Frequency: the periodogram
-    S(k, l) = |FFT(w (x - mean x))|^2 / sum w^2 (w a 2-D Hann window) averaged over each normalised-radius
-    bin of :data:`PSD_EDGES` (the azimuthal average S(r) of the paper, on bins that do not depend on the
-    image size), as log10 S, plus the least-squares slope of log10 S against log10 r (about -2 for
-    natural images, 0 for white noise). Size: log2 of the pixel count (the paper's PSD vector, on
+    luma quantised to :data:`GLCM_LEVELS` levels. Frequency: the radial PSD
+    S(r) = mean_{|f| ~ r} |F{Y}(f)|^2 / HW of ``spectral.radial_psd`` (the azimuthal average of paper
+    004 §3.5) at r = k/16 cycles/pixel, k = 1..8 (fixed normalised radii, so the vector does not depend
+    on the image size), as log10 S, plus the least-squares slope of log10 S against log10 r (about -2 to
+    -3 for natural images, 0 for white noise). Size: log2 of the pixel count (the paper's PSD vector, on
     integer radii, carries the size implicitly; the widths of Texture-DIP depend on it, e.g. every
     256 x 256 image is labelled 32).
 
-    Noise compensation (white noise of standard deviation sigma has a flat periodogram of height sigma^2):
-    each PSD bin becomes max(S - sigma^2, 0.1 sigma^2) and the GLCM is computed on
+    Noise compensation (white noise of standard deviation sigma has a flat PSD of height sigma^2):
+    each PSD value becomes max(S - sigma^2, 0.1 sigma^2) and the GLCM is computed on
     ``scipy.signal.wiener(x, 5, noise=sigma^2)``.
 
     Parameters
@@ -200,7 +197,7 @@ def features(image, noise_sigma="auto") -> pd.Series:
         float64 values indexed by :data:`FEATURE_NAMES`.
     """
     grey, sigma = _grey_and_sigma(image, noise_sigma)
-    bins, slope = _psd_summary(np.maximum(_psd_bins(grey) - sigma**2, FLOOR_KEEP * sigma**2))
+    bins, slope = _psd_summary(np.maximum(_psd(grey) - sigma**2, FLOOR_KEEP * sigma**2))
     values = np.concatenate([_glcm(grey, sigma), bins, [slope, np.log2(grey.size)]])
     return pd.Series(values, index=list(FEATURE_NAMES), dtype=np.float64)
 
@@ -208,9 +205,11 @@ def features(image, noise_sigma="auto") -> pd.Series:
 def texture_score(image, noise_sigma="auto") -> float:
     """Texture score in [0, 1]: high-frequency power relative to white noise, on a log scale.
 
-    With S the (noise-compensated, see :func:`features`) radial PSD, q = mean S over
-    1/2 <= rho <= 1 divided by mean S over 1/16 <= rho <= 1; q = 1 for white noise and q -> 0 for
-    smooth content (the paper's "flatter PSD for fine-grained images", §3.1). The score is
+    With S_k = max(S(k/16) - sigma^2, 0) the noise-compensated radial PSD of :func:`features`
+    (k = 1..8, up to the Nyquist radius 1/2 cycles/pixel), q = sum_{k>=4} k S_k / sum_{k>=4} k divided
+    by sum_k k S_k / sum_k k, the mean power above half the Nyquist frequency over the mean power
+    (rings weighted by their circumference k); q = 1 for white noise and q -> 0 for smooth content
+    (paper 004 §3.1: fine-grained images have flatter PSDs). The score is
     clip(1 + log10(q) / 3, 0, 1): 1 for white noise, 0 for a flat image or any image whose
     half-Nyquist band holds less than 1/1000 of white noise's share; natural images fall between
     (fine-grained above coarse-grained).
@@ -220,12 +219,10 @@ def texture_score(image, noise_sigma="auto") -> float:
     noise, so pass noise_sigma=0 to score an image as given.
     """
     grey, sigma = _grey_and_sigma(image, noise_sigma)
-    means = np.maximum(_psd_bins(grey) - sigma**2, 0.0)
-    weights = np.diff(np.square(PSD_EDGES))
-    high = np.asarray(PSD_EDGES[:-1]) >= 0.5
-    q = (np.sum(means[high] * weights[high]) / np.sum(weights[high])) / (
-        np.sum(means * weights) / np.sum(weights) + POWER_EPS
-    )
+    psd = np.maximum(_psd(grey) - sigma**2, 0.0)
+    rings = np.arange(1, PSD_RINGS)
+    high = rings >= PSD_RINGS // 2
+    q = (np.sum(psd[high] * rings[high]) / np.sum(rings[high])) / (np.sum(psd * rings) / np.sum(rings) + POWER_EPS)
     return float(np.clip(1 + np.log10(max(q, 1e-3)) / 3, 0.0, 1.0))
 
 
@@ -234,7 +231,7 @@ class WidthPredictor(ClassifierMixin, BaseEstimator):
 
     A pipeline ``StandardScaler -> SelectFromModel(DecisionTreeClassifier) ->
     CalibratedClassifierCV(SVC, ensemble=False)``: features whose Gini importance in a depth-limited
-    tree is at least the mean importance are kept, and an RBF support-vector classifier (one-vs-one,
+    tree reaches ``threshold`` are kept, and a support-vector classifier (one-vs-one,
     i.e. three binary SVMs for the widths {32, 64, 128}) with probabilities from Platt's sigmoid
     calibration on 5-fold out-of-fold decision values (scikit-learn's replacement for the deprecated
     ``SVC(probability=True)``) classifies them. Generic on numeric X and any
@@ -242,23 +239,40 @@ class WidthPredictor(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
+    kernel : "linear", "rbf", "poly" or "sigmoid"
+        SVM kernel; linear by default (65 labelled images, ~80 features: a linear boundary
+        separates same-size images by texture better than an RBF one in cross-validation).
     C : float
         SVM regularisation.
     gamma : "scale", "auto" or float
-        RBF kernel coefficient.
+        Coefficient of the non-linear kernels.
     tree_depth : int or None
         Maximum depth of the feature-selection tree.
-    class_weight : "balanced" or None
-        Class weights of the tree and the SVM ("balanced": inversely proportional to class counts;
-        None keeps the class priors, which the micro-averaged AUC rewards).
+    threshold : str or float
+        ``SelectFromModel`` threshold on the tree's importances (default: half their mean).
+    class_weight : "balanced", dict or None
+        Class weights of the tree, and sample weights of the SVM and its calibration ("balanced":
+        inversely proportional to class counts; None keeps the class priors, which the
+        micro-averaged AUC rewards).
     random_state : int
         Seed of the selection tree.
     """
 
-    def __init__(self, C=1.0, gamma="scale", tree_depth=4, class_weight=None, random_state=0):
+    def __init__(
+        self,
+        kernel="linear",
+        C=0.1,
+        gamma="scale",
+        tree_depth=4,
+        threshold="0.5*mean",
+        class_weight=None,
+        random_state=0,
+    ):
+        self.kernel = kernel
         self.C = C
         self.gamma = gamma
         self.tree_depth = tree_depth
+        self.threshold = threshold
         self.class_weight = class_weight
         self.random_state = random_state
 
@@ -269,10 +283,11 @@ class WidthPredictor(ClassifierMixin, BaseEstimator):
         tree = DecisionTreeClassifier(
             max_depth=self.tree_depth, class_weight=self.class_weight, random_state=self.random_state
         )
-        svm = CalibratedClassifierCV(
-            SVC(C=self.C, gamma=self.gamma, class_weight=self.class_weight), ensemble=False
-        )
-        self.pipeline_ = make_pipeline(StandardScaler(), SelectFromModel(tree), svm).fit(X, y)
+        svm = CalibratedClassifierCV(SVC(kernel=self.kernel, C=self.C, gamma=self.gamma), ensemble=False)
+        # Class weights as sample weights reach both the SVM and its sigmoid calibration.
+        weights = compute_sample_weight(self.class_weight, y) if self.class_weight is not None else None
+        self.pipeline_ = make_pipeline(StandardScaler(), SelectFromModel(tree, threshold=self.threshold), svm)
+        self.pipeline_.fit(X, y, calibratedclassifiercv__sample_weight=weights)
         self.classes_ = self.pipeline_.classes_
         return self
 
@@ -283,6 +298,7 @@ class WidthPredictor(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row of X."""
+        check_is_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
@@ -334,6 +350,11 @@ def build_table(root=None, sigmas=TABLE_SIGMAS, seed: int = 0) -> pd.DataFrame:
 def table_path() -> Path:
     """Where the features table shipped with the package lives."""
     return Path(str(resources.files("archlab.data") / TABLE_RESOURCE))
+
+
+def write_table(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a features table as CSV (6 significant digits), the format :func:`load_table` reads."""
+    table.to_csv(path, index=False, float_format="%.6g")
 
 
 def load_table(path: str | os.PathLike | None = None) -> pd.DataFrame:

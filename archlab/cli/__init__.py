@@ -14,7 +14,7 @@ import argparse
 import importlib
 import sys
 
-GROUPS = ("restore", "filters", "spectral", "recommend", "texture", "study", "bench")
+GROUPS = ("restore", "filters", "spectral", "recommend", "texture", "study", "bench", "reproduce")
 
 
 def build_parser() -> argparse.ArgumentParser:

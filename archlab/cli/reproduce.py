@@ -1,0 +1,20 @@
+"""``archlab reproduce NAME -o DIR``: rerun a paper experiment and write its table (resumable)."""
+
+from __future__ import annotations
+
+from archlab import reproduce
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("reproduce", help="rerun a paper experiment and write its results table",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("name", choices=sorted(reproduce.EXPERIMENTS), help="the experiment")
+    p.add_argument("-o", "--out", required=True, help="output folder (results.csv, table.md); reruns resume")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    table = reproduce.run_experiment(args.name, args.out, device=args.device)
+    print(reproduce.write_table(args.name, table, args.out))
+    return 0

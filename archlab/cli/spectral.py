@@ -1,0 +1,188 @@
+"""``archlab spectral``: FBC of a fit, radial spectra, and the papers' spectral-bias experiments.
+
+* ``fbc`` - fit like ``archlab restore`` and draw paper 000 Fig. 3 (FBC per band and PSNR, the peak marked);
+* ``psd`` - radial power spectra of several images on one log-log plot (paper 004 Fig. 2);
+* ``trajectory`` - paper 001 Fig. 1: distance between two seeds' trajectories on clean images;
+* ``sinusoid`` - paper 001 Fig. 3: the 1-D two-sinusoid signal, convolutional vs fully-connected;
+* ``lipschitz`` - paper 000 Fig. 5: FBC of the Decoder for several Lipschitz bounds λ.
+
+Each experiment writes its figure and a table (CSV and Markdown) to the ``-o`` folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from archlab import experiments, figures, images, models, spectral, tasks
+from archlab.cli import restore
+from archlab.fit import fit
+
+
+def register(subparsers) -> None:
+    """Add ``spectral fbc | psd | trajectory | sinusoid | lipschitz`` to the ``archlab`` parser."""
+    p = subparsers.add_parser("spectral", help="FBC of a fit, radial spectra, the papers' spectral experiments")
+    sub = p.add_subparsers(dest="spectral_command", required=True, metavar="SUBCOMMAND")
+
+    fbc = sub.add_parser("fbc", help="fit like `restore` and plot FBC per band and PSNR (paper 000 Fig. 3)")
+    _add_fit_arguments(fbc)
+    fbc.set_defaults(func=run_fbc)
+
+    psd = sub.add_parser("psd", help="radial power spectra of images on one log-log plot (paper 004 Fig. 2)")
+    psd.add_argument("images", nargs="+", metavar="IMAGE", help="files or built-in names")
+    psd.add_argument("--bins", type=int, default=None, help="radii per curve (default: one per pixel of radius)")
+    psd.add_argument("-o", "--output", default="psd.png", help="PNG to write (default psd.png)")
+    psd.set_defaults(func=run_psd)
+
+    trajectory = sub.add_parser("trajectory", help="trajectory distance of two seeds on clean images (paper 001 Fig. 1)")
+    trajectory.add_argument("images", nargs="*", metavar="IMAGE",
+                            help="clean images (default: the triangle-* set of the shared datasets)")
+    trajectory.add_argument("--arch", default="faster-dip-32", help="preset or spec file (default faster-dip-32)")
+    trajectory.add_argument("--iterations", type=int, default=500, help="Adam steps per run (default 500)")
+    trajectory.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
+    trajectory.add_argument("--every", type=int, default=10, help="steps between recorded outputs (default 10)")
+    trajectory.add_argument("--seeds", type=int, nargs=2, default=(0, 1), metavar=("A", "B"),
+                            help="the two runs' seeds (default 0 1)")
+    trajectory.add_argument("--skip", type=int, default=50,
+                            help="leave iterations below this out of the summary (default 50)")
+    _add_common(trajectory, "trajectory")
+    trajectory.set_defaults(func=run_trajectory)
+
+    sinusoid = sub.add_parser("sinusoid", help="1-D two-sinusoid fit, conv vs fully-connected (paper 001 Fig. 3)")
+    sinusoid.add_argument("--frequencies", type=int, nargs="+", default=[5, 50], help="k values (default 5 50)")
+    sinusoid.add_argument("--length", type=int, default=256, help="samples (default 256)")
+    sinusoid.add_argument("--layers", type=int, default=10, help="layers of each network (default 10)")
+    sinusoid.add_argument("--width", type=int, default=256, help="channels / units per layer (default 256)")
+    sinusoid.add_argument("--iterations", type=int, default=2000, help="Adam steps (default 2000)")
+    sinusoid.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    sinusoid.add_argument("--delta", type=float, default=experiments.DELTA, help="convergence threshold δ (0.01)")
+    sinusoid.add_argument("--seed", type=int, default=0, help="seed of the weights and the input (default 0)")
+    _add_common(sinusoid, "sinusoid")
+    sinusoid.set_defaults(func=run_sinusoid)
+
+    lipschitz = sub.add_parser("lipschitz", help="FBC of the Decoder for several λ, denoising (paper 000 Fig. 5)")
+    lipschitz.add_argument("--image", default="astronaut", help="clean image, file or built-in (default astronaut)")
+    lipschitz.add_argument("--size", type=int, default=64, help="longer side after resizing (default 64)")
+    lipschitz.add_argument("--sigma", type=float, default=25.0, help="noise σ on the 0..255 scale (default 25)")
+    lipschitz.add_argument("--lambdas", type=float, nargs="+", default=[1.0, 2.0, 3.0], help="λ values (1 2 3)")
+    lipschitz.add_argument("--arch", default="shi-decoder", help="preset or spec file (default shi-decoder)")
+    lipschitz.add_argument("--iterations", type=int, default=500, help="iterations per fit (default 500)")
+    lipschitz.add_argument("--lr", type=float, default=0.001, help="Adam learning rate (default 0.001)")
+    lipschitz.add_argument("--eval-every", type=int, default=10, help="iterations between measurements (10)")
+    lipschitz.add_argument("--seed", type=int, default=0, help="seed of the noise, input and weights (default 0)")
+    _add_common(lipschitz, "lipschitz")
+    lipschitz.set_defaults(func=run_lipschitz)
+
+
+def _add_common(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("-o", "--out", default=name, help=f"output folder (default ./{name})")
+
+
+def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
+    """The inputs of ``archlab restore`` (task and its parameters, image, arch, fit settings)."""
+    parser.add_argument("--task", default="denoise", choices=sorted(tasks.TASKS), help="inverse problem (denoise)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--image", default=None, help="clean image: a file or a built-in "
+                        f"({', '.join(images.builtin_names())}); default {restore.DEFAULT_IMAGE}")
+    source.add_argument("--observed", default=None, help="an already degraded image (no PSNR)")
+    parser.add_argument("--size", type=int, default=128, help="resize the clean image's longer side (0 = keep; 128)")
+    parser.add_argument("--arch", default=restore.DEFAULT_ARCH, help="a preset, 'auto', or a spec .toml/.json")
+    parser.add_argument("--iterations", type=int, default=1500, help="iterations (default 1500)")
+    parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
+    parser.add_argument("--ema", type=float, default=0.99, help="weight of the output moving average (0.99)")
+    parser.add_argument("--eval-every", type=int, default=10, help="iterations between measurements (default 10)")
+    parser.add_argument("--bands", type=int, default=5, help="FBC bands (default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the degradation, the input and the weights")
+    _add_common(parser, "fbc")
+    seen = set()
+    for cls in tasks.TASKS.values():
+        for f in dataclasses.fields(cls):
+            if f.name in seen or f.name == "path":
+                continue
+            seen.add(f.name)
+            flag = "--" + f.name.replace("_", "-")
+            if f.type is bool:
+                parser.add_argument(flag, default=None, action=argparse.BooleanOptionalAction,
+                                    help=f.metadata.get("help"))
+            else:
+                kind = str if f.name == "mask" else f.type
+                parser.add_argument(flag, type=kind, default=None, help=f.metadata.get("help"))
+
+
+def run_fbc(args: argparse.Namespace) -> int:
+    """Fit, then write ``fbc.png`` (FBC bands and PSNR, peak marked), ``history.csv`` and ``summary.json``."""
+    if args.iterations < 1:
+        raise ValueError(f"--iterations: {args.iterations} must be ≥ 1")
+    task = restore.make_task(args)
+    spec = restore.resolve_arch(args, task)
+    observation, reference, notes = restore.prepare(args, task, spec)
+    result = fit(spec, task, observation, iterations=args.iterations, lr=args.lr, ema=args.ema, seed=args.seed,
+                 device=args.device, eval_every=args.eval_every, reference=reference, fbc_bands=args.bands)
+    out = Path(args.out)
+    image = args.observed or args.image or restore.DEFAULT_IMAGE
+    figures.plot_fbc(result.history, out / "fbc.png", title=f"{task.name} - {args.arch} - {Path(image).stem}")
+    with images.atomic_path(out / "history.csv") as tmp:
+        result.history.to_csv(tmp, index=False)
+    summary = {"task": task.to_dict(), "arch": args.arch, "image": image, "notes": notes, **result.summary()}
+    with images.atomic_path(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, default=float))
+    last = result.history.iloc[-1]
+    bands = " ".join(f"{last[c]:.3f}" for c in result.history.columns if c.startswith("fbc_"))
+    peak = f"; peak PSNR {summary['peak_psnr']:.2f} dB at {summary['peak_iteration']}" if "peak_psnr" in summary else ""
+    print(f"FBC at iteration {int(last['iteration'])} (lowest → highest band): {bands}{peak}")
+    print(f"wrote {out / 'fbc.png'}, history.csv, summary.json")
+    return 0
+
+
+def run_psd(args: argparse.Namespace) -> int:
+    """Write the radial power spectra of the images (:func:`archlab.spectral.radial_psd`) on one plot."""
+    curves = {}
+    for name in args.images:
+        radius, psd = spectral.radial_psd(images.load(name), bins=args.bins)
+        curves[Path(name).stem] = (radius.numpy(), psd[0].numpy())
+    path = figures.plot_radial_psd(curves, args.output)
+    print(f"wrote {path}")
+    return 0
+
+
+def run_trajectory(args: argparse.Namespace) -> int:
+    """Paper 001 Fig. 1: write ``trajectory.png``, ``trajectory_curves.csv`` and ``trajectory.csv/.md``."""
+    sources = args.images or images.list_images(images.datasets_root() / "triangle")
+    curves = experiments.trajectory_divergence(sources, arch=args.arch, seeds=tuple(args.seeds),
+                                               iterations=args.iterations, lr=args.lr, every=args.every,
+                                               device=args.device)
+    summary = experiments.trajectory_summary(curves, skip=args.skip)
+    return _write(args.out, "trajectory", curves, summary, figures.plot_trajectories)
+
+
+def run_sinusoid(args: argparse.Namespace) -> int:
+    """Paper 001 Fig. 3: write ``sinusoid.png``, ``sinusoid_curves.csv`` and ``sinusoid.csv/.md``."""
+    curves = experiments.sinusoid_experiment(frequencies=args.frequencies, length=args.length, layers=args.layers,
+                                             width=args.width, iterations=args.iterations, lr=args.lr,
+                                             seed=args.seed, device=args.device)
+    summary = experiments.convergence_table(curves, args.delta)
+    return _write(args.out, "sinusoid", curves, summary, lambda c, p: figures.plot_sinusoid(c, p, args.delta))
+
+
+def run_lipschitz(args: argparse.Namespace) -> int:
+    """Paper 000 Fig. 5: write ``lipschitz.png``, ``lipschitz_curves.csv`` and ``lipschitz.csv/.md``."""
+    histories = experiments.lipschitz_fbc(args.image, lambdas=args.lambdas, sigma=args.sigma, size=args.size,
+                                          arch=args.arch, iterations=args.iterations, lr=args.lr,
+                                          eval_every=args.eval_every, seed=args.seed, device=args.device)
+    summary = experiments.lipschitz_summary(histories)
+    title = f"denoising σ = {args.sigma:g}, {args.arch}, {Path(args.image).stem} {args.size}px"
+    return _write(args.out, "lipschitz", histories, summary, lambda c, p: figures.plot_lipschitz_fbc(c, p, title))
+
+
+def _write(folder: str, name: str, curves, summary, plot) -> int:
+    out = Path(folder)
+    plot(curves, out / f"{name}.png")
+    with images.atomic_path(out / f"{name}_curves.csv") as tmp:
+        curves.to_csv(tmp, index=False)
+    figures.write_table(summary, out / name)
+    print(figures.markdown_table(summary), end="")
+    print(f"wrote {out / name}.png, {name}_curves.csv, {name}.csv, {name}.md")
+    return 0

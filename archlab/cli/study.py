@@ -1,0 +1,105 @@
+"""``archlab study``: list, show, run, report and watch Optuna studies of the deep image prior."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import optuna
+
+from archlab import studies
+
+
+def register(subparsers) -> None:
+    """Add ``study list | show | run | report | dashboard`` to the ``archlab`` parser."""
+    p = subparsers.add_parser("study", help="Optuna studies: run (resumable, several workers), report, dashboard")
+    sub = p.add_subparsers(dest="study_command", required=True, metavar="SUBCOMMAND")
+    listing = sub.add_parser("list", help="the shipped studies, with their expected runtimes")
+    listing.set_defaults(func=list_studies)
+    show = sub.add_parser("show", help="validate a study file and print its size and settings")
+    show.add_argument("study", help="shipped study name or path to a study TOML")
+    show.set_defaults(func=show_study)
+    run = sub.add_parser("run", help="run or continue a study as one worker (start several to share it)")
+    run.add_argument("study", help="shipped study name or path to a study TOML")
+    run.add_argument("--storage", help="sqlite:///FILE or postgresql://... (default: SQLite beside the file, "
+                                       "or ./NAME.db for a shipped study)")
+    run.add_argument("--n-trials", type=int, help="stop this worker after N trials")
+    run.add_argument("--timeout", type=float, help="start no trial after S seconds")
+    run.add_argument("--device", default="auto", help="auto, cpu or cuda[:i] (default: auto)")
+    run.add_argument("--artifacts", help="folder of the trial artifacts (default: beside the SQLite file, "
+                                         "else $ARCHLAB_ARTIFACTS or ./archlab-artifacts)")
+    run.add_argument("--heartbeat", type=int, default=studies.HEARTBEAT_INTERVAL,
+                     help=f"heartbeat interval in seconds (default {studies.HEARTBEAT_INTERVAL})")
+    run.add_argument("--grace", type=int, default=studies.GRACE_PERIOD,
+                     help=f"seconds without heartbeat before a running trial counts as dead and is retried "
+                          f"(default {studies.GRACE_PERIOD})")
+    run.set_defaults(func=run_study)
+    rep = sub.add_parser("report", help="paper tables, curves, importances and Pareto front of a study")
+    rep.add_argument("study", help="study name in the storage, shipped name or study TOML")
+    rep.add_argument("--storage", help="storage URL (default: as for run)")
+    rep.add_argument("--format", choices=("md", "latex", "csv"), default="md", help="output format (default md)")
+    rep.add_argument("-o", "--output", default=".", help="folder to write into (default: .)")
+    rep.set_defaults(func=report_study)
+    dash = sub.add_parser("dashboard", help="start optuna-dashboard on 127.0.0.1 (needs the 'dashboard' extra)")
+    dash.add_argument("study", nargs="?", help="study file or shipped name (gives the default storage)")
+    dash.add_argument("--storage", help="storage URL")
+    dash.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    dash.add_argument("--artifacts", help="folder of the trial artifacts (default: as for run)")
+    dash.set_defaults(func=dashboard)
+
+
+def list_studies(args: argparse.Namespace) -> int:
+    """Print each shipped study's name and its first comment line (description and expected runtime)."""
+    for name, note in studies.shipped().items():
+        print(f"{name:22s} {note}")
+    return 0
+
+
+def show_study(args: argparse.Namespace) -> int:
+    """Print a validated study: tasks, images, space, objectives, sampler, trials × fits."""
+    spec = studies.load_study(args.study)
+    fits = len(studies.observations(spec)) * len(spec.seeds)
+    trials = spec.grid_size if spec.is_grid else spec.n_trials
+    print(f"{spec.name}: {spec.description}")
+    print(f"tasks: {', '.join(label for label, _ in spec.tasks)}; seeds: {list(spec.seeds)}")
+    for param in spec.space:
+        print(f"space.{param.name} = {param.to_value()}")
+    print(f"objectives: {dict(spec.objectives)}; sampler: {dict(spec.sampler)}; pruner: {dict(spec.pruner)}")
+    print(f"{trials} trials × {fits} fits of {dict(spec.fit).get('iterations', 3000)} iterations")
+    return 0
+
+
+def run_study(args: argparse.Namespace) -> int:
+    """Run one worker; print a line per trial and a summary."""
+    optuna.logging.set_verbosity(logging.WARNING)
+    study = studies.run(args.study, args.storage, n_trials=args.n_trials, timeout=args.timeout, device=args.device,
+                        artifacts=args.artifacts, heartbeat_interval=args.heartbeat, grace_period=args.grace)
+    states = {}
+    for trial in study.get_trials(deepcopy=False):
+        states[trial.state.name.lower()] = states.get(trial.state.name.lower(), 0) + 1
+    print(f"study {study.study_name}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+    return 0
+
+
+def report_study(args: argparse.Namespace) -> int:
+    """Write the report files and list them."""
+    for path in studies.write_report(args.study, args.storage, args.format, args.output):
+        print(f"wrote {path}")
+    return 0
+
+
+def dashboard(args: argparse.Namespace) -> int:
+    """Serve optuna-dashboard for the storage on 127.0.0.1 (blocks until interrupted)."""
+    try:
+        import optuna_dashboard
+    except ModuleNotFoundError as exc:
+        raise ValueError("dashboard: optuna-dashboard is not installed; pip install 'archlab[dashboard]'") from exc
+    if args.study is None and args.storage is None:
+        raise ValueError("dashboard: give a study (file or name) or --storage URL")
+    url = args.storage or studies.default_storage(args.study)
+    store_dir = studies.artifacts_dir(url, args.artifacts)
+    store_dir.mkdir(parents=True, exist_ok=True)
+    print(f"optuna-dashboard on http://127.0.0.1:{args.port}/ for {url}", flush=True)
+    optuna_dashboard.run_server(studies.make_storage(url), host="127.0.0.1", port=args.port,
+                                artifact_store=optuna.artifacts.FileSystemArtifactStore(str(store_dir)))
+    return 0

@@ -1,0 +1,455 @@
+"""The papers' spectral-bias experiments and the cost of the on-device monitors.
+
+* :func:`trajectory_divergence` - paper 001 §2, Fig. 1: two DIP runs from different seeds on a clean image;
+  the distance between their output trajectories grows with the area of high-frequency content.
+* :func:`sinusoid_experiment` - paper 001 §3.1, Fig. 3: a 1-D two-sinusoid signal fitted by a convolutional
+  encoder-decoder and by the same with fully-connected layers; per-frequency amplitude errors and the
+  iteration at which each frequency converges.
+* :func:`lipschitz_fbc` - paper 000 §4.4, Fig. 5: the FBC of the Decoder for several Lipschitz bounds λ.
+* :func:`bench_monitors` and :func:`monitor_overhead` - what the monitors of :func:`archlab.fit.fit` cost,
+  against a NumPy/SciPy implementation of the same metrics and against the fit itself.
+
+The experiment loops are plain Adam on the MSE, as in the papers' code; outputs are kept on the device and
+measured once at the end, so the loops never synchronise with the host.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+from skimage.measure import blur_effect as skimage_blur_effect
+
+from archlab import images, metrics, models, spectral, stopping, tasks
+from archlab.fit import fit, resolve_device
+
+#: Convergence threshold δ on the squared amplitude error (paper 001 §3.1).
+DELTA = 0.01
+#: Rank-weight decay and count of the MLV sharpness (Bahrami & Kot; paper 000's code).
+MLV_DECAY, MLV_TOP = stopping.DEFAULT_DECAY, stopping.DEFAULT_TOP
+
+
+def _adam_snapshots(net: nn.Module, net_input: torch.Tensor, target: torch.Tensor, *, iterations: int,
+                    lr: float, every: int) -> tuple[list[int], torch.Tensor]:
+    """Fit ``net(net_input)`` to ``target`` by Adam on the MSE.
+
+    Returns the iterations ``0, every, 2 every, ..., iterations`` and the outputs after that many updates,
+    stacked on the device.
+    """
+    optimiser = torch.optim.Adam(net.parameters(), lr=lr)
+    steps, snapshots = [], []
+    for iteration in range(iterations + 1):
+        optimiser.zero_grad(set_to_none=True)
+        out = net(net_input)
+        if iteration % every == 0 or iteration == iterations:
+            snapshots.append(out.detach())
+            steps.append(iteration)
+        if iteration < iterations:
+            (out - target).square().mean().backward()
+            optimiser.step()
+    return steps, torch.stack(snapshots)
+
+
+def _check_count(name: str, value, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    return value
+
+
+def high_band_share(image: torch.Tensor, bands: int = 5) -> torch.Tensor:
+    """Share of an image's AC power in the highest of ``bands`` radial bands (:func:`archlab.spectral.radial_bins`).
+
+    ``sum_{band B-1} |F{Y}|^2 / sum_{f != 0} |F{Y}|^2`` on the centred spectrum of the luma ``Y``; a measured
+    stand-in for how much of the image a high-frequency pattern covers. Returns a Tensor (N,).
+    """
+    power = spectral.centered_spectrum(image).square()
+    h, w = image.shape[-2:]
+    power[:, h // 2, w // 2] = 0.0
+    top = spectral.radial_bins(h, w, bands, image.device) == bands - 1
+    return power[:, top].sum(1) / power.flatten(1).sum(1)
+
+
+def trajectory_divergence(sources: Sequence[str | os.PathLike], *, arch: str | models.ArchSpec = "faster-dip-32",
+                          seeds: tuple[int, int] = (0, 1), iterations: int = 500, lr: float = 0.01,
+                          every: int = 10, device: str | torch.device = "auto") -> pd.DataFrame:
+    """Trajectory variation of paper 001 §2, Fig. 1: ``eps_t = sum (T1_t - T2_t)^2`` for two seeds per image.
+
+    Each clean image is fitted twice from scratch (weights and input drawn from ``seeds[0]`` and ``seeds[1]``
+    by :func:`archlab.models.build`) by Adam on the MSE, without input jitter, as in the paper's code; the
+    outputs at iterations ``0, every, 2 every, ...`` are compared with :func:`archlab.spectral.trajectory_distance`.
+
+    Parameters
+    ----------
+    sources : sequence of str or path
+        Clean images (files or built-in names), e.g. the ``triangle-*`` set.
+    arch : str or ArchSpec
+        The network (a preset, a spec file or a spec); the images must be multiples of ``arch.multiple``.
+    seeds : (int, int)
+        The seeds of the two runs.
+    iterations, lr, every : int, float, int
+        Adam steps, learning rate, and steps between recorded outputs.
+    device : str or torch.device
+        ``"auto"`` = CUDA when present.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (image, iteration): ``image``, ``iteration``, ``eps`` (the paper's SSE), ``rms``
+        (``sqrt(eps / pixels)``), ``psnr_a``/``psnr_b`` (each run against the image) and ``high_band_share``
+        (:func:`high_band_share` of the image).
+    """
+    _check_count("iterations", iterations)
+    _check_count("every", every)
+    if len(seeds) != 2 or seeds[0] == seeds[1]:
+        raise ValueError(f"seeds: expected two different seeds, got {seeds!r}")
+    spec = models.load_spec(arch)
+    device = resolve_device(device)
+    frames = []
+    for source in sources:
+        clean = images.load(source).to(device)
+        runs = []
+        for seed in seeds:
+            net, net_input = models.build(spec, clean.shape[1], tuple(clean.shape[-2:]), seed=seed)
+            steps, outputs = _adam_snapshots(net.to(device).train(), net_input.to(device), clean,
+                                             iterations=iterations, lr=lr, every=every)
+            runs.append(outputs)
+        frame = pd.DataFrame({
+            "image": Path(str(source)).stem,
+            "iteration": steps,
+            "eps": spectral.trajectory_distance(*runs).cpu().numpy(),
+            "rms": spectral.trajectory_distance(*runs, reduction="rms").cpu().numpy(),
+            "psnr_a": metrics.psnr(runs[0].flatten(0, 1), clean).cpu().numpy(),
+            "psnr_b": metrics.psnr(runs[1].flatten(0, 1), clean).cpu().numpy(),
+        })
+        frame["high_band_share"] = float(high_band_share(clean)[0])
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def trajectory_summary(curves: pd.DataFrame, skip: int = 0) -> pd.DataFrame:
+    """Per image: the high-band power share, the mean and peak of ``eps`` over iterations ``>= skip``.
+
+    ``skip`` leaves out the first iterations, where the distance reflects the two random initial outputs
+    rather than what the network is learning. Rows are sorted by high-band share.
+    """
+    late = curves[curves["iteration"] >= skip]
+    grouped = late.groupby("image", sort=False)
+    table = pd.DataFrame({
+        "high_band_share": grouped["high_band_share"].first(),
+        "eps_mean": grouped["eps"].mean(),
+        "eps_peak": grouped["eps"].max(),
+        "peak_iteration": late.loc[grouped["eps"].idxmax(), ["image", "iteration"]].set_index("image")["iteration"],
+        "eps_final": grouped["eps"].last(),
+        "psnr_final": grouped["psnr_a"].last(),
+    })
+    return table.sort_values("high_band_share").reset_index()
+
+
+def sinusoid(length: int = 256, frequencies: Sequence[int] = (5, 50)) -> torch.Tensor:
+    """``x0(t) = sum_i sin(2 pi k_i t)``, ``t = n / length`` (paper 001 §3.1), as a (1, 1, length) tensor."""
+    _check_count("length", length, 4)
+    for k in frequencies:
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 < k < length // 2:
+            raise ValueError(f"frequencies: expected integers in [1, {length // 2 - 1}], got {list(frequencies)}")
+    t = torch.arange(length, dtype=torch.float64) / length
+    signal = sum(torch.sin(2 * math.pi * k * t) for k in frequencies)
+    return signal.float().reshape(1, 1, length)
+
+
+def amplitudes(signals: torch.Tensor, frequencies: Sequence[int]) -> torch.Tensor:
+    """Amplitude of each integer frequency ``k`` in signals (..., L): ``A_k = 2 |DFT(x)[k]| / L``.
+
+    Exact for ``a sin(2 pi k n / L + phi)`` with ``0 < k < L / 2``. Returns (..., len(frequencies)).
+    """
+    length = signals.shape[-1]
+    spectrum = torch.fft.rfft(signals, dim=-1)[..., list(frequencies)]
+    return 2.0 * spectrum.abs() / length
+
+
+def conv_encoder_decoder(layers: int = 10, width: int = 256, leak: float = 0.2) -> nn.Sequential:
+    """DIP-Conv of paper 001 §3.1 in 1-D: ``layers // 2`` stride-2 conv blocks down, as many up.
+
+    Down: [conv 3 (stride 2, reflect), BN, LeakyReLU]; up: [linear x2 upsampling, conv 3, BN, LeakyReLU];
+    a 1x1 convolution to one channel. Input (1, 1, L) with ``L`` a multiple of ``2 ** (layers // 2)``.
+    """
+    half = _check_count("layers", layers, 2) // 2
+    _check_count("width", width)
+    blocks, cin = [], 1
+    for _ in range(half):
+        blocks += [nn.Conv1d(cin, width, 3, stride=2, padding=1, padding_mode="reflect"),
+                   nn.BatchNorm1d(width), nn.LeakyReLU(leak)]
+        cin = width
+    for _ in range(half):
+        blocks += [nn.Upsample(scale_factor=2, mode="linear"), nn.Conv1d(width, width, 3, padding=1,
+                   padding_mode="reflect"), nn.BatchNorm1d(width), nn.LeakyReLU(leak)]
+    return nn.Sequential(*blocks, nn.Conv1d(width, 1, 1))
+
+
+def linear_encoder_decoder(length: int, layers: int = 10, width: int = 256, leak: float = 0.2) -> nn.Sequential:
+    """DIP-Linear of paper 001 §3.1: the convolutions replaced by fully-connected layers of ``width`` units.
+
+    ``layers`` linear layers (``length -> width -> ... -> width -> length``) with LeakyReLU between them,
+    on the flattened (1, 1, length) input.
+    """
+    _check_count("layers", layers, 2)
+    _check_count("width", width)
+    blocks, cin = [nn.Flatten()], length
+    for _ in range(layers - 1):
+        blocks += [nn.Linear(cin, width), nn.LeakyReLU(leak)]
+        cin = width
+    return nn.Sequential(*blocks, nn.Linear(cin, length), nn.Unflatten(1, (1, length)))
+
+
+def sinusoid_experiment(*, kinds: Sequence[str] = ("conv", "linear"), frequencies: Sequence[int] = (5, 50),
+                        length: int = 256, layers: int = 10, width: int = 256, iterations: int = 2000,
+                        lr: float = 1e-4, seed: int = 0, device: str | torch.device = "auto") -> pd.DataFrame:
+    """Paper 001 §3.1, Fig. 3: fit the two-sinusoid signal from white noise, conv vs fully-connected.
+
+    Both networks start from the same seed and input ``z ~ N(0, 1)`` of shape (1, 1, length) and are fitted
+    by Adam on the MSE. At every iteration the amplitude ``A~_k`` of each frequency (:func:`amplitudes`) gives
+    the squared error ``SE(k) = (A~_k - 1)^2`` of paper 001.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Long format, one row per (kind, iteration, frequency): ``kind``, ``iteration``, ``frequency``,
+        ``amplitude``, ``se``. :func:`convergence_table` reads the convergence iterations from it.
+    """
+    target_signal = sinusoid(length, frequencies)
+    device = resolve_device(device)
+    builders = {"conv": lambda: conv_encoder_decoder(layers, width),
+                "linear": lambda: linear_encoder_decoder(length, layers, width)}
+    unknown = [k for k in kinds if k not in builders]
+    if unknown or not kinds:
+        raise ValueError(f"kinds: expected a non-empty subset of {', '.join(builders)}, got {list(kinds)}")
+    if length % 2 ** (layers // 2):
+        raise ValueError(f"length: {length} must be a multiple of 2**(layers // 2) = {2 ** (layers // 2)}")
+    frames = []
+    for kind in kinds:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = builders[kind]()
+            net_input = torch.randn(1, 1, length)
+        steps, outputs = _adam_snapshots(net.to(device).train(), net_input.to(device), target_signal.to(device),
+                                         iterations=iterations, lr=lr, every=1)
+        amp = amplitudes(outputs[:, 0, 0], frequencies).cpu().numpy()
+        for j, k in enumerate(frequencies):
+            frames.append(pd.DataFrame({"kind": kind, "iteration": steps, "frequency": k, "amplitude": amp[:, j],
+                                        "se": (amp[:, j] - 1.0) ** 2}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def convergence_table(curves: pd.DataFrame, delta: float = DELTA) -> pd.DataFrame:
+    """First iteration with ``SE(k) <= delta`` per kind and frequency (paper 001 §3.1; NaN if never).
+
+    Also the ratio of the last to the first frequency's convergence iteration per kind, so that a
+    network with spectral bias shows a ratio well above 1 and one without it a ratio near 1.
+    """
+    hit = curves[curves["se"] <= delta].groupby(["kind", "frequency"])["iteration"].min()
+    table = hit.reindex(pd.MultiIndex.from_frame(curves[["kind", "frequency"]].drop_duplicates())).unstack()
+    table.columns = [f"converged_k{k}" for k in table.columns]
+    table["ratio"] = table.iloc[:, -1] / table.iloc[:, 0]
+    return table.reset_index()
+
+
+def lipschitz_fbc(source: str | os.PathLike = "astronaut", *, lambdas: Sequence[float] = (1.0, 2.0, 3.0),
+                  sigma: float = 25.0, size: int = 64, arch: str | models.ArchSpec = "shi-decoder",
+                  iterations: int = 500, lr: float = 0.001, eval_every: int = 10, seed: int = 0,
+                  device: str | torch.device = "auto") -> pd.DataFrame:
+    """Paper 000 §4.4, Fig. 5: FBC and PSNR of the same network under Lipschitz bounds ``lambdas`` (denoising).
+
+    The image is resized (bicubic, antialiased) so its longer side is ``size``, cropped to the network's
+    multiple, degraded with Gaussian noise ``sigma`` (seeded) and fitted with :func:`archlab.fit.fit` once per
+    λ, with ``arch.replace(lipschitz=λ)``; the FBC target is the noisy observation, as in the paper.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The fits' histories (``iteration``, ``psnr``, ``fbc_0`` ... ``fbc_4``, ...) stacked, with a
+        ``lipschitz`` column.
+    """
+    spec = models.load_spec(arch)
+    clean = images.load(source)
+    clean = images.resize(clean, scale=size / max(clean.shape[-2:])) if max(clean.shape[-2:]) != size else clean
+    clean = images.center_crop(clean, spec.multiple)
+    task = tasks.Denoise(sigma=sigma)
+    noisy = task.degrade(clean, seed=seed)
+    frames = []
+    for lam in lambdas:
+        result = fit(spec.replace(lipschitz=float(lam)), task, noisy, iterations=iterations, lr=lr, seed=seed,
+                     device=device, eval_every=eval_every, reference=clean, progress=False)
+        frames.append(result.history.assign(lipschitz=float(lam)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def lipschitz_summary(histories: pd.DataFrame) -> pd.DataFrame:
+    """Per λ: peak PSNR and its iteration, final PSNR, and the FBC of every band at the last iteration."""
+    rows = []
+    for lam, h in histories.groupby("lipschitz"):
+        peak = h.loc[h["psnr"].idxmax()]
+        last = h.iloc[-1]
+        row = {"lipschitz": lam, "peak_psnr": peak["psnr"], "peak_iteration": int(peak["iteration"]),
+               "final_psnr": last["psnr"]}
+        row.update({c: last[c] for c in h.columns if c.startswith("fbc_")})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _median_seconds(function, repeats: int, device: torch.device) -> float:
+    """Median wall time of ``function()`` over ``repeats`` calls after one warm-up call."""
+    function()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        function()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _numpy_fbc(output: np.ndarray, target: np.ndarray, bands: int) -> np.ndarray:
+    """Paper 000's reference FBC (``get_circular_statastic``): rings rebuilt on every call, float64."""
+    luma = np.array(images.LUMA)
+    ratio = (np.abs(np.fft.fftshift(np.fft.fft2(output @ luma)))
+             / (np.abs(np.fft.fftshift(np.fft.fft2(target @ luma))) + spectral.TARGET_EPS))
+    ratio = np.clip(ratio, 0.0, 1.0)
+    h, w = ratio.shape
+    y, x = np.ogrid[:h, :w]
+    distance = np.sqrt((x - w // 2) ** 2 + (y - h // 2) ** 2)
+    inner = np.zeros((h, w), dtype=bool)
+    means = []
+    for fraction in np.linspace(1 / bands, 1, bands):
+        disc = distance <= (w // 2) * fraction
+        means.append(ratio[disc & ~inner].mean())
+        inner = disc
+    return np.array(means)
+
+
+def _numpy_mlv_sharpness(image: np.ndarray) -> float:
+    """Bahrami & Kot's MLV sharpness with a full ``np.sort`` of the map, as in paper 000's code."""
+    grey = image @ np.array(images.LUMA)
+    h, w = grey.shape
+    centre = grey[1:-1, 1:-1]
+    variation = np.zeros_like(centre)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                variation = np.maximum(variation, np.abs(grey[1 + dy:h - 1 + dy, 1 + dx:w - 1 + dx] - centre))
+    ranked = np.sort(variation, axis=None)[::-1][:MLV_TOP]
+    weighted = ranked * np.exp(-MLV_DECAY * np.arange(1, ranked.size + 1))
+    return float(np.sqrt(np.mean(weighted**2)))
+
+
+def _numpy_monitors(output: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+    return {
+        "blur": np.array([skimage_blur_effect(output, h_size=stopping.DEFAULT_H_SIZE, channel_axis=-1)]),
+        "sharpness": np.array([_numpy_mlv_sharpness(output)]),
+        "fbc": _numpy_fbc(output, target, 5),
+        "psnr": np.array([10 * np.log10(1.0 / np.mean((output - target) ** 2))]),
+    }
+
+
+def _torch_monitors(output: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {
+        "blur": stopping.blur_effect(output),
+        "sharpness": stopping.mlv_sharpness(output),
+        "fbc": spectral.fbc(output, target, 5)[0],
+        "psnr": metrics.psnr(output, target),
+    }
+
+
+def bench_monitors(size: int = 512, repeats: int = 7, sigma: float = 25.0, seed: int = 0,
+                   device: str | torch.device = "auto") -> dict:
+    """Time the on-device monitors of a fit against a NumPy/SciPy implementation of the same metrics.
+
+    One RGB image (scikit-image's astronaut, resized to ``size`` x ``size``) with Gaussian noise ``sigma``
+    is the output and the clean image the target. Both sides compute the Crete blur (scikit-image's
+    ``blur_effect``, box 9, against :func:`archlab.stopping.blur_effect`), the MLV sharpness (a full
+    ``np.sort`` against :func:`archlab.stopping.mlv_sharpness`'s top-k), the 5-band FBC (``np.fft`` with the
+    rings rebuilt per call as in paper 000's code, against :func:`archlab.spectral.fbc`) and the PSNR, in
+    the same process; each side is timed as the median of ``repeats`` calls after a warm-up.
+
+    Returns
+    -------
+    dict
+        ``numpy_s`` and ``torch_s`` (median seconds for all four metrics), ``ratio`` = numpy_s / torch_s,
+        per-metric medians ``numpy_<metric>_s`` / ``torch_<metric>_s``, ``max_rel_diff`` (largest relative
+        disagreement between the two sides' values), ``size``, ``repeats``, ``device`` and ``threads``.
+    """
+    _check_count("size", size, 16)
+    _check_count("repeats", repeats)
+    device = resolve_device(device)
+    clean = images.resize(images.load("astronaut"), size=(size, size))
+    noisy = tasks.Denoise(sigma=sigma).degrade(clean, seed=seed)
+    clean_np, noisy_np = images.to_numpy(clean).astype(np.float64), images.to_numpy(noisy).astype(np.float64)
+    clean_t, noisy_t = clean.to(device), noisy.to(device)
+    numpy_values = _numpy_monitors(noisy_np, clean_np)
+    torch_values = {k: v.double().cpu().numpy() for k, v in _torch_monitors(noisy_t, clean_t).items()}
+    result = {"size": size, "repeats": repeats, "device": str(device), "threads": torch.get_num_threads()}
+    result["numpy_s"] = _median_seconds(lambda: _numpy_monitors(noisy_np, clean_np), repeats, device)
+    result["torch_s"] = _median_seconds(lambda: _torch_monitors(noisy_t, clean_t), repeats, device)
+    result["ratio"] = result["numpy_s"] / result["torch_s"]
+    numpy_parts = {"blur": lambda: skimage_blur_effect(noisy_np, h_size=stopping.DEFAULT_H_SIZE, channel_axis=-1),
+                   "sharpness": lambda: _numpy_mlv_sharpness(noisy_np),
+                   "fbc": lambda: _numpy_fbc(noisy_np, clean_np, 5),
+                   "psnr": lambda: 10 * np.log10(1.0 / np.mean((noisy_np - clean_np) ** 2))}
+    torch_parts = {"blur": lambda: stopping.blur_effect(noisy_t), "sharpness": lambda: stopping.mlv_sharpness(noisy_t),
+                   "fbc": lambda: spectral.fbc(noisy_t, clean_t, 5), "psnr": lambda: metrics.psnr(noisy_t, clean_t)}
+    for name in numpy_parts:
+        result[f"numpy_{name}_s"] = _median_seconds(numpy_parts[name], repeats, device)
+        result[f"torch_{name}_s"] = _median_seconds(torch_parts[name], repeats, device)
+    result["max_rel_diff"] = max(float(np.max(np.abs(torch_values[k] - v) / np.maximum(np.abs(v), 1e-12)))
+                                 for k, v in numpy_values.items())
+    return result
+
+
+def monitor_overhead(arch: str | models.ArchSpec = "faster-dip-32", source: str | os.PathLike = "astronaut", *,
+                     size: int = 128, iterations: int = 200, eval_every: int = 10, repeats: int = 3,
+                     seed: int = 0, device: str | torch.device = "auto") -> dict:
+    """Share of a fit's wall time spent on its evaluations (FBC, ratio, PSNR/SSIM, the host transfer).
+
+    A denoising fit (σ 25) of ``iterations`` steps on a ``size`` x ``size`` image is timed with
+    ``eval_every`` and with a single evaluation at the end (``eval_every = iterations``), alternately,
+    ``repeats`` times each; the medians give ``overhead = (t_eval - t_plain) / t_eval``.
+
+    Returns
+    -------
+    dict
+        ``fit_s`` (median, with evaluations), ``plain_s`` (median, without), ``overhead`` (fraction of
+        ``fit_s``), ``evaluations``, ``size``, ``iterations``, ``eval_every``, ``device``.
+    """
+    _check_count("iterations", iterations, 2)
+    _check_count("eval_every", eval_every)
+    _check_count("repeats", repeats)
+    spec = models.load_spec(arch)
+    clean = images.load(source)
+    clean = images.center_crop(images.resize(clean, scale=size / min(clean.shape[-2:])), spec.multiple,
+                               size=(size, size))
+    task = tasks.Denoise(sigma=25.0)
+    noisy = task.degrade(clean, seed=seed)
+
+    def run(every: int) -> float:
+        window = every * math.ceil(stopping.DEFAULT_WINDOW / every)
+        return fit(spec, task, noisy, iterations=iterations, seed=seed, device=device, eval_every=every,
+                   window=window, reference=clean, progress=False).seconds
+
+    run(eval_every)
+    timed, plain = [], []
+    for _ in range(repeats):
+        timed.append(run(eval_every))
+        plain.append(run(iterations))
+    fit_s, plain_s = statistics.median(timed), statistics.median(plain)
+    return {"fit_s": fit_s, "plain_s": plain_s, "overhead": (fit_s - plain_s) / fit_s,
+            "evaluations": iterations // eval_every, "size": size, "iterations": iterations,
+            "eval_every": eval_every, "device": str(resolve_device(device))}

@@ -1,0 +1,472 @@
+"""Study files: TOML → validated :class:`StudySpec` (tasks, images, search space, objectives, sampler).
+
+A study file names its tasks (``[[tasks]]``, :func:`archlab.tasks.make_task` parameters), its
+images (``[[images]]``: built-ins, files or dataset folders, resized/cropped), a base
+architecture (``[arch]``, optionally from a preset) and fit settings (``[fit]``), the search
+space (``[space]``: ArchSpec fields, fit settings and the Gaussian upsampler's ``sigma``, as
+lists of choices or ``{low, high, log, step}`` ranges), ``seeds``, the objectives with their
+directions (``[objectives]``; several make a Pareto study), the Optuna sampler and pruner.
+:meth:`StudySpec.from_dict` rejects a malformed file before any trial runs, naming the key
+and the allowed values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import inspect
+import math
+import os
+import re
+import tomllib
+import warnings
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import optuna
+
+from archlab import filters, images
+from archlab.fit import FitSettings
+from archlab.models import ArchSpec, load_spec
+from archlab.tasks import Inpaint, Task, make_task
+
+#: Objectives a study may optimise, with the direction in which each is better.
+OBJECTIVES = {"peak_psnr": "maximize", "final_psnr": "maximize", "psnr_drop": "minimize",
+              "peak_iteration": "minimize", "stop_iteration": "minimize", "stop_psnr": "maximize",
+              "seconds": "minimize"}
+#: Per-fit results recorded besides the objectives (``final_fbc_high``: highest FBC band at the end).
+EXTRA_METRICS = {"final_fbc_high": "minimize"}
+SAMPLERS = {"grid": optuna.samplers.GridSampler, "random": optuna.samplers.RandomSampler,
+            "tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler,
+            "cmaes": optuna.samplers.CmaEsSampler}
+PRUNERS = {"none": optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
+           "percentile": optuna.pruners.PercentilePruner,
+           "successive_halving": optuna.pruners.SuccessiveHalvingPruner, "hyperband": optuna.pruners.HyperbandPruner}
+ARCH_FIELDS = tuple(f.name for f in dataclasses.fields(ArchSpec))
+FIT_FIELDS = tuple(f.name for f in dataclasses.fields(FitSettings) if f.name != "seed")
+#: Searchable parameters: ArchSpec fields, fit settings, and ``sigma`` (Gaussian upsampler, paper 000 eq. 6).
+SPACE_NAMES = ARCH_FIELDS + FIT_FIELDS + ("sigma",)
+TOP_KEYS = ("name", "description", "seeds", "degradation_seed", "n_trials", "curve_points", "metrics", "arch",
+            "fit", "tasks", "images", "space", "objectives", "sampler", "pruner")
+IMAGE_KEYS = ("source", "label", "size", "scale", "crop", "grey", "limit")
+RANGE_KEYS = ("low", "high", "log", "step")
+#: Study fits record where the ratio rule would stop (an objective) without stopping.
+STUDY_FIT_DEFAULTS = {"stop": "record"}
+
+
+def _fail(where: str, message: str):
+    raise ValueError(f"{where}: {message}")
+
+
+def _int(where: str, value, low: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        _fail(where, f"{value!r} is invalid; allowed: an integer ≥ {low}")
+    return value
+
+
+def _pair(where: str, value) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    pair = [value, value] if isinstance(value, int) else value
+    if not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(v, int) and v >= 2 for v in pair):
+        _fail(where, f"{value!r} is invalid; allowed: an integer ≥ 2 or [height, width]")
+    return tuple(pair)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One search dimension: ``choices`` (categorical) or a ``low``..``high`` range (``log``, ``step``).
+
+    A range is an integer one (``Trial.suggest_int``) when ``low``, ``high`` and ``step`` are
+    integers, else a float one (``Trial.suggest_float``).
+    """
+
+    name: str
+    choices: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+
+    @classmethod
+    def parse(cls, name: str, value) -> "Param":
+        """From a TOML value: a list of choices or a table with keys ``low, high, log, step``."""
+        where = f"space.{name}"
+        if name not in SPACE_NAMES:
+            _fail("space", f"unknown parameter {name!r}; allowed: {', '.join(SPACE_NAMES)}")
+        if isinstance(value, list):
+            if not value or not all(isinstance(v, (str, int, float, bool)) for v in value):
+                _fail(where, f"{value!r} is invalid; allowed: a non-empty list of strings/numbers/booleans")
+            return cls(name, tuple(value))
+        if not isinstance(value, dict):
+            _fail(where, f"{value!r} is invalid; allowed: a list of choices or a table with {', '.join(RANGE_KEYS)}")
+        unknown = sorted(set(value) - set(RANGE_KEYS))
+        if unknown:
+            _fail(where, f"unknown key {unknown[0]!r}; allowed: {', '.join(RANGE_KEYS)}")
+        low, high, log, step = (value.get(k) for k in RANGE_KEYS)
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+        if not numbers or not low < high:
+            _fail(where, f"low={low!r}, high={high!r} are invalid; allowed: numbers with low < high")
+        if not isinstance(log or False, bool):
+            _fail(f"{where}.log", f"{log!r} is invalid; allowed: true, false")
+        if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0 or log):
+            _fail(f"{where}.step", f"{step!r} is invalid; allowed: a number > 0, and no step with log = true")
+        if log and low <= 0:
+            _fail(f"{where}.low", f"{low!r} is invalid; allowed: a number > 0 with log = true")
+        return cls(name, (), low, high, bool(log), step)
+
+    @property
+    def is_int(self) -> bool:
+        return not self.choices and all(isinstance(v, int) for v in (self.low, self.high, self.step or 1))
+
+    def suggest(self, trial: optuna.Trial):
+        """The trial's value for this dimension."""
+        if self.choices:
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.is_int:
+            return trial.suggest_int(self.name, self.low, self.high, step=self.step or 1, log=self.log)
+        return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
+
+    def grid(self) -> list | None:
+        """The grid values (choices, or a stepped range), None for a continuous range."""
+        if self.choices:
+            return list(self.choices)
+        if self.is_int:
+            return list(range(self.low, self.high + 1, self.step or 1))
+        if self.step:
+            return [float(v) for v in np.round(np.arange(self.low, self.high + self.step / 2, self.step), 12)]
+        return None
+
+    def to_value(self):
+        """The TOML value :meth:`parse` reads back."""
+        if self.choices:
+            return list(self.choices)
+        value = {"low": self.low, "high": self.high, "log": self.log, "step": self.step}
+        return {k: v for k, v in value.items() if v not in (None, False)}
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """An image (built-in name, file, or dataset folder) with its resize (``size``/``scale``) and centre ``crop``."""
+
+    source: str
+    label: str = ""
+    size: tuple[int, int] | None = None
+    scale: float | None = None
+    crop: tuple[int, int] | None = None
+    grey: bool = False
+    limit: int | None = None
+
+    @classmethod
+    def parse(cls, i: int, value) -> "ImageSpec":
+        where = f"images[{i}]"
+        if isinstance(value, str):
+            value = {"source": value}
+        if not isinstance(value, dict) or not isinstance(value.get("source"), str):
+            _fail(where, f"{value!r} is invalid; allowed: a source string or a table with {', '.join(IMAGE_KEYS)}")
+        unknown = sorted(set(value) - set(IMAGE_KEYS))
+        if unknown:
+            _fail(where, f"unknown key {unknown[0]!r}; allowed: {', '.join(IMAGE_KEYS)}")
+        scale, grey = value.get("scale"), value.get("grey", False)
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0):
+            _fail(f"{where}.scale", f"{scale!r} is invalid; allowed: a number > 0")
+        if not isinstance(grey, bool):
+            _fail(f"{where}.grey", f"{grey!r} is invalid; allowed: true, false")
+        if value.get("size") is not None and scale is not None:
+            _fail(where, "give size or scale, not both")
+        limit = value.get("limit")
+        return cls(value["source"], str(value.get("label", "")), _pair(f"{where}.size", value.get("size")), scale,
+                   _pair(f"{where}.crop", value.get("crop")), grey, None if limit is None else _int(f"{where}.limit", limit, 1))
+
+    def resolve(self, base_dir: str = "") -> list[tuple[str, str]]:
+        """``(label, source)`` per image: a built-in, a file, or a folder's files (``limit`` of them).
+
+        Relative paths are looked up from the current folder, the study file's folder and
+        :func:`archlab.images.datasets_root`.
+        """
+        if self.source in images.builtin_names():
+            return [(self.label or self.source, self.source)]
+        candidates = [Path(self.source), Path(base_dir or ".") / self.source]
+        with contextlib.suppress(ValueError):
+            candidates.append(images.datasets_root() / self.source)
+        path = next((c for c in candidates if c.exists()), None)
+        if path is None:
+            _fail("images.source", f"{self.source!r} is not a built-in ({', '.join(images.builtin_names())}), "
+                                   "a file, or a folder here, beside the study or under the datasets")
+        if path.is_file():
+            return [(self.label or path.stem, str(path))]
+        found = images.list_images(path)[: self.limit]
+        if not found:
+            _fail("images.source", f"folder {path} holds no images")
+        return [(f"{self.label}{p.stem}" if self.label else p.stem, str(p)) for p in found]
+
+    def to_value(self) -> dict:
+        value = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {k: v for k, v in value.items() if v not in (None, "", False)}
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated study file (see ``studies/*.toml``); :meth:`from_dict` rejects bad input before any trial.
+
+    ``tasks`` holds ``(label, Task)``, ``arch`` the base :class:`ArchSpec` that ``space``
+    values override, ``fit`` the fixed :class:`FitSettings` fields. Round-trips through
+    :meth:`to_dict` (the TOML's shape).
+    """
+
+    name: str
+    tasks: tuple[tuple[str, Task], ...]
+    images: tuple[ImageSpec, ...]
+    space: tuple[Param, ...]
+    objectives: tuple[tuple[str, str], ...]
+    arch: ArchSpec = ArchSpec()
+    fit: tuple[tuple[str, object], ...] = ()
+    seeds: tuple[int, ...] = (0,)
+    degradation_seed: int = 0
+    sampler: tuple[tuple[str, object], ...] = (("kind", "grid"),)
+    pruner: tuple[tuple[str, object], ...] = (("kind", "none"),)
+    n_trials: int | None = None
+    description: str = ""
+    curve_points: int = 50
+    metrics: tuple[str, ...] = ()
+    base_dir: str = field(default="", compare=False)
+
+    @classmethod
+    def from_dict(cls, data: dict, base_dir: str = "") -> "StudySpec":
+        """Validate a study dict (parsed TOML); every error names its key and the allowed values."""
+        unknown = sorted(set(data) - set(TOP_KEYS))
+        if unknown:
+            _fail("study", f"unknown key {unknown[0]!r}; allowed: {', '.join(TOP_KEYS)}")
+        name = data.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            _fail("name", f"{name!r} is invalid; allowed: letters, digits, '.', '_', '-'")
+        for key in ("tasks", "images", "space", "objectives"):
+            if not data.get(key):
+                _fail(key, "missing or empty; every study needs tasks, images, space and objectives")
+        tasks = []
+        for i, entry in enumerate(data["tasks"]):
+            if not isinstance(entry, dict) or "task" not in entry:
+                _fail(f"tasks[{i}]", f"{entry!r} is invalid; allowed: a table with task = <name> and its parameters")
+            params = dict(entry)
+            label = str(params.pop("label", params["task"]))
+            tasks.append((label, make_task(params.pop("task"), **params)))
+        if len({label for label, _ in tasks}) < len(tasks):
+            _fail("tasks", "two tasks share a label; give each a distinct label = ...")
+        if not isinstance(data["space"], dict):
+            _fail("space", "expected a table of parameter = choices or {low, high, log, step}")
+        space = tuple(Param.parse(k, v) for k, v in data["space"].items())
+        objectives = data["objectives"]
+        if not isinstance(objectives, dict):
+            _fail("objectives", "expected a table of objective = \"maximize\" | \"minimize\"")
+        for key, direction in objectives.items():
+            if key not in OBJECTIVES:
+                _fail("objectives", f"unknown objective {key!r}; allowed: {', '.join(OBJECTIVES)}")
+            if direction not in ("maximize", "minimize"):
+                _fail(f"objectives.{key}", f"{direction!r} is invalid; allowed: maximize, minimize")
+        arch = dict(data.get("arch", {}))
+        base = load_spec(arch.pop("preset")) if "preset" in arch else ArchSpec()
+        arch = ArchSpec.from_dict({**base.to_dict(), **arch})
+        fit_settings = {**STUDY_FIT_DEFAULTS, **data.get("fit", {})}
+        unknown = sorted(set(fit_settings) - set(FIT_FIELDS))
+        if unknown:
+            _fail("fit", f"unknown key {unknown[0]!r}; allowed: {', '.join(FIT_FIELDS)} (seeds go in 'seeds')")
+        FitSettings(**fit_settings)
+        seeds = data.get("seeds", [0])
+        if not isinstance(seeds, list) or not seeds:
+            _fail("seeds", f"{seeds!r} is invalid; allowed: a non-empty list of integers ≥ 0")
+        sampler, pruner = dict(data.get("sampler", {"kind": "grid"})), dict(data.get("pruner", {"kind": "none"}))
+        n_trials = data.get("n_trials")
+        metrics = data.get("metrics", [])
+        if not isinstance(metrics, list) or any(m not in OBJECTIVES and m not in EXTRA_METRICS for m in metrics):
+            _fail("metrics", f"{metrics!r} is invalid; allowed: a list of {', '.join([*OBJECTIVES, *EXTRA_METRICS])}")
+        spec = cls(name=name, tasks=tuple(tasks),
+                   images=tuple(ImageSpec.parse(i, v) for i, v in enumerate(data["images"])), space=space,
+                   objectives=tuple(objectives.items()), arch=arch, fit=tuple(fit_settings.items()),
+                   seeds=tuple(_int("seeds", s) for s in seeds),
+                   degradation_seed=_int("degradation_seed", data.get("degradation_seed", 0)),
+                   sampler=tuple(sampler.items()), pruner=tuple(pruner.items()),
+                   n_trials=None if n_trials is None else _int("n_trials", n_trials, 1),
+                   description=str(data.get("description", "")),
+                   curve_points=_int("curve_points", data.get("curve_points", 50), 2), metrics=tuple(metrics),
+                   base_dir=str(base_dir))
+        spec._check()
+        return spec
+
+    def _check(self) -> None:
+        """Cross-field checks: every space value against the arch/fit, sampler, pruner, images, seeds."""
+        for param in self.space:
+            for value in param.grid() or [param.low, param.high]:
+                self.configure({param.name: value}, filter_dir=None)
+        kind = dict(self.sampler).get("kind")
+        if kind not in SAMPLERS:
+            _fail("sampler.kind", f"{kind!r} is invalid; allowed: {', '.join(SAMPLERS)}")
+        if kind == "grid":
+            coarse = [p.name for p in self.space if p.grid() is None]
+            if coarse:
+                _fail(f"space.{coarse[0]}", "the grid sampler needs choices or a step for every parameter")
+            if self.n_trials is not None:
+                _fail("n_trials", f"not used by the grid sampler (the grid has {self.grid_size} points); remove it")
+        elif self.n_trials is None:
+            _fail("n_trials", f"the {kind} sampler needs n_trials = <integer ≥ 1> (the study's trial budget)")
+        if kind == "cmaes" and importlib.util.find_spec("cmaes") is None:
+            _fail("sampler.kind", "cmaes needs the 'cmaes' package (pip install cmaes); or use tpe, random, nsga2, grid")
+        self.make_sampler()
+        pruner = dict(self.pruner).get("kind")
+        if pruner not in PRUNERS:
+            _fail("pruner.kind", f"{pruner!r} is invalid; allowed: {', '.join(PRUNERS)}")
+        if pruner != "none" and len(self.objectives) > 1:
+            _fail("pruner.kind", "pruning needs a single objective; allowed with several objectives: none")
+        self.make_pruner()
+        labels = [label for image in self.images for label, _ in image.resolve(self.base_dir)]
+        if len(set(labels)) < len(labels):
+            _fail("images", f"two images share the label in {labels}; give each a distinct label = ...")
+        random_masks = any(isinstance(t, Inpaint) and t.mask == "bernoulli" for _, t in self.tasks)
+        if random_masks and self.seeds != (self.degradation_seed,):
+            # fit() draws the mask of its physics from the fit seed; it must be the observation's mask.
+            _fail("seeds", f"a bernoulli inpainting mask comes from the seed; allowed: seeds = [{self.degradation_seed}]")
+
+    def _options(self, which: str) -> tuple[type, dict]:
+        options = dict(getattr(self, which))
+        return (SAMPLERS if which == "sampler" else PRUNERS)[options.pop("kind")], options
+
+    def make_sampler(self) -> optuna.samplers.BaseSampler:
+        """The Optuna sampler of ``[sampler]`` (``kind`` plus its constructor's keywords)."""
+        cls, options = self._options("sampler")
+        if cls is optuna.samplers.GridSampler:
+            options["search_space"] = self.grid_space()
+        return _construct("sampler", cls, options)
+
+    def make_pruner(self) -> optuna.pruners.BasePruner:
+        """The Optuna pruner of ``[pruner]`` (``kind`` plus its constructor's keywords)."""
+        cls, options = self._options("pruner")
+        return _construct("pruner", cls, options)
+
+    def grid_space(self) -> dict[str, list]:
+        return {p.name: p.grid() for p in self.space}
+
+    @property
+    def grid_size(self) -> int:
+        return math.prod(len(v) for v in self.grid_space().values())
+
+    @property
+    def is_grid(self) -> bool:
+        return dict(self.sampler)["kind"] == "grid"
+
+    def configure(self, params: dict, filter_dir: str | Path | None) -> tuple[ArchSpec, dict]:
+        """The trial's :class:`ArchSpec` and fit keywords: the base ones with ``params`` applied.
+
+        ``sigma`` becomes a Gaussian upsampler (paper 000 eq. 6, 5 taps): the catalogue filter
+        with the same taps when there is one, else a filter TOML written to ``filter_dir``.
+        """
+        arch, settings = self.arch.to_dict(), dict(self.fit)
+        for name, value in params.items():
+            if name == "sigma":
+                arch["upsampler"] = _gaussian(value, arch["factor"], filter_dir)
+            elif name in ARCH_FIELDS:
+                arch[name] = None if name == "lipschitz" and value == "none" else value
+            else:
+                settings[name] = value
+        try:
+            spec = ArchSpec.from_dict(arch)
+            FitSettings(**settings)
+        except ValueError as exc:
+            _fail(f"space {params}", str(exc))
+        return spec, settings
+
+    def to_dict(self) -> dict:
+        """The study as a TOML-shaped dict (inverse of :meth:`from_dict`)."""
+        return {"name": self.name, "description": self.description,
+                "tasks": [{"label": label, **task.to_dict()} for label, task in self.tasks],
+                "images": [image.to_value() for image in self.images],
+                "space": {p.name: p.to_value() for p in self.space}, "objectives": dict(self.objectives),
+                "arch": self.arch.to_dict(), "fit": dict(self.fit), "seeds": list(self.seeds),
+                "degradation_seed": self.degradation_seed, "sampler": dict(self.sampler), "pruner": dict(self.pruner),
+                **({"n_trials": self.n_trials} if self.n_trials is not None else {}),
+                "curve_points": self.curve_points, "metrics": list(self.metrics)}
+
+
+def _construct(what: str, cls: type, options: dict):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return cls(**options)
+    except (TypeError, ValueError) as exc:
+        allowed = [p for p in inspect.signature(cls).parameters if p != "search_space"]
+        _fail(what, f"{exc}; allowed keys for {cls.__name__}: kind, {', '.join(allowed)}")
+
+
+def _gaussian(sigma: float, factor: int, filter_dir: str | Path | None) -> str:
+    """Name or TOML path of the Gaussian upsampler of ``sigma`` (σ ≥ 0 in input pixels)."""
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or sigma < 0:
+        _fail("space.sigma", f"{sigma!r} is invalid; allowed: a number ≥ 0")
+    wanted = filters.design("gaussian", factor, sigma=float(sigma))
+    for name, flt in filters.catalog().items():
+        if flt.factor == factor and len(flt.taps) == len(wanted.taps) and np.allclose(flt.taps, wanted.taps):
+            return name
+    if filter_dir is None:
+        return "bilinear"  # validation only: the filter exists once a trial writes it
+    path = Path(filter_dir) / f"gauss-{float(sigma):g}-x{factor}.toml"
+    if not path.exists():
+        with images.atomic_path(path) as tmp:
+            tmp.write_text(f'name = "{path.stem}"\nkind = "gaussian"\nfactor = {factor}\nsigma = {float(sigma)!r}\n'
+                           f'provenance = "archlab study: Gaussian upsampling, sigma {float(sigma):g}"\n')
+    return str(path)
+
+
+def study_dir():
+    """The shipped study files (package data ``archlab.data.studies``; the repository's ``studies/``)."""
+    try:
+        return resources.files("archlab.data.studies")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "studies"
+
+
+def shipped() -> dict[str, str]:
+    """``name -> first comment line`` of every shipped study (the line states its expected runtime)."""
+    out = {}
+    for entry in sorted(study_dir().iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".toml"):
+            first = entry.read_text(encoding="utf-8").splitlines()[:1]
+            out[entry.name[:-5]] = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+    return out
+
+
+def _study_file(source: str | os.PathLike) -> Path | None:
+    path = Path(source)
+    if path.suffix == ".toml" or path.is_file():
+        return path if path.is_file() else _fail("study", f"file {path} not found")
+    return None
+
+
+def load_study(source: str | os.PathLike) -> StudySpec:
+    """A :class:`StudySpec` from a study TOML path or a shipped study's name (:func:`shipped`)."""
+    path = _study_file(source)
+    if path is None:
+        entry = study_dir() / f"{source}.toml"
+        if not entry.is_file():
+            _fail("study", f"unknown study {str(source)!r}; shipped: {', '.join(shipped())} (or a path to a .toml)")
+        text, base = entry.read_text(encoding="utf-8"), ""
+    else:
+        text, base = path.read_text(encoding="utf-8"), str(path.resolve().parent)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        _fail("study", f"cannot parse {source}: {exc}")
+    return StudySpec.from_dict(data, base_dir=base)
+
+
+def default_storage(source: str | os.PathLike) -> str:
+    """SQLite beside a study file (``<file>.db``), or ``./<name>.db`` for a shipped study or a bare name."""
+    path = _study_file(source) if str(source).endswith(".toml") or Path(source).is_file() else None
+    db = path.resolve().with_suffix(".db") if path else Path.cwd() / f"{Path(str(source)).name}.db"
+    return f"sqlite:///{db}"
+
+
+def resolve_target(source: str, storage: str | None) -> tuple[str, str]:
+    """``(study name, storage URL)`` for a study file, a shipped name or a study name in ``storage``."""
+    path = _study_file(source) if str(source).endswith(".toml") or Path(source).is_file() else None
+    name = load_study(path).name if path else str(source)
+    return name, storage or default_storage(source)

@@ -1,0 +1,92 @@
+"""The fit loop: improves on the observation, records history, stops, guards, is seeded."""
+
+import math
+
+import pytest
+import torch
+
+from archlab import images, models, tasks
+from archlab.fit import fit
+
+TINY = models.ArchSpec(kind="hourglass", depth=2, width=8, skip=2, lipschitz=2.0, norm="mean_only")
+
+
+@pytest.fixture(scope="module")
+def noisy():
+    x = images.center_crop(images.resize(images.load("camera"), size=(32, 32)), 4)
+    task = tasks.Denoise(25)
+    return task, x, task.degrade(x, seed=0)
+
+
+def test_fit_improves_and_records(noisy):
+    task, x, y = noisy
+    result = fit(TINY, task, y, iterations=60, lr=0.02, reference=x, eval_every=10, progress=False)
+    h = result.history
+    assert list(h["iteration"]) == [10, 20, 30, 40, 50, 60]
+    for column in ("loss", "psnr", "psnr_ema", "ssim", "ratio", "blur", "sharpness", "fbc_0", "fbc_4", "seconds"):
+        assert column in h and h[column].notna().all()
+    assert h["loss"].iloc[-1] < h["loss"].iloc[0]
+    assert h["psnr"].iloc[-1] > h["psnr"].iloc[0]
+    assert result.stopped_at == 60 and result.stop_reason == "iterations"
+    assert result.best_output is not None and result.best_iteration in set(h["iteration"])
+    assert result.output.shape == x.shape
+    assert result.spec["lipschitz"] == 2.0 and result.settings["iterations"] == 60
+
+
+def test_same_seed_same_result(noisy):
+    task, x, y = noisy
+    a = fit(TINY, task, y, iterations=15, seed=3, eval_every=5, progress=False)
+    b = fit(TINY, task, y, iterations=15, seed=3, eval_every=5, progress=False)
+    assert torch.allclose(a.output, b.output, atol=1e-6)
+
+
+def test_auto_stop_and_record(noisy):
+    task, x, y = noisy
+    # A huge eps makes the rule fire as soon as two windows of history exist.
+    auto = fit(TINY, task, y, iterations=100, stop="auto", window=20, eps=1e9, eval_every=10, progress=False)
+    assert auto.stop_reason == "auto" and auto.stopped_at == 40 and auto.auto_stop_iteration == 40
+    record = fit(TINY, task, y, iterations=60, stop="record", window=20, eps=1e9, eval_every=10, reference=x,
+                 progress=False)
+    assert record.stopped_at == 60 and record.auto_stop_iteration == 40
+    assert not math.isnan(record.summary()["stop_psnr"])
+
+
+def test_divergence_guard_restores_and_stops(noisy):
+    task, x, y = noisy
+    result = fit(TINY.replace(lipschitz=None, norm="none"), task, y, iterations=200, lr=1e4, eval_every=5,
+                 progress=False)
+    assert result.restores > 0 or result.stop_reason == "diverged"
+    assert torch.isfinite(result.output).all()
+
+
+def test_bad_settings(noisy):
+    task, x, y = noisy
+    with pytest.raises(ValueError, match="stop"):
+        fit(TINY, task, y, iterations=5, stop="sometimes")
+    with pytest.raises(ValueError, match="lr"):
+        fit(TINY, task, y, iterations=5, lr=-1)
+    with pytest.raises(ValueError, match="depth"):
+        fit(models.preset("ulyanov-dip"), task, y, iterations=5)
+
+
+@pytest.mark.parametrize("task", [
+    tasks.Denoise(25), tasks.PoissonDenoise(0.1), tasks.JPEGDeblock(10), tasks.Inpaint("center", ratio=0.1),
+    tasks.Inpaint("bernoulli", drop=0.5), tasks.SuperResolution(2),
+])
+def test_every_task_improves_on_its_observation(task):
+    x = images.center_crop(images.resize(images.load("astronaut"), size=(32, 32)), 8)
+    y = task.degrade(x, seed=0)
+    reference = task.reference(x)
+    result = fit(TINY, task, y, iterations=150, lr=0.02, reference=reference, eval_every=25, progress=False)
+    baseline = task.physics(tuple(y.shape)).baseline(y)
+    from archlab.metrics import psnr
+    assert psnr(result.best_output, reference).item() > psnr(baseline, reference).item()
+
+
+def test_enhance_sharpens():
+    x = images.center_crop(images.resize(images.load("camera"), size=(32, 32)), 4)
+    task = tasks.Enhance(lipschitz=1.0)
+    result = fit(TINY, task, x, iterations=40, lr=0.02, eval_every=20, progress=False)
+    assert result.spec["lipschitz"] == 1.0
+    from archlab.stopping import mlv_sharpness
+    assert mlv_sharpness(result.output).item() > mlv_sharpness(x).item()
