@@ -135,13 +135,14 @@ def plot_curves(frame, path: str | os.PathLike, *, line: str = "config", panel: 
     """
     columns = [c for c in columns if c in frame and frame[c].notna().any()]
     if not columns:
-        raise ValueError(f"curves: none of the metric columns is present; columns: {', '.join(map(str, frame.columns))}")
+        present = ", ".join(map(str, frame.columns))
+        raise ValueError(f"curves: none of the metric columns is present; columns: {present}")
     panels = list(dict.fromkeys(frame[panel]))
     lines = list(dict.fromkeys(frame[line]))
     mean = frame.groupby([panel, line, "iteration"], sort=False)[columns].mean().reset_index()
     figure = Figure(figsize=(4.2 * len(panels) + 2.2, 2.8 * len(columns)), layout="constrained")
     axes = figure.subplots(len(columns), len(panels), squeeze=False, sharex="col")
-    colours = colormaps["viridis"](np.linspace(0, 0.9, max(len(lines), 2)))
+    colours = colormaps["tab10"].colors if len(lines) <= 10 else colormaps["viridis"](np.linspace(0, 0.9, len(lines)))
     for j, name in enumerate(panels):
         for i, column in enumerate(columns):
             ax = axes[i, j]
@@ -185,6 +186,7 @@ def plot_pareto(frame, x: str, y: str, path: str | os.PathLike, *, label: str = 
         ax.annotate(str(row[label]), (row[x], row[y]), fontsize="x-small", xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel(METRIC_TITLES.get(x, x))
     ax.set_ylabel(METRIC_TITLES.get(y, y))
+    ax.margins(x=0.25, y=0.1)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     return _save(figure, path)
@@ -195,24 +197,26 @@ def latex_escape(text) -> str:
     return "".join("\\" + c if c in "&%$#_{}" else c for c in str(text))
 
 
-def format_table(table, value_columns: list[str], better: str | dict, digits: int, fmt: str) -> str:
+def format_table(table, value_columns: list[str], better: str | dict, digits: int | dict, fmt: str) -> str:
     """A configurations × images table as Markdown or LaTeX (booktabs), the best value of
-    each value column in bold (``better``: ``max`` or ``min``, or a dict per column; ties all bold)."""
+    each value column in bold (``better``: ``max`` or ``min``, ``digits``: decimals; either
+    one for all value columns or a dict per column; ties all bold)."""
     if fmt not in ("md", "latex"):
         raise ValueError(f"format: {fmt!r} is invalid; allowed: md, latex")
-    rounded = {c: table[c].astype(float).round(digits) for c in value_columns}
-    best = {c: rounded[c].max() if (better.get(c) if isinstance(better, dict) else better) == "max" else rounded[c].min()
-            for c in value_columns}
+    places = {c: digits[c] if isinstance(digits, dict) else digits for c in value_columns}
+    rounded = {c: table[c].astype(float).round(places[c]) for c in value_columns}
+    wanted = {c: better[c] if isinstance(better, dict) else better for c in value_columns}
+    best = {c: rounded[c].max() if wanted[c] == "max" else rounded[c].min() for c in value_columns}
     bold = (lambda s: f"**{s}**") if fmt == "md" else (lambda s: f"\\textbf{{{s}}}")
     rows = []
-    for _, row in table.iterrows():
+    for i in range(len(table)):
         cells = []
         for c in table.columns:
-            value = row[c]
+            value = table[c].iloc[i]
             if c in value_columns:
                 missing = value is None or np.isnan(value)
-                text = "–" if missing else f"{value:.{digits}f}"
-                cells.append(bold(text) if not missing and round(value, digits) == best[c] else text)
+                text = "–" if missing else f"{value:.{places[c]}f}"
+                cells.append(bold(text) if not missing and round(value, places[c]) == best[c] else text)
             else:
                 cells.append(str(value) if fmt == "md" else latex_escape(value))
         rows.append(cells)

@@ -94,8 +94,13 @@ def execute(run: Run, device: str = "auto") -> dict:
     return row
 
 
-def run_experiment(name: str, out: str | Path, device: str = "auto", log=print) -> pd.DataFrame:
-    """Run (or resume) experiment ``name``, appending rows to ``out/results.csv``; return the table."""
+def run_experiment(name: str, out: str | Path, device: str = "auto", only: str | None = None,
+                   log=print) -> pd.DataFrame:
+    """Run (or resume) experiment ``name``, appending rows to ``out/results.csv``; return the table.
+
+    ``only`` restricts the runs to one configuration (to split an experiment over processes
+    with separate ``out`` folders; :func:`merge` joins their CSVs).
+    """
     if name not in EXPERIMENTS:
         raise ValueError(f"reproduce: unknown experiment {name!r}; known: {', '.join(sorted(EXPERIMENTS))}")
     out = Path(out)
@@ -103,7 +108,9 @@ def run_experiment(name: str, out: str | Path, device: str = "auto", log=print) 
     csv = out / "results.csv"
     done = pd.read_csv(csv) if csv.exists() else pd.DataFrame()
     finished = set(done["config"] + "|" + done["image"]) if len(done) else set()
-    runs = EXPERIMENTS[name]()
+    runs = [r for r in EXPERIMENTS[name]() if only is None or r.config == only]
+    if not runs:
+        raise ValueError(f"reproduce: no run of {name} has configuration {only!r}")
     with images.atomic_path(out / "runs.json") as tmp:
         tmp.write_text(json.dumps([r.__dict__ for r in runs], indent=2))
     for run in runs:

@@ -11,10 +11,11 @@ def register(subparsers) -> None:
     p.add_argument("name", choices=sorted(reproduce.EXPERIMENTS), help="the experiment")
     p.add_argument("-o", "--out", required=True, help="output folder (results.csv, table.md); reruns resume")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--only", default=None, help="run only this configuration (e.g. to split over processes)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    table = reproduce.run_experiment(args.name, args.out, device=args.device)
+    table = reproduce.run_experiment(args.name, args.out, device=args.device, only=args.only)
     print(reproduce.write_table(args.name, table, args.out))
     return 0

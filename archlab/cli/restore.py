@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from archlab import images, metrics, models, report, tasks
+from archlab import images, metrics, models, recommend, report, tasks
 from archlab.fit import fit
 
 DEFAULT_IMAGE = "camera"
@@ -52,17 +52,22 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the degradation, the input and the weights")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("-o", "--out", default="restored", help="output folder (default ./restored)")
+    add_task_flags(p)
+    p.set_defaults(func=run)
+
+
+def add_task_flags(parser) -> None:
+    """One flag per task parameter (``--sigma``, ``--quality``, ``--mask`` ...), from the task dataclasses."""
     for name, f in _task_fields().items():
         flag = "--" + name.replace("_", "-")
         if name == "mask":
-            p.add_argument(flag, default=None, help="inpaint: center, bernoulli, or a mask image (white = known)")
+            parser.add_argument(flag, default=None, help="inpaint: center, bernoulli, or a mask image (white = known)")
         elif name == "path":
             continue
         elif f.type is bool:
-            p.add_argument(flag, default=None, action=argparse.BooleanOptionalAction, help=f.metadata.get("help"))
+            parser.add_argument(flag, default=None, action=argparse.BooleanOptionalAction, help=f.metadata.get("help"))
         else:
-            p.add_argument(flag, type=f.type, default=None, help=f.metadata.get("help"))
-    p.set_defaults(func=run)
+            parser.add_argument(flag, type=f.type, default=None, help=f.metadata.get("help"))
 
 
 def make_task(args) -> tasks.Task:
@@ -127,8 +132,14 @@ def run(args) -> int:
     task = make_task(args)
     if args.iterations < 1:
         raise ValueError(f"--iterations: {args.iterations} must be ≥ 1")
-    spec = resolve_arch(args, task)
+    spec = recommend.BASE_SPEC if args.arch == "auto" else models.load_spec(args.arch)
     y, reference, notes = prepare(args, task, spec)
+    if args.arch == "auto":
+        advice = recommend.recommend(y, task=task)
+        spec = advice.spec
+        notes.append(f"--arch auto: width {advice.width} (p = {advice.probabilities[advice.width]:.2f}) from the "
+                     f"texture of the observation (score {advice.texture_score:.2f}, "
+                     f"noise σ ≈ {advice.noise_sigma * 255:.1f}/255 discounted)")
     out = Path(args.out)
     result = fit(spec, task, y, iterations=args.iterations, lr=args.lr, ema=args.ema, seed=args.seed,
                  device=args.device, eval_every=args.eval_every, reference=reference,
@@ -157,16 +168,6 @@ def run(args) -> int:
                            title=f"{task.name} - {args.arch}")
     _print_summary(summary, out)
     return 0
-
-
-def resolve_arch(args, task: tasks.Task) -> models.ArchSpec:
-    """``--arch``: a preset, a spec file, or ``auto`` (the texture-based recommendation)."""
-    if args.arch == "auto":
-        from archlab import recommend
-
-        source = args.observed or args.image or DEFAULT_IMAGE
-        return recommend.recommend(images.load(source), task=task).spec
-    return models.load_spec(args.arch)
 
 
 def _psnr_or_nan(estimate: torch.Tensor, reference: torch.Tensor) -> float:

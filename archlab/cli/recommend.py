@@ -1,0 +1,35 @@
+"""``archlab recommend IMAGE``: the texture score, the width with its probabilities, and a full ArchSpec."""
+
+from __future__ import annotations
+
+import json
+
+from archlab import images, recommend, tasks
+from archlab.cli import restore
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("recommend", help="recommend a DIP architecture for an image from its texture",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("image", help="an image file or a built-in (clean or the degraded observation)")
+    p.add_argument("--task", default="denoise", choices=sorted(tasks.TASKS),
+                   help="the task the architecture is for (default denoise)")
+    restore.add_task_flags(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    task = restore.make_task(args)
+    advice = recommend.recommend(images.load(args.image), task=task)
+    if args.json:
+        print(json.dumps(advice.to_dict(), indent=2))
+        return 0
+    probs = ", ".join(f"{w}: {p:.2f}" for w, p in sorted(advice.probabilities.items()))
+    print(f"texture score {advice.texture_score:.2f} (0 = flat, 1 = white-noise-like); "
+          f"estimated noise σ {advice.noise_sigma * 255:.1f}/255 (discounted from the features)")
+    print(f"width {advice.width} (probabilities {probs})")
+    print(f"fit: {', '.join(f'{k}={v}' for k, v in advice.fit.items())}")
+    print("# ArchSpec (save as spec.toml and pass --arch spec.toml, or use --arch auto)")
+    print(advice.spec.to_toml(), end="")
+    return 0

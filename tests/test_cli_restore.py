@@ -1,0 +1,73 @@
+"""`archlab restore`: outputs, both modes, and bad input (one line, exit 2, no files)."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from archlab.cli import main
+
+FAST = ["--iterations", "20", "--eval-every", "10", "--size", "32", "--arch", "faster-dip-32"]
+
+
+def test_restore_writes_everything(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["restore", "--image", "camera", *FAST, "-o", str(out)]) == 0
+    for name in ("restored.png", "restored_ema.png", "observed.png", "history.csv", "curves.png", "spec.json",
+                 "summary.json"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["iterations"] == 20 and "psnr" in summary and "observation_psnr" in summary
+    spec = json.loads((out / "spec.json").read_text())
+    assert spec["arch"]["width"] == 32 and spec["fit"]["iterations"] == 20 and spec["task"]["sigma"] == 25.0
+    assert "PSNR observation" in capsys.readouterr().out
+    assert not list(out.glob(".*"))  # no temporary files left
+
+
+def test_observed_mode_grey_and_rgba(tmp_path, capsys):
+    rgba = (np.random.default_rng(0).random((40, 36, 4)) * 255).astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "noisy.png")
+    out = tmp_path / "o"
+    assert main(["restore", "--observed", str(tmp_path / "noisy.png"), *FAST, "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "alpha dropped" in text and "cropped 36x40 to 36x40" not in text
+    assert "psnr" not in json.loads((out / "summary.json").read_text())
+    Image.fromarray(rgba[..., 0], "L").save(tmp_path / "grey.png")
+    assert main(["restore", "--observed", str(tmp_path / "grey.png"), *FAST, "-o", str(tmp_path / "g")]) == 0
+    assert Image.open(tmp_path / "g" / "restored.png").mode == "L"
+
+
+def test_sixteen_bit_image(tmp_path):
+    grey16 = (np.random.default_rng(0).random((32, 32)) * 65535).astype(np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "deep.png")
+    assert main(["restore", "--image", str(tmp_path / "deep.png"), *FAST, "-o", str(tmp_path / "o")]) == 0
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--arch", "resnet"], "unknown preset"),
+    (["--task", "denoise", "--sigma", "-3"], "sigma"),
+    (["--task", "denoise", "--quality", "10"], "--quality"),
+    (["--task", "jpeg", "--quality", "120"], "quality"),
+    (["--task", "inpaint", "--ratio", "1.5"], "ratio"),
+    (["--task", "sr", "--factor", "1"], "factor"),
+    (["--image", "no_such_image.png"], "neither a file nor a built-in"),
+    (["--arch", "ulyanov-dip", "--size", "32"], "depth"),
+])
+def test_bad_input_is_one_line_exit_2_no_files(tmp_path, capsys, args, needle):
+    out = tmp_path / "out"
+    base = ["restore", "--iterations", "5", "--size", "32", "-o", str(out)]
+    assert main(base + args) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_unreadable_empty_and_tiny_files(tmp_path, capsys):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "junk.png").write_bytes(b"not an image at all")
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(tmp_path / "dot.png")
+    for name, needle in (("empty.png", "empty"), ("junk.png", "cannot read"), ("dot.png", "1x1")):
+        assert main(["restore", "--observed", str(tmp_path / name), "-o", str(tmp_path / "o")]) == 2
+        assert needle in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
