@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from archlab import images, metrics, models, report, tasks
+from archlab import images, metrics, models, report, stopping, tasks
 from archlab.fit import fit
 
 SET9_DENOISE = ("image_Baboon512rgb.png", "image_F16_512rgb.png", "image_House256rgb.png", "image_Peppers512rgb.png")
@@ -60,7 +60,26 @@ def denoise_set9_runs(iterations_dip: int = 3000, iterations_controlled: int = 4
     return runs
 
 
-EXPERIMENTS = {"denoise-set9": denoise_set9_runs}
+def tasks_runs(iterations: int = 3000) -> list[Run]:
+    """Issue evidence: every task through the default controlled DIP with auto-stop, seed 0."""
+    fit_settings = {"iterations": iterations, "lr": 0.01, "input_jitter": 1 / 30, "ema": 0.99, "stop": "auto"}
+    table = [
+        ("denoise σ=25", {"task": "denoise", "sigma": 25.0}, ("set12/01.png", 2, 0), ("cbsd68/0000.png", 2, 128)),
+        ("poisson ζ=0.1", {"task": "poisson", "scale": 0.1}, ("set12/02.png", 2, 0), ("set12/03.png", 2, 0)),
+        ("jpeg q=10", {"task": "jpeg", "quality": 10}, ("classic5/lena.png", 4, 0), ("classic5/peppers.png", 4, 0)),
+        ("inpaint center 0.1", {"task": "inpaint", "mask": "center", "ratio": 0.1},
+         ("cbsd68/0001.png", 2, 128), ("set12/04.png", 2, 0)),
+        ("inpaint bernoulli 0.5", {"task": "inpaint", "mask": "bernoulli", "drop": 0.5},
+         ("inpainting/bernoulli/images/house.png", 2, 0), ("inpainting/bernoulli/images/peppers256.png", 2, 0)),
+        ("sr ×4", {"task": "sr", "factor": 4}, ("sr/zebra.png", 2, 192), ("set9/image_F16_512rgb.png", 2, 0)),
+        ("enhance λ=1", {"task": "enhance", "lipschitz": 1.0}, ("enhancement/tulips.png", 4, 128),
+         ("set12/05.png", 2, 0)),
+    ]
+    return [Run(config, image, "controlled-64", task, fit_settings, downscale=down, size=size)
+            for config, task, *images_ in table for image, down, size in images_]
+
+
+EXPERIMENTS = {"denoise-set9": denoise_set9_runs, "tasks": tasks_runs}
 
 
 def load_clean(run: Run) -> torch.Tensor:
@@ -91,6 +110,9 @@ def execute(run: Run, device: str = "auto") -> dict:
            "peak_psnr_ema": s["peak_psnr_ema"], "final_psnr_ema": s["final_psnr_ema"],
            "stop_iteration": s["auto_stop_iteration"], "stop_psnr": s.get("stop_psnr", math.nan),
            "iterations": s["iterations"], "seconds": s["seconds"]}
+    if task.name == "enhance":
+        row["sharpness_observed"] = float(stopping.mlv_sharpness(y))
+        row["sharpness_restored"] = float(stopping.mlv_sharpness(result.output))
     return row
 
 
@@ -126,19 +148,30 @@ def run_experiment(name: str, out: str | Path, device: str = "auto", only: str |
 
 
 def write_table(name: str, table: pd.DataFrame, out: str | Path) -> str:
-    """Markdown table of an experiment (per image and mean), written to ``out/table.md``."""
-    cols = ["observation_psnr", "peak_psnr", "peak_iteration", "final_psnr", "peak_psnr_ema", "final_psnr_ema",
-            "stop_iteration", "stop_psnr", "iterations", "seconds"]
-    parts = []
-    for config, group in table.groupby("config", sort=False):
-        group = group.set_index("image")[cols]
-        mean = group.mean(numeric_only=True).rename("mean")
-        group = pd.concat([group, mean.to_frame().T])
-        if name == "denoise-set9":
-            group["paper_001_dip_oracle"] = [PAPER_001_TABLE_2.get(i, math.nan) for i in group.index[:-1]] + [
-                sum(PAPER_001_TABLE_2.values()) / len(PAPER_001_TABLE_2)]
-        parts.append(f"### {config}\n\n" + report.markdown_table(group))
-    text = "\n\n".join(parts) + "\n"
+    """Markdown table of an experiment (per image and mean per configuration), written to ``out/table.md``."""
+    if name == "tasks":
+        cols = ["size", "observation_psnr", "final_psnr", "stop_iteration", "peak_psnr", "peak_iteration", "seconds"]
+        cols += [c for c in ("sharpness_observed", "sharpness_restored") if c in table]
+        rows = []
+        for config, group in table.groupby("config", sort=False):
+            group = group.set_index(config + " · " + group["image"])[cols]
+            mean = group.drop(columns="size").mean(numeric_only=True).rename(f"**{config} · mean**")
+            rows += [group, mean.to_frame().T]
+        frame = pd.concat(rows)
+        frame.index.name = "task · image"
+        text = report.markdown_table(frame) + "\n"
+    else:
+        cols = ["observation_psnr", "peak_psnr", "peak_iteration", "final_psnr", "peak_psnr_ema", "final_psnr_ema",
+                "stop_iteration", "stop_psnr", "iterations", "seconds"]
+        parts = []
+        for config, group in table.groupby("config", sort=False):
+            group = group.set_index("image")[cols]
+            group = pd.concat([group, group.mean(numeric_only=True).rename("mean").to_frame().T])
+            if name == "denoise-set9":
+                paper = [PAPER_001_TABLE_2.get(i, math.nan) for i in group.index[:-1]]
+                group["paper_001_dip_oracle"] = paper + [sum(paper) / len(paper)]
+            parts.append(f"### {config}\n\n" + report.markdown_table(group))
+        text = "\n\n".join(parts) + "\n"
     with images.atomic_path(Path(out) / "table.md") as tmp:
         tmp.write_text(text)
     return text

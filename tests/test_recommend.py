@@ -1,0 +1,46 @@
+"""recommend: image -> ArchSpec with the texture width, rules with sources, robust to noise."""
+
+import json
+
+import pytest
+
+from archlab import images, models, recommend, tasks
+from archlab.cli import main
+
+
+@pytest.fixture(scope="module")
+def camera():
+    return images.resize(images.load("camera"), size=(128, 128))
+
+
+def test_recommendation_is_a_full_spec(camera):
+    advice = recommend.recommend(camera)
+    assert advice.width in (32, 64, 128) and advice.spec.width == advice.width
+    assert abs(sum(advice.probabilities.values()) - 1) < 1e-6
+    assert advice.spec.kind == "hourglass" and advice.spec.depth == 2 and advice.spec.lipschitz == 2.0
+    assert models.ArchSpec.from_dict(advice.spec.to_dict()) == advice.spec
+    assert set(advice.sources) >= {"width", "depth", "lipschitz", "upsampler"}
+    net, z = models.build(advice.spec, 1, (128, 128))
+    assert net(z).shape == (1, 1, 128, 128)
+
+
+def test_noisy_observation_gets_the_clean_width(camera):
+    clean = recommend.recommend(camera)
+    noisy = recommend.recommend(tasks.Denoise(25).degrade(camera, seed=0))
+    assert noisy.noise_sigma * 255 == pytest.approx(25, abs=5)
+    assert noisy.width == clean.width
+    assert abs(noisy.texture_score - clean.texture_score) < 0.1
+
+
+def test_task_overrides_reach_the_spec(camera):
+    assert recommend.recommend(camera, task=tasks.Enhance(lipschitz=1.5)).spec.lipschitz == 1.5
+
+
+def test_cli_json_and_errors(tmp_path, capsys):
+    assert main(["recommend", "camera", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["arch"]["width"] == data["width"] and "probabilities" in data
+    (tmp_path / "small.png").write_bytes(images.save(images.load("camera")[..., :16, :16], tmp_path / "s.png")
+                                         .read_bytes())
+    assert main(["recommend", str(tmp_path / "small.png")]) == 2
+    assert "32" in capsys.readouterr().err
