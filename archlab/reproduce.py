@@ -60,20 +60,18 @@ def denoise_set9_runs(iterations_dip: int = 3000, iterations_controlled: int = 4
     return runs
 
 
-def tasks_runs(iterations: int = 3000) -> list[Run]:
+def tasks_runs(iterations: int = 2000) -> list[Run]:
     """Issue evidence: every task through the default controlled DIP with auto-stop, seed 0."""
     fit_settings = {"iterations": iterations, "lr": 0.01, "input_jitter": 1 / 30, "ema": 0.99, "stop": "auto"}
     table = [
-        ("denoise σ=25", {"task": "denoise", "sigma": 25.0}, ("set12/01.png", 2, 0), ("cbsd68/0000.png", 2, 128)),
-        ("poisson ζ=0.1", {"task": "poisson", "scale": 0.1}, ("set12/02.png", 2, 0), ("set12/03.png", 2, 0)),
-        ("jpeg q=10", {"task": "jpeg", "quality": 10}, ("classic5/lena.png", 4, 0), ("classic5/peppers.png", 4, 0)),
-        ("inpaint center 0.1", {"task": "inpaint", "mask": "center", "ratio": 0.1},
-         ("cbsd68/0001.png", 2, 128), ("set12/04.png", 2, 0)),
+        ("denoise σ=25", {"task": "denoise", "sigma": 25.0}, ("cbsd68/0000.png", 2, 128)),
+        ("poisson ζ=0.1", {"task": "poisson", "scale": 0.1}, ("set12/02.png", 2, 0)),
+        ("jpeg q=10", {"task": "jpeg", "quality": 10}, ("classic5/lena.png", 4, 0)),
+        ("inpaint center 0.1", {"task": "inpaint", "mask": "center", "ratio": 0.1}, ("set12/04.png", 2, 0)),
         ("inpaint bernoulli 0.5", {"task": "inpaint", "mask": "bernoulli", "drop": 0.5},
-         ("inpainting/bernoulli/images/house.png", 2, 0), ("inpainting/bernoulli/images/peppers256.png", 2, 0)),
-        ("sr ×4", {"task": "sr", "factor": 4}, ("sr/zebra.png", 2, 192), ("set9/image_F16_512rgb.png", 2, 0)),
-        ("enhance λ=1", {"task": "enhance", "lipschitz": 1.0}, ("enhancement/tulips.png", 4, 128),
-         ("set12/05.png", 2, 0)),
+         ("inpainting/bernoulli/images/house.png", 2, 0)),
+        ("sr ×4", {"task": "sr", "factor": 4}, ("set9/image_F16_512rgb.png", 2, 0)),
+        ("enhance λ=1", {"task": "enhance", "lipschitz": 1.0}, ("enhancement/tulips.png", 4, 128)),
     ]
     return [Run(config, image, "controlled-64", task, fit_settings, downscale=down, size=size)
             for config, task, *images_ in table for image, down, size in images_]
@@ -101,7 +99,8 @@ def execute(run: Run, device: str = "auto") -> dict:
     x = load_clean(run)
     y = task.degrade(x, seed=run.seed)
     reference = task.reference(x)
-    result = fit(run.arch, task, y, seed=run.seed, device=device, reference=reference, progress=False, **run.fit)
+    result = fit(run.arch, task, y, seed=run.seed, device=device, reference=reference, progress=False, fast=False,
+                 **run.fit)
     s = result.summary()
     baseline = task.physics(tuple(y.shape)).baseline(y)
     row = {"config": run.config, "image": _short(run.image), "size": f"{x.shape[-1]}x{x.shape[-2]}",
