@@ -33,8 +33,6 @@ from archlab.fit import fit, resolve_device
 
 #: Convergence threshold δ on the squared amplitude error (paper 001 §3.1).
 DELTA = 0.01
-#: Rank-weight decay and count of the MLV sharpness (Bahrami & Kot; paper 000's code).
-MLV_DECAY, MLV_TOP = stopping.DEFAULT_DECAY, stopping.DEFAULT_TOP
 
 
 def _adam_snapshots(net: nn.Module, net_input: torch.Tensor, target: torch.Tensor, *, iterations: int,
@@ -134,23 +132,27 @@ def trajectory_divergence(sources: Sequence[str | os.PathLike], *, arch: str | m
     return pd.concat(frames, ignore_index=True)
 
 
-def trajectory_summary(curves: pd.DataFrame, skip: int = 0) -> pd.DataFrame:
-    """Per image: the high-band power share, the mean and peak of ``eps`` over iterations ``>= skip``.
+def trajectory_summary(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per image: the two phases of paper 001 Fig. 1(e) read off the ``eps`` curve.
 
-    ``skip`` leaves out the first iterations, where the distance reflects the two random initial outputs
-    rather than what the network is learning. Rows are sorted by high-band share.
+    The trajectories first converge (both runs reach a low-frequency approximation): ``first_min_iteration``
+    and ``eps_first_min`` are the first local minimum of ``eps``. They then diverge while the networks fit the
+    high frequencies: ``eps_peak`` and ``peak_iteration`` are the maximum after that minimum, ``eps_mean``
+    the mean from the minimum on. Also the image's ``high_band_share``, the last ``eps`` and run A's last PSNR.
+    Rows are sorted by high-band share.
     """
-    late = curves[curves["iteration"] >= skip]
-    grouped = late.groupby("image", sort=False)
-    table = pd.DataFrame({
-        "high_band_share": grouped["high_band_share"].first(),
-        "eps_mean": grouped["eps"].mean(),
-        "eps_peak": grouped["eps"].max(),
-        "peak_iteration": late.loc[grouped["eps"].idxmax(), ["image", "iteration"]].set_index("image")["iteration"],
-        "eps_final": grouped["eps"].last(),
-        "psnr_final": grouped["psnr_a"].last(),
-    })
-    return table.sort_values("high_band_share").reset_index()
+    rows = []
+    for name, c in curves.groupby("image", sort=False):
+        eps = c["eps"].to_numpy()
+        rising = np.flatnonzero(eps[1:] >= eps[:-1])
+        first = int(rising[0]) if rising.size else len(eps) - 1
+        peak = first + int(np.argmax(eps[first:]))
+        rows.append({"image": name, "high_band_share": c["high_band_share"].iloc[0],
+                     "first_min_iteration": int(c["iteration"].iloc[first]), "eps_first_min": eps[first],
+                     "eps_peak": eps[peak], "peak_iteration": int(c["iteration"].iloc[peak]),
+                     "eps_mean": float(eps[first:].mean()), "eps_final": eps[-1],
+                     "psnr_final": c["psnr_a"].iloc[-1]})
+    return pd.DataFrame(rows).sort_values("high_band_share", ignore_index=True)
 
 
 def sinusoid(length: int = 256, frequencies: Sequence[int] = (5, 50)) -> torch.Tensor:
@@ -268,7 +270,8 @@ def lipschitz_fbc(source: str | os.PathLike = "astronaut", *, lambdas: Sequence[
 
     The image is resized (bicubic, antialiased) so its longer side is ``size``, cropped to the network's
     multiple, degraded with Gaussian noise ``sigma`` (seeded) and fitted with :func:`archlab.fit.fit` once per
-    λ, with ``arch.replace(lipschitz=λ)``; the FBC target is the noisy observation, as in the paper.
+    λ, with ``arch.replace(lipschitz=λ)``; the FBC target is the noisy observation, as in the paper. The fits
+    run in fp32 (``fast=False``): bfloat16 rounding would add high-frequency error to the bands measured.
 
     Returns
     -------
@@ -285,7 +288,7 @@ def lipschitz_fbc(source: str | os.PathLike = "astronaut", *, lambdas: Sequence[
     frames = []
     for lam in lambdas:
         result = fit(spec.replace(lipschitz=float(lam)), task, noisy, iterations=iterations, lr=lr, seed=seed,
-                     device=device, eval_every=eval_every, reference=clean, progress=False)
+                     device=device, eval_every=eval_every, reference=clean, fast=False, progress=False)
         frames.append(result.history.assign(lipschitz=float(lam)))
     return pd.concat(frames, ignore_index=True)
 
@@ -337,7 +340,7 @@ def _numpy_fbc(output: np.ndarray, target: np.ndarray, bands: int) -> np.ndarray
 
 
 def _numpy_mlv_sharpness(image: np.ndarray) -> float:
-    """Bahrami & Kot's MLV sharpness with a full ``np.sort`` of the map, as in paper 000's code."""
+    """MLV sharpness (:func:`archlab.stopping.mlv_sharpness`'s definition) by a full ``np.sort``, as paper 000's code."""
     grey = image @ np.array(images.LUMA)
     h, w = grey.shape
     centre = grey[1:-1, 1:-1]
@@ -346,26 +349,28 @@ def _numpy_mlv_sharpness(image: np.ndarray) -> float:
         for dx in (-1, 0, 1):
             if dy or dx:
                 variation = np.maximum(variation, np.abs(grey[1 + dy:h - 1 + dy, 1 + dx:w - 1 + dx] - centre))
-    ranked = np.sort(variation, axis=None)[::-1][:MLV_TOP]
-    weighted = ranked * np.exp(-MLV_DECAY * np.arange(1, ranked.size + 1))
+    ranked = np.sort(variation, axis=None)[::-1][:stopping.DEFAULT_TOP]
+    weighted = ranked * np.exp(-stopping.DEFAULT_DECAY * np.arange(1, ranked.size + 1))
     return float(np.sqrt(np.mean(weighted**2)))
 
 
-def _numpy_monitors(output: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+def _numpy_monitors(output: np.ndarray, target: np.ndarray) -> dict:
+    """The four metrics of a fit's evaluation on (H, W, 3) float64 arrays, each as a thunk."""
     return {
-        "blur": np.array([skimage_blur_effect(output, h_size=stopping.DEFAULT_H_SIZE, channel_axis=-1)]),
-        "sharpness": np.array([_numpy_mlv_sharpness(output)]),
-        "fbc": _numpy_fbc(output, target, 5),
-        "psnr": np.array([10 * np.log10(1.0 / np.mean((output - target) ** 2))]),
+        "blur": lambda: skimage_blur_effect(output, h_size=stopping.DEFAULT_H_SIZE, channel_axis=-1),
+        "sharpness": lambda: _numpy_mlv_sharpness(output),
+        "fbc": lambda: _numpy_fbc(output, target, 5),
+        "psnr": lambda: 10 * np.log10(1.0 / np.mean((output - target) ** 2)),
     }
 
 
-def _torch_monitors(output: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+def _torch_monitors(output: torch.Tensor, target: torch.Tensor) -> dict:
+    """The same metrics with archlab's on-device implementations, each as a thunk."""
     return {
-        "blur": stopping.blur_effect(output),
-        "sharpness": stopping.mlv_sharpness(output),
-        "fbc": spectral.fbc(output, target, 5)[0],
-        "psnr": metrics.psnr(output, target),
+        "blur": lambda: stopping.blur_effect(output),
+        "sharpness": lambda: stopping.mlv_sharpness(output),
+        "fbc": lambda: spectral.fbc(output, target, 5),
+        "psnr": lambda: metrics.psnr(output, target),
     }
 
 
@@ -392,25 +397,22 @@ def bench_monitors(size: int = 512, repeats: int = 7, sigma: float = 25.0, seed:
     device = resolve_device(device)
     clean = images.resize(images.load("astronaut"), size=(size, size))
     noisy = tasks.Denoise(sigma=sigma).degrade(clean, seed=seed)
-    clean_np, noisy_np = images.to_numpy(clean).astype(np.float64), images.to_numpy(noisy).astype(np.float64)
-    clean_t, noisy_t = clean.to(device), noisy.to(device)
-    numpy_values = _numpy_monitors(noisy_np, clean_np)
-    torch_values = {k: v.double().cpu().numpy() for k, v in _torch_monitors(noisy_t, clean_t).items()}
+    sides = {"numpy": _numpy_monitors(images.to_numpy(noisy).astype(np.float64),
+                                      images.to_numpy(clean).astype(np.float64)),
+             "torch": _torch_monitors(noisy.to(device), clean.to(device))}
     result = {"size": size, "repeats": repeats, "device": str(device), "threads": torch.get_num_threads()}
-    result["numpy_s"] = _median_seconds(lambda: _numpy_monitors(noisy_np, clean_np), repeats, device)
-    result["torch_s"] = _median_seconds(lambda: _torch_monitors(noisy_t, clean_t), repeats, device)
+    for side, parts in sides.items():
+        result[f"{side}_s"] = _median_seconds(lambda: [part() for part in parts.values()], repeats, device)
     result["ratio"] = result["numpy_s"] / result["torch_s"]
-    numpy_parts = {"blur": lambda: skimage_blur_effect(noisy_np, h_size=stopping.DEFAULT_H_SIZE, channel_axis=-1),
-                   "sharpness": lambda: _numpy_mlv_sharpness(noisy_np),
-                   "fbc": lambda: _numpy_fbc(noisy_np, clean_np, 5),
-                   "psnr": lambda: 10 * np.log10(1.0 / np.mean((noisy_np - clean_np) ** 2))}
-    torch_parts = {"blur": lambda: stopping.blur_effect(noisy_t), "sharpness": lambda: stopping.mlv_sharpness(noisy_t),
-                   "fbc": lambda: spectral.fbc(noisy_t, clean_t, 5), "psnr": lambda: metrics.psnr(noisy_t, clean_t)}
-    for name in numpy_parts:
-        result[f"numpy_{name}_s"] = _median_seconds(numpy_parts[name], repeats, device)
-        result[f"torch_{name}_s"] = _median_seconds(torch_parts[name], repeats, device)
-    result["max_rel_diff"] = max(float(np.max(np.abs(torch_values[k] - v) / np.maximum(np.abs(v), 1e-12)))
-                                 for k, v in numpy_values.items())
+    for side, parts in sides.items():
+        for name, part in parts.items():
+            result[f"{side}_{name}_s"] = _median_seconds(part, repeats, device)
+    differences = []
+    for name, part in sides["numpy"].items():
+        expected = np.atleast_1d(part())
+        measured = sides["torch"][name]().double().cpu().numpy().ravel()
+        differences.append(np.max(np.abs(measured - expected) / np.maximum(np.abs(expected), 1e-12)))
+    result["max_rel_diff"] = float(max(differences))
     return result
 
 

@@ -48,6 +48,7 @@ class FitSettings:
     fbc_bands: int = 5
     precision: str = "fp32"
     channels_last: bool = False
+    compile: bool = False
 
     def __post_init__(self):
         checks = {
@@ -178,8 +179,8 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
         iterations: int = 3000, lr: float = 0.01, input_jitter: float = 1 / 30, ema: float = 0.99, seed: int = 0,
         device: str | torch.device = "auto", eval_every: int = 10, reference: torch.Tensor | None = None,
         stop: str = "none", window: int = stopping.DEFAULT_WINDOW, eps: float = stopping.DEFAULT_EPS,
-        fbc_bands: int = 5, precision: str = "fp32", channels_last: bool = False, net_input: torch.Tensor | None = None,
-        progress: bool | None = None) -> FitResult:
+        fbc_bands: int = 5, fast: bool = True, precision: str | None = None, channels_last: bool | None = None,
+        compile: bool | None = None, net_input: torch.Tensor | None = None, progress: bool | None = None) -> FitResult:
     """Fit a DIP network to one observation (Ulyanov et al. 2018; paper 000 §4).
 
     Parameters
@@ -195,17 +196,25 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
     stop : {"none", "auto", "record"}
         ``auto`` stops at the ratio rule (paper 000 eq. 8: Δr < ``eps`` over windows of
         ``window`` iterations); ``record`` notes where it fires and runs on.
-    precision, channels_last
-        ``bf16`` runs forward and backward under bfloat16 autocast (fp32 weights).
+    fast : bool
+        Let the engine pick ``precision``, ``channels_last`` and ``compile`` for the device
+        (:func:`archlab.engine.fast_settings`); ``False`` is the fp32 eager reference path.
+    precision, channels_last, compile
+        Override the engine's choice: ``bf16`` runs forward and backward under bfloat16
+        autocast (fp32 weights), ``channels_last`` keeps activations NHWC, ``compile``
+        wraps the network in :class:`archlab.engine.CompiledModule`.
 
     Returns
     -------
     FitResult
     """
-    settings = FitSettings(iterations=iterations, lr=lr, input_jitter=input_jitter, ema=ema, seed=seed,
-                           eval_every=eval_every, stop=stop, window=window, eps=eps, fbc_bands=fbc_bands,
-                           precision=precision, channels_last=channels_last)
+    from archlab.engine import CompiledModule, engine_settings  # the engine builds on this module's FitResult
+
     device = resolve_device(device)
+    engine = engine_settings(device, fast, precision, channels_last, compile)
+    precision, channels_last = engine["precision"], engine["channels_last"]
+    settings = FitSettings(iterations=iterations, lr=lr, input_jitter=input_jitter, ema=ema, seed=seed,
+                           eval_every=eval_every, stop=stop, window=window, eps=eps, fbc_bands=fbc_bands, **engine)
     if observation.ndim != 4 or observation.shape[0] != 1:
         raise ValueError(f"observation: expected shape (1, C, H, W), got {tuple(observation.shape)}")
     y = observation.to(device, torch.float32)
@@ -224,6 +233,8 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(device, memory_format=memory_format).train()
     z = z.to(device).contiguous(memory_format=memory_format)
+    if engine["compile"]:
+        net = CompiledModule(net)
     ref = None if reference is None else reference.to(device, torch.float32)
     if ref is not None and ref.shape[-2:] != out_size:
         raise ValueError(f"reference: size {tuple(ref.shape[-2:])} does not match the output size {out_size}")

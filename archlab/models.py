@@ -171,11 +171,13 @@ PRESETS: dict[str, ArchSpec] = {
                              input_depth=128, input_scale=0.1),
     # Paper 004 (Liu et al.): 2-level hourglass of width 32 / 64 / 128.
     **{f"faster-dip-{w}": ArchSpec(kind="hourglass", depth=2, width=w, skip=4, upsampler="bilinear") for w in (32, 64, 128)},
-    # archlab's default: a small controlled decoder (paper 000 §4 with 4 levels of width 64, λ = 2, mean-only BN,
+    # archlab's default: a small controlled decoder (paper 000 §4 with 3 levels of width 64, λ = 2, mean-only BN,
     # bilinear). An hourglass with skips under the same λ still overfits the noise (peak 25.0 dB at 450, 22.7 dB at
-    # 1,480 on set12/01 σ = 25); this decoder was still rising at 1,500 (25.3 dB, EMA 26.0 dB).
-    "controlled-64": ArchSpec(kind="decoder", depth=4, width=64, skip=0, upsampler="bilinear", lipschitz=2.0,
-                              norm="mean_only", leak=0.01),
+    # 1,480 on set12/01 σ = 25). Under λ = 2 and mean-only BN every block passes less than it receives, so a deeper
+    # decoder or the papers' U(0, 0.1) input starts from an almost constant output and can stall there (4 levels:
+    # JPEG on lena stuck at the mean); 3 levels with a U(0, 1) input start learning at once.
+    "controlled-64": ArchSpec(kind="decoder", depth=3, width=64, skip=0, upsampler="bilinear", lipschitz=2.0,
+                              norm="mean_only", leak=0.01, input_scale=1.0),
 }
 
 

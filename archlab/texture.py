@@ -61,7 +61,7 @@ MAD_PER_SIGMA = float(scipy.stats.norm.ppf(0.75))
 #: Absolute power (image units squared) added before logarithms so that a flat image stays finite;
 #: far below 8-bit quantisation noise (1/255)^2/12 ~ 1.3e-6.
 POWER_EPS = 1e-10
-#: After subtracting the white-noise floor sigma^2 a PSD bin keeps at least this fraction of it.
+#: After subtracting the white-noise floor sigma^2 a PSD value keeps at least this fraction of it.
 FLOOR_KEEP = 0.1
 
 FEATURE_NAMES = tuple(
@@ -392,7 +392,11 @@ def default_predictor() -> WidthPredictor:
 
 
 def predict_width(image, noise_sigma="auto", predictor: WidthPredictor | None = None) -> tuple[int, dict]:
-    """The width (32, 64 or 128) for ``image`` and the probability of each width (paper 004 §3.5)."""
+    """The width (32, 64 or 128) for ``image`` and the probability of each width (paper 004 §3.5).
+
+    ``noise_sigma`` is passed to :func:`features` (the default predictor learnt compensated features,
+    so keep "auto" or give the known noise level); ``predictor`` defaults to :func:`default_predictor`.
+    """
     predictor = predictor if predictor is not None else default_predictor()
     row = features(image, noise_sigma).to_frame().T
     proba = predictor.predict_proba(row)[0]

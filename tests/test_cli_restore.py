@@ -14,7 +14,7 @@ FAST = ["--iterations", "20", "--eval-every", "10", "--size", "32", "--arch", "f
 def test_restore_writes_everything(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["restore", "--image", "camera", *FAST, "-o", str(out)]) == 0
-    for name in ("restored.png", "restored_ema.png", "observed.png", "history.csv", "curves.png", "spec.json",
+    for name in ("restored.png", "restored_last.png", "observed.png", "history.csv", "curves.png", "spec.json",
                  "summary.json"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())

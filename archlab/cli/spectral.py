@@ -12,9 +12,11 @@ Each experiment writes its figure and a table (CSV and Markdown) to the ``-o`` f
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import sys
 from pathlib import Path
+
+import pandas as pd
 
 from archlab import experiments, figures, images, models, spectral, tasks
 from archlab.cli import restore
@@ -45,8 +47,6 @@ def register(subparsers) -> None:
     trajectory.add_argument("--every", type=int, default=10, help="steps between recorded outputs (default 10)")
     trajectory.add_argument("--seeds", type=int, nargs=2, default=(0, 1), metavar=("A", "B"),
                             help="the two runs' seeds (default 0 1)")
-    trajectory.add_argument("--skip", type=int, default=50,
-                            help="leave iterations below this out of the summary (default 50)")
     _add_common(trajectory, "trajectory")
     trajectory.set_defaults(func=run_trajectory)
 
@@ -89,7 +89,7 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
                         f"({', '.join(images.builtin_names())}); default {restore.DEFAULT_IMAGE}")
     source.add_argument("--observed", default=None, help="an already degraded image (no PSNR)")
     parser.add_argument("--size", type=int, default=128, help="resize the clean image's longer side (0 = keep; 128)")
-    parser.add_argument("--arch", default=restore.DEFAULT_ARCH, help="a preset, 'auto', or a spec .toml/.json")
+    parser.add_argument("--arch", default=restore.DEFAULT_ARCH, help="a preset or a spec .toml/.json")
     parser.add_argument("--iterations", type=int, default=1500, help="iterations (default 1500)")
     parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
     parser.add_argument("--ema", type=float, default=0.99, help="weight of the output moving average (0.99)")
@@ -97,19 +97,7 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bands", type=int, default=5, help="FBC bands (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the degradation, the input and the weights")
     _add_common(parser, "fbc")
-    seen = set()
-    for cls in tasks.TASKS.values():
-        for f in dataclasses.fields(cls):
-            if f.name in seen or f.name == "path":
-                continue
-            seen.add(f.name)
-            flag = "--" + f.name.replace("_", "-")
-            if f.type is bool:
-                parser.add_argument(flag, default=None, action=argparse.BooleanOptionalAction,
-                                    help=f.metadata.get("help"))
-            else:
-                kind = str if f.name == "mask" else f.type
-                parser.add_argument(flag, type=kind, default=None, help=f.metadata.get("help"))
+    restore.add_task_flags(parser)
 
 
 def run_fbc(args: argparse.Namespace) -> int:
@@ -117,7 +105,7 @@ def run_fbc(args: argparse.Namespace) -> int:
     if args.iterations < 1:
         raise ValueError(f"--iterations: {args.iterations} must be ≥ 1")
     task = restore.make_task(args)
-    spec = restore.resolve_arch(args, task)
+    spec = models.load_spec(args.arch)
     observation, reference, notes = restore.prepare(args, task, spec)
     result = fit(spec, task, observation, iterations=args.iterations, lr=args.lr, ema=args.ema, seed=args.seed,
                  device=args.device, eval_every=args.eval_every, reference=reference, fbc_bands=args.bands)
@@ -151,10 +139,16 @@ def run_psd(args: argparse.Namespace) -> int:
 def run_trajectory(args: argparse.Namespace) -> int:
     """Paper 001 Fig. 1: write ``trajectory.png``, ``trajectory_curves.csv`` and ``trajectory.csv/.md``."""
     sources = args.images or images.list_images(images.datasets_root() / "triangle")
-    curves = experiments.trajectory_divergence(sources, arch=args.arch, seeds=tuple(args.seeds),
-                                               iterations=args.iterations, lr=args.lr, every=args.every,
-                                               device=args.device)
-    summary = experiments.trajectory_summary(curves, skip=args.skip)
+    parts = []
+    for source in sources:
+        parts.append(experiments.trajectory_divergence([source], arch=args.arch, seeds=tuple(args.seeds),
+                                                       iterations=args.iterations, lr=args.lr, every=args.every,
+                                                       device=args.device))
+        row = experiments.trajectory_summary(parts[-1]).iloc[0]
+        print(f"{row['image']}: eps peak {row['eps_peak']:.4g} at {row['peak_iteration']} after the first minimum "
+              f"{row['eps_first_min']:.4g} at {row['first_min_iteration']}", file=sys.stderr, flush=True)
+    curves = pd.concat(parts, ignore_index=True)
+    summary = experiments.trajectory_summary(curves)
     return _write(args.out, "trajectory", curves, summary, figures.plot_trajectories)
 
 
@@ -169,9 +163,13 @@ def run_sinusoid(args: argparse.Namespace) -> int:
 
 def run_lipschitz(args: argparse.Namespace) -> int:
     """Paper 000 Fig. 5: write ``lipschitz.png``, ``lipschitz_curves.csv`` and ``lipschitz.csv/.md``."""
-    histories = experiments.lipschitz_fbc(args.image, lambdas=args.lambdas, sigma=args.sigma, size=args.size,
-                                          arch=args.arch, iterations=args.iterations, lr=args.lr,
-                                          eval_every=args.eval_every, seed=args.seed, device=args.device)
+    parts = []
+    for lam in args.lambdas:
+        parts.append(experiments.lipschitz_fbc(args.image, lambdas=[lam], sigma=args.sigma, size=args.size,
+                                               arch=args.arch, iterations=args.iterations, lr=args.lr,
+                                               eval_every=args.eval_every, seed=args.seed, device=args.device))
+        print(f"λ = {lam:g}: peak PSNR {parts[-1]['psnr'].max():.2f} dB", file=sys.stderr, flush=True)
+    histories = pd.concat(parts, ignore_index=True)
     summary = experiments.lipschitz_summary(histories)
     title = f"denoising σ = {args.sigma:g}, {args.arch}, {Path(args.image).stem} {args.size}px"
     return _write(args.out, "lipschitz", histories, summary, lambda c, p: figures.plot_lipschitz_fbc(c, p, title))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from pathlib import Path
 
 import optuna
@@ -44,8 +45,11 @@ def load(name: str | optuna.Study, storage: str | None = None) -> pd.DataFrame:
     study = name if isinstance(name, optuna.Study) else open_existing(name, storage)
     rows = []
     for t in study.get_trials(deepcopy=False):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry_of = RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
         base = {"trial": t.number, "state": t.state.name, **t.params, "fail_reason": t.user_attrs.get("fail_reason"),
-                "retry_of": RetryHeartbeatStaleTrialCallback.retried_trial_number(t), "worker": t.user_attrs.get("worker")}
+                "retry_of": retry_of, "worker": t.user_attrs.get("worker")}
         results = pd.DataFrame(t.user_attrs.get("results", []))
         if results.empty:
             rows.append(base)
@@ -131,7 +135,8 @@ def _pareto(study: optuna.Study, spec: dict) -> tuple[pd.DataFrame, str, str] | 
     return frame, x, y
 
 
-def write_report(name: str, storage: str | None = None, fmt: str = "md", out_dir: str | os.PathLike = ".") -> list[Path]:
+def write_report(name: str, storage: str | None = None, fmt: str = "md",
+                 out_dir: str | os.PathLike = ".") -> list[Path]:
     """Write a study's report to ``out_dir``: ``md`` (report.md + PNG figures), ``latex``
     (report.tex + figures) or ``csv`` (trials.csv, table-<metric>.csv, importances/pareto CSVs).
 
@@ -199,6 +204,9 @@ def _document(study, spec, trials, per_metric, weights, pareto, figures, fmt: st
              "", spec.get("description", "") if md else report.latex_escape(spec.get("description", "")), "",
              "Trials: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) + ". Objectives: "
              + ", ".join(f"{k} ({v})" for k, v in spec["objectives"].items()) + ".", ""]
+    if md:
+        lines += [f"Reproduce: `archlab study run {study.study_name}`, then "
+                  f"`archlab study report {study.study_name} --format md -o DIR`.", ""]
     for metric, table in per_metric.items():
         better = "max" if {**OBJECTIVES, **EXTRA_METRICS}[metric] == "maximize" else "min"
         title = f"{report.METRIC_TITLES.get(metric, metric)} ({'higher' if better == 'max' else 'lower'} is better)"
@@ -214,8 +222,9 @@ def _document(study, spec, trials, per_metric, weights, pareto, figures, fmt: st
         front = pareto[0][pareto[0]["front"]].drop(columns=["front", "config"]).sort_values(pareto[1])
         names = list(spec["objectives"])
         directions = {n: "max" if d == "maximize" else "min" for n, d in spec["objectives"].items()}
+        digits = {n: report.METRIC_DIGITS.get(n, 2) for n in names}
         lines += [head(f"Pareto front: {pareto[2]} against {pareto[1]}"), "",
-                  report.format_table(front, names, directions, 2, fmt), ""]
+                  report.format_table(front, names, directions, digits, fmt), ""]
     for key, path in figures.items():
         lines += [f"![{captions[key]}]({path.name})" if md else
                   f"\\begin{{figure}}[h]\\centering\\includegraphics[width=\\linewidth]{{{path.name}}}"
@@ -224,4 +233,4 @@ def _document(study, spec, trials, per_metric, weights, pareto, figures, fmt: st
     if len(failed):
         frame = failed[["trial", *spec["space"], "fail_reason"]].fillna("heartbeat lost (worker killed)")
         lines += [head("Failed trials"), "", report.format_table(frame, [], "max", 0, fmt), ""]
-    return "\n".join(lines)
+    return "\n".join(lines).rstrip() + "\n"

@@ -145,7 +145,7 @@ class Param:
         if self.choices:
             return list(self.choices)
         value = {"low": self.low, "high": self.high, "log": self.log, "step": self.step}
-        return {k: v for k, v in value.items() if v not in (None, False)}
+        return {k: v for k, v in value.items() if v is not None and v is not False}
 
 
 @dataclass(frozen=True)
@@ -178,8 +178,9 @@ class ImageSpec:
         if value.get("size") is not None and scale is not None:
             _fail(where, "give size or scale, not both")
         limit = value.get("limit")
+        limit = None if limit is None else _int(f"{where}.limit", limit, 1)
         return cls(value["source"], str(value.get("label", "")), _pair(f"{where}.size", value.get("size")), scale,
-                   _pair(f"{where}.crop", value.get("crop")), grey, None if limit is None else _int(f"{where}.limit", limit, 1))
+                   _pair(f"{where}.crop", value.get("crop")), grey, limit)
 
     def resolve(self, base_dir: str = "") -> list[tuple[str, str]]:
         """``(label, source)`` per image: a built-in, a file, or a folder's files (``limit`` of them).
@@ -205,7 +206,7 @@ class ImageSpec:
 
     def to_value(self) -> dict:
         value = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-        return {k: v for k, v in value.items() if v not in (None, "", False)}
+        return {k: v for k, v in value.items() if v is not None and v is not False and v != ""}
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,12 @@ class StudySpec:
         for key in ("tasks", "images", "space", "objectives"):
             if not data.get(key):
                 _fail(key, "missing or empty; every study needs tasks, images, space and objectives")
+        for key in ("arch", "fit", "space", "objectives", "sampler", "pruner"):
+            if not isinstance(data.get(key, {}), dict):
+                _fail(key, f"{data[key]!r} is invalid; allowed: a table [{key}]")
+        for key in ("tasks", "images"):
+            if not isinstance(data[key], list):
+                _fail(key, f"{data[key]!r} is invalid; allowed: an array of tables [[{key}]]")
         tasks = []
         for i, entry in enumerate(data["tasks"]):
             if not isinstance(entry, dict) or "task" not in entry:
@@ -255,12 +262,8 @@ class StudySpec:
             tasks.append((label, make_task(params.pop("task"), **params)))
         if len({label for label, _ in tasks}) < len(tasks):
             _fail("tasks", "two tasks share a label; give each a distinct label = ...")
-        if not isinstance(data["space"], dict):
-            _fail("space", "expected a table of parameter = choices or {low, high, log, step}")
         space = tuple(Param.parse(k, v) for k, v in data["space"].items())
         objectives = data["objectives"]
-        if not isinstance(objectives, dict):
-            _fail("objectives", "expected a table of objective = \"maximize\" | \"minimize\"")
         for key, direction in objectives.items():
             if key not in OBJECTIVES:
                 _fail("objectives", f"unknown objective {key!r}; allowed: {', '.join(OBJECTIVES)}")
@@ -297,9 +300,17 @@ class StudySpec:
 
     def _check(self) -> None:
         """Cross-field checks: every space value against the arch/fit, sampler, pruner, images, seeds."""
+        archs = [("arch.upsampler", self.arch)]
         for param in self.space:
-            for value in param.grid() or [param.low, param.high]:
-                self.configure({param.name: value}, filter_dir=None)
+            archs += [(f"space.{param.name}", self.configure({param.name: value}, None)[0])
+                      for value in param.grid() or [param.low, param.high]]
+        for where, arch in archs:
+            for name in {arch.upsampler} if isinstance(arch.upsampler, str) else set(arch.upsampler):
+                try:
+                    if name not in ("transposed", "none"):
+                        filters.get(name)
+                except ValueError as exc:
+                    _fail(where, str(exc))
         kind = dict(self.sampler).get("kind")
         if kind not in SAMPLERS:
             _fail("sampler.kind", f"{kind!r} is invalid; allowed: {', '.join(SAMPLERS)}")
@@ -312,7 +323,8 @@ class StudySpec:
         elif self.n_trials is None:
             _fail("n_trials", f"the {kind} sampler needs n_trials = <integer ≥ 1> (the study's trial budget)")
         if kind == "cmaes" and importlib.util.find_spec("cmaes") is None:
-            _fail("sampler.kind", "cmaes needs the 'cmaes' package (pip install cmaes); or use tpe, random, nsga2, grid")
+            _fail("sampler.kind", "cmaes needs the 'cmaes' package (pip install cmaes); allowed without it: "
+                                  "grid, random, tpe, nsga2")
         self.make_sampler()
         pruner = dict(self.pruner).get("kind")
         if pruner not in PRUNERS:
@@ -326,7 +338,8 @@ class StudySpec:
         random_masks = any(isinstance(t, Inpaint) and t.mask == "bernoulli" for _, t in self.tasks)
         if random_masks and self.seeds != (self.degradation_seed,):
             # fit() draws the mask of its physics from the fit seed; it must be the observation's mask.
-            _fail("seeds", f"a bernoulli inpainting mask comes from the seed; allowed: seeds = [{self.degradation_seed}]")
+            _fail("seeds", "a bernoulli inpainting mask comes from the seed; "
+                           f"allowed: seeds = [{self.degradation_seed}] (the degradation seed)")
 
     def _options(self, which: str) -> tuple[type, dict]:
         options = dict(getattr(self, which))
@@ -421,7 +434,7 @@ def study_dir():
     try:
         return resources.files("archlab.data.studies")
     except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "studies"
+        return Path(__file__).resolve().parents[2] / "studies"
 
 
 def shipped() -> dict[str, str]:
@@ -460,8 +473,9 @@ def load_study(source: str | os.PathLike) -> StudySpec:
 
 def default_storage(source: str | os.PathLike) -> str:
     """SQLite beside a study file (``<file>.db``), or ``./<name>.db`` for a shipped study or a bare name."""
-    path = _study_file(source) if str(source).endswith(".toml") or Path(source).is_file() else None
-    db = path.resolve().with_suffix(".db") if path else Path.cwd() / f"{Path(str(source)).name}.db"
+    path = Path(source)
+    is_file = path.suffix == ".toml" or path.is_file()
+    db = path.resolve().with_suffix(".db") if is_file else Path.cwd() / f"{path.name}.db"
     return f"sqlite:///{db}"
 
 

@@ -72,14 +72,14 @@ class _ClaimLock:
     a PostgreSQL advisory lock otherwise. Both vanish with a killed process."""
 
     def __init__(self, url: str, name: str):
-        self.file = self.connection = None
+        self.file = self.engine = self.connection = None
         if url.startswith("sqlite"):
             database = sqlalchemy.engine.make_url(url).database
             if database and database != ":memory:":
                 self.file = open(f"{database}.claim-lock", "a")
         else:
-            engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-            self.connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self.engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+            self.connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             self.key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
     @contextlib.contextmanager
@@ -109,6 +109,7 @@ class _ClaimLock:
             self.file.close()
         if self.connection is not None:
             self.connection.close()
+            self.engine.dispose()
 
 
 def _work_left(study: optuna.Study, spec: StudySpec) -> str:
@@ -136,11 +137,11 @@ def open_study(spec: StudySpec, storage: RDBStorage) -> optuna.Study:
     stored = study.user_attrs.get("definition")
     if stored is None:
         study.set_user_attr("definition", definition)
-        study.set_user_attr("spec", spec.to_dict())
     elif _jsonable(stored) != _jsonable(definition):
         changed = sorted(k for k in definition if _jsonable(stored.get(k)) != _jsonable(definition[k]))
         _fail("study", f"{spec.name!r} exists in the storage with a different definition (changed: "
                        f"{', '.join(changed)}); rename the study or use another storage")
+    study.set_user_attr("spec", spec.to_dict())  # the latest description, trial budget and report metrics
     return study
 
 
@@ -220,7 +221,9 @@ def _compact(history: pd.DataFrame, points: int) -> dict:
     rows = frame.iloc[sorted(set(range(len(frame) - 1, -1, -k)))]
     digits = {"psnr": 2, "psnr_ema": 2, "ratio": 4, "fbc_low": 3, "fbc_high": 3}
     out = {"iteration": [int(v) for v in rows["iteration"]]}
-    out.update({name: _jsonable([round(float(v), d) for v in rows[name]]) for name, d in digits.items() if name in rows})
+    for name, d in digits.items():
+        if name in rows:
+            out[name] = _jsonable([round(float(v), d) for v in rows[name]])
     return out
 
 
@@ -229,7 +232,8 @@ class _Objective:
 
     def __init__(self, spec: StudySpec, data: list[_Observation], store: FileSystemArtifactStore, filter_dir: Path,
                  device: str, log):
-        self.spec, self.data, self.store, self.filter_dir, self.device, self.log = spec, data, store, filter_dir, device, log
+        self.spec, self.data, self.store, self.filter_dir = spec, data, store, filter_dir
+        self.device, self.log = device, log
         self.release, self.current = (lambda: None), None
 
     def __call__(self, trial: optuna.Trial):
@@ -247,8 +251,9 @@ class _Objective:
     def _evaluate(self, trial: optuna.Trial):
         params = {p.name: p.suggest(trial) for p in self.spec.space}
         arch, settings = self.spec.configure(params, self.filter_dir)
-        for key, value in (("arch", arch.to_dict()), ("fit", settings), ("worker", f"{socket.gethostname()}:{os.getpid()}")):
-            trial.set_user_attr(key, value)
+        trial.set_user_attr("arch", arch.to_dict())
+        trial.set_user_attr("fit", settings)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         rows, curves, histories, outputs = [], [], {}, {}
         single = len(self.spec.objectives) == 1
         for step, obs in enumerate(self.data):
@@ -268,8 +273,11 @@ class _Objective:
                     raise optuna.TrialPruned(f"pruned after {step + 1} of {len(self.data)} images")
         trial.set_user_attr("results", _jsonable(rows))
         trial.set_user_attr("curves", curves)
-        self._upload(trial, histories, outputs)
         values = [float(np.mean([r[name] for r in rows])) for name, _ in self.spec.objectives]
+        for (name, _), value in zip(self.spec.objectives, values):
+            if not math.isfinite(value):
+                raise ValueError(f"objective {name} is {value} (an image without that measurement?)")
+        self._upload(trial, histories, outputs)
         summary = ", ".join(f"{name} {v:.2f}" for (name, _), v in zip(self.spec.objectives, values))
         self.log(f"trial {trial.number} {params}: {summary}")
         return values if not single else values[0]
@@ -339,6 +347,7 @@ def run(source: str | os.PathLike | StudySpec, storage: str | None = None, *, n_
                 if todo == "wait":
                     time.sleep(min(heartbeat_interval, 5))
     except KeyboardInterrupt:
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         interrupted = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
                        if t.number == objective.current and t.user_attrs.get("fail_reason") == "interrupted"]
         for trial in interrupted:

@@ -1,0 +1,116 @@
+"""Benchmarks: the contenders compute the same thing, the tables hold what they claim, the CLI writes them."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+from skimage.metrics import peak_signal_noise_ratio
+
+from archlab import bench, layers, models
+from archlab.cli import main
+
+TINY = models.ArchSpec(kind="hourglass", depth=2, width=8, skip=2, lipschitz=2.0, norm="mean_only")
+
+
+def test_interleaved_alternates_and_skips_warmup():
+    calls = []
+    times = bench.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3,
+                              device=torch.device("cpu"), warmup=1)
+    assert calls == ["a", "b"] * 4
+    assert {name: len(t) for name, t in times.items()} == {"a": 3, "b": 3}
+    with pytest.raises(ValueError, match="repeats"):
+        bench.interleaved({"a": lambda: None}, repeats=0, device=torch.device("cpu"))
+
+
+def test_bench_upsample_table():
+    table = bench.bench_upsample("L-60", channels=4, size=16, repeats=2, device="cpu")
+    assert list(table["method"]) == ["archlab.Upsampler (polyphase)", "naive (zeros + 2-D depthwise conv)"]
+    assert (table["median_ms"] > 0).all() and (table["min_ms"] <= table["median_ms"]).all()
+    assert table["speedup"].iloc[1] == 1.0
+    assert math.isclose(table["speedup"].iloc[0], table["median_ms"].iloc[1] / table["median_ms"].iloc[0])
+
+
+def test_reference_network_swaps_only_the_upsamplers():
+    net, z = models.build("faster-dip-32", 3, (32, 32), seed=1)
+    ref, ref_z = bench.reference_network("faster-dip-32", 3, (32, 32), seed=1)
+    assert torch.equal(z, ref_z)
+    assert not any(isinstance(m, layers.Upsampler) for m in ref.modules())
+    ups = [m for m in ref.modules() if isinstance(m, nn.Upsample)]
+    assert len(ups) == sum(isinstance(m, layers.Upsampler) for m in net.modules()) == 2
+    assert all(m.mode == "bilinear" and m.scale_factor == 2 for m in ups)
+    for (name, p), (ref_name, q) in zip(net.named_parameters(), ref.named_parameters()):
+        assert name == ref_name and torch.equal(p, q)  # the same initial weights
+    # Bilinear x2 with align_corners=False: the layer's interior equals nn.Upsample's.
+    x = torch.rand(1, 2, 8, 8)
+    assert torch.allclose(layers.Upsampler(2, "bilinear")(x)[..., 2:-2, 2:-2], ups[0](x)[..., 2:-2, 2:-2], atol=1e-6)
+
+
+def test_reference_fit_reports_the_last_psnr():
+    clean, noisy = bench.denoising_pair("camera", 16)
+    out = bench.reference_fit(TINY, noisy, clean, iterations=5, seed=0, device="cpu")
+    assert out["seconds"].shape == (5,) and (out["seconds"] > 0).all()
+    assert 5 < out["psnr"] < 40
+    # Same seed, same run: the loop is deterministic.
+    assert bench.reference_fit(TINY, noisy, clean, iterations=5, seed=0, device="cpu")["psnr"] == out["psnr"]
+
+
+def test_denoising_pair_psnr_matches_sigma():
+    clean, noisy = bench.denoising_pair("astronaut", 64, sigma=25.0)
+    assert clean.shape == noisy.shape == (1, 3, 64, 64)
+    # σ = 25/255 additive noise (clipped): PSNR ≈ 20 log10(255/25) = 20.2 dB, a little higher after clipping.
+    psnr = peak_signal_noise_ratio(clean[0].numpy(), noisy[0].numpy(), data_range=1.0)
+    assert 20.0 < psnr < 21.5
+
+
+def test_step_flops_closed_form():
+    conv = nn.Conv2d(4, 6, 3)
+    x = torch.rand(1, 4, 10, 10)
+    forward = 2 * 6 * 4 * 9 * 8 * 8  # 2 · C_out · C_in · k² · H_out · W_out
+    # The input needs no gradient: backward computes only the weight gradient, as many FLOPs as the forward.
+    assert bench.step_flops(nn.Sequential(conv), x) == 2 * forward
+    assert conv.weight.grad is None
+
+
+def test_peak_gflops_positive():
+    assert bench.peak_gflops(torch.float32, "cpu", n=128, repeats=2) > 0
+
+
+def test_bench_dip_row():
+    table = bench.bench_dip([("faster-dip-32", 32)], iterations=8, eval_every=4, matmul_size=128, device="cpu")
+    row = table.iloc[0]
+    assert row["config"] == "faster-dip-32 32x32" and row["iterations"] == 8
+    numeric = row.drop(["config", "engine", "iterations"]).astype(float)
+    assert np.isfinite(numeric).all() and (numeric[[c for c in numeric.index if c.endswith("per_it")]] > 0).all()
+    assert math.isclose(row["speedup"], row["reference_s_per_it"] / row["fast_s_per_it"])
+    assert math.isclose(row["fast_minus_fp32_db"], row["fast_psnr"] - row["fp32_psnr"], abs_tol=1e-9)
+    assert 0 < row["reference_roofline"] and 0 < row["fast_roofline"]
+
+
+def test_bench_many_and_monitors_tables():
+    many = bench.bench_many(TINY, size=16, ks=(1, 2), iterations=8, eval_every=4, device="cpu")
+    assert list(many["K"]) == [1, 2]
+    assert (many["batched_it_per_s"] > 0).all() and (many["sequential_it_per_s"] > 0).all()
+    assert (many["batched_engine"] == many["sequential_engine"].str.split("+").str[0]).all()  # same precision
+    monitors = bench.bench_monitors(TINY, sizes=(16,), repeats=2, device="cpu")
+    row = monitors.iloc[0]
+    assert row["step_ms"] > 0 and math.isclose(row["monitor_per_it_ms"], row["monitor_ms"] / 10)
+
+
+def test_cli_bench_writes_csv(tmp_path, capsys):
+    out = tmp_path / "upsample.csv"
+    code = main(["bench", "upsample", "--channels", "4", "--size", "16", "--repeats", "2", "--threads", "1",
+                 "-o", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "speedup" in printed and "conditions: device=cpu" in printed and "≥ 5" in printed
+    assert list(pd.read_csv(out)["filter"]) == ["L-60", "L-60"]
+    assert [p.name for p in tmp_path.iterdir()] == ["upsample.csv"]  # no temporary file left
+
+
+def test_cli_bench_bad_input(capsys):
+    assert main(["bench", "dip", "--config", "ulyanov-dip"]) == 2
+    assert "PRESET:SIZE" in capsys.readouterr().err
+    assert main(["bench", "upsample", "--threads", "0"]) == 2

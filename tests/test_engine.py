@@ -1,0 +1,219 @@
+"""The fast engine: settings, compiled-module fallback, batched Adam and fit_many == sequential fits."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from archlab import engine, filters, images, layers, models, tasks
+from archlab.engine import CompiledModule, engine_settings, fit_many, use_gaussian_upsampling
+from archlab.fit import fit
+
+TINY = models.ArchSpec(kind="hourglass", depth=2, width=8, skip=2, lipschitz=2.0, norm="mean_only")
+SMALL_FIT = dict(iterations=10, eval_every=5, fast=False)
+
+
+@pytest.fixture(scope="module")
+def noisy():
+    x = images.center_crop(images.resize(images.load("camera"), size=(16, 16)), 4)
+    task = tasks.Denoise(25)
+    return task, x, task.degrade(x, seed=0)
+
+
+def _assert_same_fit(batched, single):
+    assert torch.allclose(batched.output, single.output, atol=1e-4), (batched.output - single.output).abs().max()
+    assert torch.allclose(batched.ema_output, single.ema_output, atol=1e-4)
+    a, b = batched.history.drop(columns="seconds"), single.history.drop(columns="seconds")
+    assert list(a.columns) == list(b.columns)
+    # Blur and sharpness are ratios of small differences: outputs equal to 1e-4 agree there to ~1e-4 relative.
+    np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-3, atol=1e-4)
+    assert (batched.stopped_at, batched.stop_reason, batched.auto_stop_iteration) == (
+        single.stopped_at, single.stop_reason, single.auto_stop_iteration)
+    assert batched.spec == single.spec
+    assert {k: v for k, v in batched.settings.items() if k != "channels_last"} == {
+        k: v for k, v in single.settings.items() if k != "channels_last"}
+
+
+@pytest.mark.parametrize("spec, iterations", [
+    (TINY, 10),
+    # nn.BatchNorm2d (batch statistics per run under vmap), compared on the first output only: in chains
+    # BN -> LeakyReLU -> BN the first BN's scale and shift cancel up to BN's ε, their gradients are ~1e-9
+    # rounding noise, and Adam turns that noise into ±lr steps - a 1e-7 change of this tiny fit's input
+    # moves its output by up to 0.07 after 20 iterations, so any two fp32 computations part ways.
+    (TINY.replace(lipschitz=None, norm="batch", bias=False), 1),
+    (TINY.replace(lipschitz_method="power"), 10),  # a persistent buffer updated in place inside vmap
+])
+def test_fit_many_equals_sequential_fits(noisy, spec, iterations):
+    task, x, y = noisy
+    seeds, lrs = [0, 1, 2], [0.01, 0.03, 0.01]
+    settings = {**SMALL_FIT, "iterations": iterations, "eval_every": 5 if iterations > 5 else 1}
+    many = fit_many(spec, task, y, seeds=seeds, lrs=lrs, references=x, **settings)
+    assert [r.extras["run"] for r in many] == [0, 1, 2] and many[0].extras["batch"] == 3
+    for result, seed, lr in zip(many, seeds, lrs):
+        _assert_same_fit(result, fit(spec, task, y, seed=seed, lr=lr, reference=x, progress=False, **settings))
+    assert not torch.allclose(many[0].output, many[1].output, atol=1e-3)  # the runs really differ
+
+
+def test_fit_many_per_run_lipschitz_and_images(noisy):
+    task, x, y = noisy
+    other = images.to_grey(images.resize(images.load("astronaut"), size=(16, 16)))
+    ys = torch.cat([y, task.degrade(other, seed=0)])
+    many = fit_many(TINY, task, ys, lipschitz=[0.5, 2.5], references=[x, other], **SMALL_FIT)
+    for result, lam, obs, ref in zip(many, [0.5, 2.5], ys, [x, other]):
+        assert result.spec["lipschitz"] == lam
+        single = fit(TINY.replace(lipschitz=lam), task, obs[None], reference=ref, progress=False, **SMALL_FIT)
+        _assert_same_fit(result, single)
+
+
+def test_fit_many_per_run_gaussian_sigma(noisy, tmp_path):
+    task, x, y = noisy
+    spec = TINY.replace(upsampler="gauss-0.5")
+    many = fit_many(spec, task, y, sigmas=[0.3, 1.2], seeds=[4, 5], references=x, **SMALL_FIT)
+    for result, sigma, seed in zip(many, [0.3, 1.2], [4, 5]):
+        toml = tmp_path / f"gauss-{sigma}.toml"
+        toml.write_text(f'name = "gauss-{sigma}"\nfactor = 2\nkind = "gaussian"\nsigma = {sigma}\n')
+        single = fit(spec.replace(upsampler=str(toml)), task, y, seed=seed, reference=x, progress=False, **SMALL_FIT)
+        assert result.extras["sigma"] == sigma
+        assert torch.allclose(result.output, single.output, atol=1e-4)
+
+
+def test_fit_many_stops_runs_independently(noisy):
+    task, x, y = noisy
+    # Without jitter, r of a barely moving run (lr 1e-6) drifts ~0.003 per iteration, so its Δr over
+    # 3-iteration windows (~0.01) is below eps at once; a fast run's (lr 0.02) swings by far more.
+    common = dict(iterations=30, eval_every=1, stop="auto", window=3, eps=0.05, input_jitter=0.0, fast=False)
+    many = fit_many(TINY, task, y, lrs=[1e-6, 0.02], references=x, **common)
+    singles = [fit(TINY, task, y, lr=lr, reference=x, progress=False, **common) for lr in (1e-6, 0.02)]
+    assert many[0].stop_reason == "auto" and many[0].stopped_at < many[1].stopped_at
+    for result, single in zip(many, singles):
+        _assert_same_fit(result, single)
+    assert many[0].seconds <= many[1].seconds
+
+
+def test_fit_many_bad_input(noisy):
+    task, x, y = noisy
+    with pytest.raises(ValueError, match="lengths"):
+        fit_many(TINY, task, y, seeds=[0, 1], lrs=[0.01, 0.02, 0.03], iterations=2)
+    with pytest.raises(ValueError, match="lipschitz"):
+        fit_many(TINY, task, y, lipschitz=[1.0, None], iterations=2)
+    with pytest.raises(ValueError, match="equal size"):
+        fit_many(TINY, task, [y, y[..., :8, :8]], iterations=2)
+    with pytest.raises(ValueError, match="sigmas"):
+        fit_many(TINY.replace(upsampler="nearest"), task, y, sigmas=[0.5, 1.0], iterations=2)
+    with pytest.raises(ValueError, match="precision"):
+        fit_many(TINY, task, y, precision="fp8", iterations=2)
+    with pytest.raises(ValueError, match="precision"):
+        fit_many(TINY, task, y, precision="bf16", iterations=2)  # an SVD bound has no bfloat16 eigensolver in vmap
+
+
+def test_fit_many_bf16_where_vmap_allows_it(noisy):
+    task, x, y = noisy
+    bounded = fit_many(TINY, task, y, seeds=[0, 1], iterations=2, eval_every=1)
+    assert bounded[0].settings["precision"] == "fp32"
+    power = TINY.replace(lipschitz_method="power")
+    many = fit_many(power, task, y, seeds=[0, 1], references=x, iterations=20, eval_every=5, lrs=0.02,
+                    precision="bf16")
+    for result in many:
+        assert result.settings["precision"] == "bf16"
+        assert result.history["psnr"].iloc[-1] > result.history["psnr"].iloc[0]
+
+
+def test_batched_adam_equals_torch_adam():
+    generator = torch.Generator().manual_seed(0)
+    shapes, lrs = [(3, 4, 5), (3, 7)], [0.1, 0.01, 0.003]
+    stacked = [torch.randn(s, generator=generator, requires_grad=True) for s in shapes]
+    singles = [[p[k].detach().clone().requires_grad_() for p in stacked] for k in range(3)]
+    optimisers = [torch.optim.Adam(params, lr=lr) for params, lr in zip(singles, lrs)]
+    adam = engine._BatchedAdam(stacked, torch.tensor(lrs))
+    for _ in range(5):
+        grads = [torch.randn(s, generator=generator) for s in shapes]
+        for p, g in zip(stacked, grads):
+            p.grad = g.clone()
+        adam.step(stacked)
+        for k, (params, optimiser) in enumerate(zip(singles, optimisers)):
+            for p, g in zip(params, grads):
+                p.grad = g[k].clone()
+            optimiser.step()
+    for k, params in enumerate(singles):
+        for p, q in zip(stacked, params):
+            assert torch.allclose(p[k], q, atol=1e-6)
+
+
+def test_gaussian_upsampling_matches_a_designed_filter():
+    module = nn.Sequential(layers.Upsampler(3, "gauss-0.5", gain=0.25))
+    use_gaussian_upsampling(module, 0.8)
+    reference = layers.Upsampler(3, filters.design("gaussian", 2, sigma=0.8), gain=0.25)
+    x = torch.rand(1, 3, 8, 8)
+    assert torch.allclose(module(x), reference(x), atol=1e-6)
+
+
+def test_vmappable_upsampler_equals_the_layer():
+    layer = layers.Upsampler(4, "L-60")
+    twin = engine._VmapUpsampler(layer)
+    x = torch.rand(2, 4, 8, 8)
+    assert torch.allclose(twin(x), layer(x), atol=1e-6)
+    weights = torch.stack([layer.weight, 2 * layer.weight])
+    batched = torch.func.vmap(lambda w, t: torch.func.functional_call(twin, {"weight": w}, (t,)))(weights, x[:, None])
+    assert torch.allclose(batched[0, 0], layer(x[:1])[0], atol=1e-6)
+    assert torch.allclose(batched[1, 0], 4 * layer(x[1:2])[0], atol=1e-5)  # the 1-D kernels act along both axes
+
+
+def test_engine_settings():
+    cpu = torch.device("cpu")
+    assert engine_settings(cpu, fast=False) == {"precision": "fp32", "channels_last": False, "compile": False}
+    fast = engine_settings(cpu, fast=True)
+    assert fast["channels_last"] is True and fast["compile"] is False
+    assert fast["precision"] == ("bf16" if engine.BF16_SAFE and engine.bf16_supported(cpu) else "fp32")
+    assert engine_settings(cpu, fast=True, precision="fp32", compile=True)["precision"] == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        engine_settings(cpu, precision="half")
+
+
+def test_compiled_module_runs_and_falls_back():
+    net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU())
+    x = torch.rand(1, 2, 6, 6)
+    compiled = CompiledModule(net, backend="eager")  # Dynamo tracing without a C++ toolchain
+    assert torch.allclose(compiled(x), net(x)) and compiled.state == "compiled"
+
+    def broken_backend(graph, example_inputs):
+        raise RuntimeError("no compiler here")
+
+    fallback = CompiledModule(net, backend=broken_backend)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed"):
+        out = fallback(x)
+    assert torch.allclose(out, net(x)) and fallback.state == "eager" and "no compiler" in fallback.fallback_reason
+    out.sum().backward()
+    assert net[0].weight.grad is not None
+    assert set(dict(fallback.named_parameters())) == {"module.0.weight", "module.0.bias"}
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_fit_improves_in_fp32_and_fast_modes(noisy, fast):
+    task, x, y = noisy
+    result = fit(TINY, task, y, iterations=40, lr=0.02, reference=x, eval_every=10, fast=fast, progress=False)
+    h = result.history
+    assert h["loss"].iloc[-1] < h["loss"].iloc[0] and h["psnr"].iloc[-1] > h["psnr"].iloc[0]
+    expected = engine_settings("cpu", fast=fast)
+    assert {k: result.settings[k] for k in expected} == expected
+    again = fit(TINY, task, y, iterations=10, seed=3, eval_every=5, fast=fast, progress=False)
+    assert torch.allclose(again.output, fit(TINY, task, y, iterations=10, seed=3, eval_every=5, fast=fast,
+                                            progress=False).output, atol=1e-6)
+
+
+def test_fit_with_compile_falls_back_or_matches(noisy, monkeypatch):
+    task, x, y = noisy
+    monkeypatch.setattr(engine, "CompiledModule", lambda net: CompiledModule(net, backend="eager"))
+    compiled = fit(TINY, task, y, iterations=10, eval_every=5, fast=False, compile=True, progress=False)
+    eager = fit(TINY, task, y, iterations=10, eval_every=5, fast=False, progress=False)
+    assert compiled.settings["compile"] is True
+    assert torch.allclose(compiled.output, eager.output, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fit_many_on_cuda(noisy):
+    task, x, y = noisy
+    many = fit_many(TINY, task, y, seeds=[0, 1], references=x, device="cuda", **SMALL_FIT)
+    single = fit(TINY, task, y, seed=1, reference=x, device="cuda", progress=False, **SMALL_FIT)
+    assert torch.allclose(many[1].output, single.output, atol=1e-4)
+    fast = fit(TINY, task, y, iterations=10, eval_every=5, device="cuda", progress=False)
+    assert torch.isfinite(fast.output).all()

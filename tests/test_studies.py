@@ -1,0 +1,441 @@
+"""Study files, the trial objective, resumable runs, failures, reports and the ``study`` CLI.
+
+Most tests replace :func:`archlab.fit.fit` inside the worker by a fake with closed-form PSNR
+curves, so the objectives can be checked exactly and the tests stay fast; one runs real fits
+on a 32×32 crop (2-level hourglass of width 8, 30 iterations).
+"""
+
+import math
+import re
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import torch
+
+from archlab import filters, report, studies
+from archlab.cli import main
+from archlab.fit import FitResult
+from archlab.studies import worker
+
+TINY = """
+name = "tiny"
+description = "two upsamplers on 32x32 crops"
+seeds = [0]
+
+[[tasks]]
+task = "denoise"
+sigma = 25
+
+[[images]]
+source = "astronaut"
+size = 64
+crop = 32
+
+[[images]]
+source = "camera"
+label = "cam"
+size = 64
+crop = 32
+
+[arch]
+kind = "hourglass"
+depth = 2
+width = 8
+skip = 2
+
+[fit]
+iterations = 30
+eval_every = 5
+window = 10
+
+[space]
+upsampler = ["nearest", "bilinear"]
+
+[objectives]
+peak_psnr = "maximize"
+"""
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def edit(text: str, old: str, new: str) -> str:
+    assert old in text
+    return text.replace(old, new)
+
+
+def curve(peak: float, peak_at: int, iterations: int = 100, every: int = 10) -> pd.DataFrame:
+    """A parabola of PSNR: ``peak − 0.001 (i − peak_at)²`` at every ``every``-th iteration, FBC bands rising."""
+    it = np.arange(every, iterations + 1, every)
+    psnr = peak - 0.001 * (it - peak_at) ** 2
+    frame = pd.DataFrame({"iteration": it, "loss": 0.01, "psnr_obs": 20.0, "blur": 0.3, "sharpness": 1.0,
+                          "ratio": 0.3, "psnr": psnr, "psnr_ema": psnr - 1, "ssim": 0.5, "ssim_ema": 0.5})
+    for band in range(5):
+        frame[f"fbc_{band}"] = it / iterations / (band + 1)
+    frame["seconds"] = it / 1000
+    return frame
+
+
+def fake_fit(peaks: dict, stop_at: int | None = 70, calls: list | None = None, fail: dict | None = None):
+    """``fit`` stand-in: PSNR curve(peaks[upsampler]) per image; ``fail[upsampler]`` is raised or 'diverged'."""
+    def run(arch, task, y, *, reference, seed, **settings):
+        if calls is not None:
+            calls.append((arch.upsampler, tuple(y.shape), seed))
+        failure = (fail or {}).get(arch.upsampler)
+        if isinstance(failure, BaseException):
+            raise failure
+        peak, peak_at = peaks[arch.upsampler]
+        history = curve(peak, peak_at)
+        return FitResult(output=reference, ema_output=reference, history=history,
+                         stopped_at=int(history["iteration"].iloc[-1]),
+                         stop_reason="diverged" if failure == "diverged" else "iterations", seconds=0.5,
+                         spec=arch.to_dict(), settings=settings, task=task.to_dict(), auto_stop_iteration=stop_at)
+    return run
+
+
+# --- study files -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["quick-demo", "lipschitz-sweep", "gaussian-sigma", "upsampler-ablation",
+                                  "depth-width-skips", "texture-width-labels"])
+def test_shipped_studies_validate_and_round_trip(name):
+    spec = studies.load_study(name)
+    assert spec.name == name
+    assert studies.StudySpec.from_dict(spec.to_dict()) == spec
+    assert re.search(r"runtime: about \d+ minutes", studies.shipped()[name])
+    assert spec.grid_size == math.prod(len(p.grid()) for p in spec.space)
+
+
+def test_shipped_studies_carry_the_papers_grids():
+    ablation = studies.load_study("upsampler-ablation")
+    assert ablation.grid_space() == {"upsampler": ["nearest", "bilinear", "L14", "L15", "L-60", "L-100"]}
+    assert [label for image in ablation.images for label, _ in image.resolve()] == ["F16 (coarse)", "Baboon (fine)"]
+    assert studies.load_study("lipschitz-sweep").grid_space() == {"lipschitz": [1.0, 2.0, 3.0]}
+    sigma = studies.load_study("gaussian-sigma")
+    assert [sigma.configure({"sigma": s}, None)[0].upsampler for s in (0.0, 0.5, 1.0)] == \
+        ["bed-of-nails", "gauss-0.5", "gauss-1.0"]
+
+
+MALFORMED = [
+    (("seeds = [0]", "seeds = [0]\ncolour = 3"), "study: unknown key 'colour'; allowed: name,"),
+    (("upsampler = [", "upsampler_kind = ["), "space: unknown parameter 'upsampler_kind'; allowed: kind, depth"),
+    (('peak_psnr = "maximize"', 'peak_psnr = "up"'),
+     "objectives.peak_psnr: 'up' is invalid; allowed: maximize, minimize"),
+    (('peak_psnr = "maximize"', 'best = "maximize"'), "objectives: unknown objective 'best'; allowed: peak_psnr,"),
+    (('["nearest", "bilinear"]', '["nearest", "no-such-filter"]'),
+     "space.upsampler: filter: unknown name 'no-such-filter'; catalogue: L-100"),
+    (('["nearest", "bilinear"]', '["nearest"]\nwidth = [8, 0]'),
+     "arch.width: 0 is invalid; allowed: positive integers"),
+    (('["nearest", "bilinear"]', '["nearest"]\nlr = { low = 0.001, high = 0.1, log = true }'),
+     "space.lr: the grid sampler needs choices or a step"),
+    (('["nearest", "bilinear"]', '["nearest"]\nlr = { low = 0.0, high = 0.1, log = true }'),
+     "space.lr.low: 0.0 is invalid; allowed: a number > 0 with log = true"),
+    (('["nearest", "bilinear"]', '["nearest"]\nlr = { low = 0.1, high = 0.01 }'),
+     "space.lr: low=0.1, high=0.01 are invalid; allowed: numbers with low < high"),
+    (('["nearest", "bilinear"]', '["nearest"]\nlr = { low = 0.01, high = 0.1, by = 2 }'),
+     "space.lr: unknown key 'by'; allowed: low, high, log, step"),
+    (("window = 10", "window = 10\nseed = 3"), "fit: unknown key 'seed'; allowed: iterations"),
+    (("window = 10", "window = 7"), "fit.window: 7 is invalid; allowed: a positive multiple of eval_every"),
+    (('sigma = 25', 'sigma = -1'), "denoise: sigma"),
+    (('task = "denoise"', 'task = "deblur"'), "task: unknown task 'deblur'; accepted: denoise"),
+    (('source = "camera"', 'source = "no/such/image.png"'), "images.source: 'no/such/image.png' is not a built-in"),
+    (("crop = 32\n\n[[images]]", "crop = 1\n\n[[images]]"), "images[0].crop: 1 is invalid; allowed: an integer ≥ 2"),
+    (('label = "cam"', 'label = "astronaut"'), "images: two images share the label"),
+    (('[objectives]', '[sampler]\nkind = "tpe"\n\n[objectives]'), "n_trials: the tpe sampler needs n_trials"),
+    (('[objectives]', '[sampler]\nkind = "annealing"\n\n[objectives]'),
+     "sampler.kind: 'annealing' is invalid; allowed: grid, random, tpe, nsga2, cmaes"),
+    (("seeds = [0]", "seeds = [0]\nn_trials = 5"), "n_trials: not used by the grid sampler (the grid has 2 points)"),
+    (('[objectives]', '[pruner]\nkind = "median"\n\n[objectives]\npeak_iteration = "minimize"'),
+     "pruner.kind: pruning needs a single objective"),
+    (('[objectives]', '[pruner]\nkind = "early"\n\n[objectives]'),
+     "pruner.kind: 'early' is invalid; allowed: none, median, percentile"),
+    (("seeds = [0]", "seeds = []"), "seeds: [] is invalid"),
+    (('name = "tiny"', 'name = "tiny study!"'), "name: 'tiny study!' is invalid"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), MALFORMED, ids=[m for _, m in MALFORMED])
+def test_malformed_study_files_are_rejected_before_any_trial(tmp_path, change, message):
+    path = write(tmp_path, edit(TINY, *change))
+    with pytest.raises(ValueError) as info:
+        studies.run(path, n_trials=1)
+    assert message in str(info.value)
+    assert not (tmp_path / "study.db").exists()
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("fit", 3, "fit: 3 is invalid; allowed: a table [fit]"),
+    ("tasks", {"task": "denoise"}, "tasks: {'task': 'denoise'} is invalid; allowed: an array of tables [[tasks]]"),
+    ("images", [{"path": "x.png"}], "images[0]: {'path': 'x.png'} is invalid; allowed: a source string or a table"),
+    ("space", {}, "space: missing or empty"),
+])
+def test_sections_of_the_wrong_shape_are_rejected(key, value, message):
+    data = {**tomllib.loads(TINY), key: value}
+    with pytest.raises(ValueError) as info:
+        studies.StudySpec.from_dict(data)
+    assert message in str(info.value)
+
+
+def test_sampler_keyword_errors_list_the_allowed_keys(tmp_path):
+    text = edit(TINY, "seeds = [0]", "seeds = [0]\nn_trials = 2")
+    path = write(tmp_path, edit(text, "[objectives]", '[sampler]\nkind = "tpe"\nwarmup = 3\n\n[objectives]'))
+    with pytest.raises(ValueError, match=r"allowed keys for TPESampler: kind, .*n_startup_trials"):
+        studies.load_study(path)
+
+
+def test_toml_syntax_errors_and_unknown_names(tmp_path):
+    with pytest.raises(ValueError, match="study: cannot parse"):
+        studies.load_study(write(tmp_path, "name = \n"))
+    with pytest.raises(ValueError, match="study: unknown study 'nope'; shipped: depth-width-skips, gaussian-sigma"):
+        studies.load_study("nope")
+
+
+def test_ranges_grids_and_suggestions():
+    width = studies.Param.parse("width", {"low": 8, "high": 32, "step": 8})
+    lr = studies.Param.parse("lr", {"low": 0.001, "high": 0.1, "log": True})
+    sigma = studies.Param.parse("sigma", {"low": 0.0, "high": 1.0, "step": 0.25})
+    assert width.is_int and width.grid() == [8, 16, 24, 32]
+    assert sigma.grid() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert lr.grid() is None and not lr.is_int
+    trial = optuna.trial.FixedTrial({"width": 24, "lr": 0.01})
+    assert width.suggest(trial) == 24 and lr.suggest(trial) == 0.01
+    for param in (width, lr, sigma):
+        assert studies.Param.parse(param.name, param.to_value()) == param
+
+
+def test_sigma_makes_the_gaussian_upsampler_of_paper_000(tmp_path):
+    spec = studies.load_study("gaussian-sigma")
+    arch, _ = spec.configure({"sigma": 0.7}, tmp_path)
+    written = filters.get(arch.upsampler)
+    np.testing.assert_allclose(written.taps, filters.design("gaussian", 2, sigma=0.7).taps)
+    assert spec.configure({"sigma": 0.5}, tmp_path)[0].upsampler == "gauss-0.5"
+
+
+def test_default_storage_sits_beside_a_file_or_in_the_current_folder(tmp_path, monkeypatch):
+    path = write(tmp_path, TINY)
+    assert studies.default_storage(path) == f"sqlite:///{tmp_path / 'study.db'}"
+    monkeypatch.chdir(tmp_path)
+    assert studies.default_storage("quick-demo") == f"sqlite:///{tmp_path / 'quick-demo.db'}"
+    assert studies.resolve_target(str(path), None) == ("tiny", f"sqlite:///{tmp_path / 'study.db'}")
+    with pytest.raises(ValueError, match="storage: 'mysql://x' is invalid; allowed: sqlite"):
+        studies.make_storage("mysql://x")
+
+
+def test_compact_curves_keep_the_last_point_and_round():
+    history = curve(30.0, 40, iterations=1000)
+    compact = worker._compact(history, points=30)
+    assert len(compact["iteration"]) <= 30 and compact["iteration"][-1] == 1000
+    step = compact["iteration"][-1] - compact["iteration"][-2]
+    assert step == 10 * math.ceil(100 / 30)
+    i = compact["iteration"].index(400)
+    assert compact["psnr"][i] == round(30.0 - 0.001 * 360**2, 2)
+    assert compact["fbc_high"][-1] == round(1.0 / 5, 3) and compact["fbc_low"][-1] == 1.0
+
+
+# --- running trials (fake fits) -------------------------------------------------------------------
+
+def test_objectives_are_the_image_means_of_closed_form_curves(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(worker, "fit", fake_fit({"nearest": (30.0, 40), "bilinear": (32.0, 60)}, calls=calls))
+    objectives = ('peak_psnr = "maximize"\npsnr_drop = "minimize"\npeak_iteration = "minimize"\n'
+                  'stop_psnr = "maximize"\nstop_iteration = "minimize"')
+    text = edit(TINY, 'peak_psnr = "maximize"', objectives)
+    study = studies.run(write(tmp_path, text), log=lambda _: None)
+    assert sorted(c[0] for c in calls) == ["bilinear", "bilinear", "nearest", "nearest"]
+    assert {c[1] for c in calls} == {(1, 3, 32, 32), (1, 1, 32, 32)}
+    by = {t.params["upsampler"]: t for t in study.trials}
+    # final = peak − 0.001 (100 − peak_at)², stop = peak − 0.001 (70 − peak_at)²
+    assert by["nearest"].values == pytest.approx([30.0, 3.6, 40, 30.0 - 0.9, 70])
+    assert by["bilinear"].values == pytest.approx([32.0, 1.6, 60, 32.0 - 0.1, 70])
+    assert by["nearest"].user_attrs["arch"]["upsampler"] == "nearest"
+    assert studies.load_study(tmp_path / "study.toml").arch.replace(upsampler="bilinear").to_dict() == \
+        by["bilinear"].user_attrs["arch"]
+    assert by["nearest"].user_attrs["fit"]["iterations"] == 30
+    assert [r["image"] for r in by["nearest"].user_attrs["results"]] == ["astronaut", "cam"]
+    assert len(study.best_trials) == 2  # neither dominates: nearest peaks earlier, bilinear higher
+
+
+def test_failures_are_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
+    text = edit(TINY, '["nearest", "bilinear"]', '["nearest", "bilinear", "L14"]')
+    fail = {"nearest": RuntimeError("out of memory"), "L14": "diverged"}
+    monkeypatch.setattr(worker, "fit", fake_fit({"bilinear": (30.0, 40), "L14": (31.0, 40)}, fail=fail))
+    study = studies.run(write(tmp_path, text), log=lambda _: None)
+    by = {t.params["upsampler"]: t for t in study.trials}
+    assert by["bilinear"].state == optuna.trial.TrialState.COMPLETE
+    assert by["nearest"].state == by["L14"].state == optuna.trial.TrialState.FAIL
+    assert by["nearest"].user_attrs["fail_reason"] == "RuntimeError: out of memory"
+    assert by["L14"].user_attrs["fail_reason"].startswith("TrialDiverged: denoise/astronaut seed 0: the fit diverged")
+    frame = studies.load(tmp_path / "study.toml")
+    assert frame.loc[frame["state"] == "FAIL", "fail_reason"].str.len().gt(0).all()
+    again = studies.run(tmp_path / "study.toml", log=lambda _: None)
+    assert len(again.trials) == 3  # finished (failed or complete) grid points are not rerun
+
+
+def test_rerun_continues_and_never_repeats_grid_points(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(worker, "fit", fake_fit({"nearest": (30.0, 40), "bilinear": (32.0, 60)}, calls=calls))
+    path = write(tmp_path, TINY)
+    first = studies.run(path, n_trials=1, log=lambda _: None)
+    assert len(first.trials) == 1
+    second = studies.run(path, log=lambda _: None)
+    third = studies.run(path, log=lambda _: None)
+    assert len(third.trials) == 2 and len(calls) == 4
+    assert sorted(t.params["upsampler"] for t in second.trials) == ["bilinear", "nearest"]
+
+
+def test_a_changed_definition_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(worker, "fit", fake_fit({"nearest": (30.0, 40), "bilinear": (32.0, 60)}))
+    path = write(tmp_path, TINY)
+    studies.run(path, n_trials=1, log=lambda _: None)
+    path.write_text(edit(TINY, "iterations = 30", "iterations = 40"))
+    with pytest.raises(ValueError, match=r"'tiny' exists in the storage with a different definition \(changed: fit\)"):
+        studies.run(path, log=lambda _: None)
+
+
+def test_ctrl_c_requeues_the_interrupted_trial(tmp_path, monkeypatch):
+    interrupt = {"nearest": KeyboardInterrupt(), "bilinear": KeyboardInterrupt()}
+    monkeypatch.setattr(worker, "fit", fake_fit({}, fail=interrupt))
+    path = write(tmp_path, TINY)
+    with pytest.raises(KeyboardInterrupt):
+        studies.run(path, log=lambda _: None)
+    monkeypatch.setattr(worker, "fit", fake_fit({"nearest": (30.0, 40), "bilinear": (32.0, 60)}))
+    study = studies.run(path, log=lambda _: None)
+    first, *rest = study.trials
+    assert first.state == optuna.trial.TrialState.FAIL and first.user_attrs["fail_reason"] == "interrupted"
+    retry = [t for t in rest if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == 0]
+    assert len(retry) == 1 and retry[0].state == optuna.trial.TrialState.COMPLETE
+    assert retry[0].params == first.params
+    assert sorted(t.params["upsampler"] for t in study.trials if t.state.name == "COMPLETE") == ["bilinear", "nearest"]
+
+
+def test_a_sampled_study_spends_its_trial_budget_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(worker, "fit", fake_fit({"nearest": (30.0, 40), "bilinear": (32.0, 60)}))
+    text = edit(TINY, "seeds = [0]", "seeds = [0]\nn_trials = 3")
+    sampled = 'lr = { low = 0.001, high = 0.1, log = true }\n\n[sampler]\nkind = "random"\nseed = 1\n\n[objectives]'
+    text = edit(text, "[objectives]", sampled)
+    path = write(tmp_path, text)
+    assert len(studies.run(path, n_trials=1, log=lambda _: None).trials) == 1
+    study = studies.run(path, log=lambda _: None)
+    assert len(study.trials) == 3 and len(studies.run(path, log=lambda _: None).trials) == 3
+    assert all(0.001 <= t.params["lr"] <= 0.1 and t.user_attrs["fit"]["lr"] == t.params["lr"] for t in study.trials)
+
+
+def test_median_pruner_stops_a_trial_behind_the_median(tmp_path, monkeypatch):
+    pruner = '[pruner]\nkind = "median"\nn_startup_trials = 1\nn_warmup_steps = 0\n\n[objectives]'
+    text = edit(TINY, "[objectives]", pruner)
+    monkeypatch.setattr(worker, "fit", fake_fit({"nearest": (20.0, 40), "bilinear": (30.0, 40)}))
+    study = studies.run(write(tmp_path, text), log=lambda _: None)
+    by = {t.params["upsampler"]: t for t in study.trials}
+    assert by["bilinear"].state == optuna.trial.TrialState.COMPLETE
+    assert by["bilinear"].intermediate_values == {0: 30.0, 1: 30.0}
+    if by["nearest"].number > by["bilinear"].number:
+        assert by["nearest"].state == optuna.trial.TrialState.PRUNED
+        assert len(by["nearest"].user_attrs["results"]) == 1
+    else:
+        assert by["nearest"].state == optuna.trial.TrialState.COMPLETE
+
+
+# --- real fits, reports, CLI ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    path = folder / "tiny.toml"
+    path.write_text(edit(TINY, 'peak_psnr = "maximize"', 'peak_psnr = "maximize"\npeak_iteration = "minimize"'))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        study = studies.run(path, log=lambda _: None)
+    finally:
+        torch.set_num_threads(threads)
+    return path, study
+
+
+def test_real_fits_record_spec_results_curves_and_artifacts(tiny_study):
+    path, study = tiny_study
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    trial = study.trials[0]
+    rows = trial.user_attrs["results"]
+    means = [np.mean([r[name] for r in rows]) for name in ("peak_psnr", "peak_iteration")]
+    assert trial.values == pytest.approx(means)
+    assert all(10 < r["peak_psnr"] < 40 and 5 <= r["peak_iteration"] <= 30 for r in rows)
+    curves = trial.user_attrs["curves"]
+    assert [(c["task"], c["image"], c["seed"]) for c in curves] == [("denoise", "astronaut", 0), ("denoise", "cam", 0)]
+    assert curves[0]["iteration"] == [5, 10, 15, 20, 25, 30]
+    assert max(curves[0]["psnr"]) == pytest.approx(rows[0]["peak_psnr"], abs=0.006)
+    store = studies.artifacts_dir(studies.default_storage(path))
+    metas = optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage)
+    names = sorted(m.filename for m in metas)
+    assert names == [f"trial-{trial.number}-curves.png", f"trial-{trial.number}-denoise-astronaut.png",
+                     f"trial-{trial.number}-denoise-cam.png"]
+    assert all((store / m.artifact_id).stat().st_size > 100 for m in metas)
+
+
+def test_load_gives_one_row_per_trial_and_image(tiny_study):
+    path, study = tiny_study
+    frame = studies.load(str(path))
+    assert len(frame) == 4 and set(frame["image"]) == {"astronaut", "cam"}
+    assert (frame["seeds"] == 1).all() and frame["worker"].notna().all()
+    means = frame.groupby("trial")["peak_psnr"].mean()
+    assert means.to_dict() == pytest.approx({t.number: t.values[0] for t in study.trials})
+
+
+def test_reports_in_three_formats(tiny_study, tmp_path):
+    path, study = tiny_study
+    md = studies.write_report(str(path), fmt="md", out_dir=tmp_path / "md")
+    assert sorted(p.name for p in md) == ["curves.png", "importances.png", "pareto.png", "report.md"]
+    text = (tmp_path / "md" / "report.md").read_text()
+    frame = studies.load(str(path)).query("image == 'cam'")
+    best = frame["peak_psnr"].max()
+    assert f"**{best:.2f}**" in text and "| upsampler | astronaut | cam | mean |" in text
+    assert "## Pareto front: peak_psnr against peak_iteration" in text
+    tex = studies.write_report(str(path), fmt="latex", out_dir=tmp_path / "tex")
+    assert "\\textbf{" in (tmp_path / "tex" / "report.tex").read_text() and len(tex) == 4
+    csv = studies.write_report(str(path), fmt="csv", out_dir=tmp_path / "csv")
+    assert {p.name for p in csv} >= {"trials.csv", "table-peak_psnr.csv", "pareto.csv"}
+    table = pd.read_csv(tmp_path / "csv" / "table-peak_psnr.csv")
+    assert list(table.columns) == ["upsampler", "astronaut", "cam", "mean"]
+    assert table["mean"].to_numpy() == pytest.approx(table[["astronaut", "cam"]].mean(axis=1).to_numpy())
+
+
+def test_format_table_bolds_the_best_of_each_column():
+    table = pd.DataFrame({"depth": [1, 2, 3], "F16": [27.004, 28.5, 28.5], "mean": [3.0, 1.0, 2.0]})
+    md = report.format_table(table, ["F16", "mean"], {"F16": "max", "mean": "min"}, 2, "md").splitlines()
+    assert md[0] == "| depth | F16 | mean |" and md[1] == "| --- | ---: | ---: |"
+    assert md[2:] == ["| 1 | 27.00 | 3.00 |", "| 2 | **28.50** | **1.00** |", "| 3 | **28.50** | 2.00 |"]
+    tex = report.format_table(table.assign(depth=["a_b", "c", "d"]), ["F16"], "max", 1, "latex")
+    assert "a\\_b & 27.0 & 3.0 \\\\" in tex
+    assert tex.startswith("\\begin{tabular}{lrl}") and "\\textbf{28.5}" in tex
+
+
+def test_cli_list_show_report_and_errors(tiny_study, tmp_path, capsys):
+    path, _ = tiny_study
+    assert main(["study", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ("quick-demo", "lipschitz-sweep", "upsampler-ablation", "gaussian-sigma",
+                                          "depth-width-skips", "texture-width-labels"))
+    assert main(["study", "show", "upsampler-ablation"]) == 0
+    assert "6 trials × 2 fits of 1500 iterations" in capsys.readouterr().out
+    assert main(["study", "report", str(path), "--format", "csv", "-o", str(tmp_path)]) == 0
+    assert (tmp_path / "trials.csv").exists()
+    bad = write(tmp_path, edit(TINY, 'peak_psnr = "maximize"', 'peak_psnr = "up"'), "bad.toml")
+    assert main(["study", "run", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "objectives.peak_psnr: 'up' is invalid; allowed: maximize, minimize" in err
+    assert main(["study", "report", "nothing-here", "--storage", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
+    assert "no study 'nothing-here'" in capsys.readouterr().err
+    assert tomllib.loads((Path(studies.study_dir()) / "quick-demo.toml").read_text())["name"] == "quick-demo"
