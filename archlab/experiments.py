@@ -76,7 +76,7 @@ def high_band_share(image: torch.Tensor, bands: int = 5) -> torch.Tensor:
 
 
 def trajectory_divergence(sources: Sequence[str | os.PathLike], *, arch: str | models.ArchSpec = "faster-dip-32",
-                          seeds: tuple[int, int] = (0, 1), iterations: int = 500, lr: float = 0.01,
+                          seeds: tuple[int, int] = (0, 1), iterations: int = 300, lr: float = 0.01,
                           every: int = 10, device: str | torch.device = "auto") -> pd.DataFrame:
     """Trajectory variation of paper 001 §2, Fig. 1: ``eps_t = sum (T1_t - T2_t)^2`` for two seeds per image.
 
@@ -264,7 +264,7 @@ def convergence_table(curves: pd.DataFrame, delta: float = DELTA) -> pd.DataFram
 
 def lipschitz_fbc(source: str | os.PathLike = "astronaut", *, lambdas: Sequence[float] = (1.0, 2.0, 3.0),
                   sigma: float = 25.0, size: int = 64, arch: str | models.ArchSpec = "shi-decoder",
-                  iterations: int = 500, lr: float = 0.001, eval_every: int = 10, seed: int = 0,
+                  iterations: int = 300, lr: float = 0.01, eval_every: int = 10, seed: int = 0,
                   device: str | torch.device = "auto") -> pd.DataFrame:
     """Paper 000 §4.4, Fig. 5: FBC and PSNR of the same network under Lipschitz bounds ``lambdas`` (denoising).
 
