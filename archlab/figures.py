@@ -20,16 +20,10 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from archlab.images import atomic_path
+from archlab.report import markdown_table as markdown_table_base, save_figure
 
 #: Names of the five FBC bands of paper 000 §3.2, lowest first.
 BAND_NAMES = ("lowest", "low", "medium", "high", "highest")
-
-
-def _save(figure: Figure, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=130)
-    return path
 
 
 def _band_columns(history: pd.DataFrame) -> list[str]:
@@ -87,7 +81,7 @@ def plot_fbc(history: pd.DataFrame, path: str | os.PathLike, title: str = "") ->
     for ax in (ax_fbc, ax_psnr):
         ax.grid(True, alpha=0.3)
     ax_fbc.set_title(title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_radial_psd(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike,
@@ -115,7 +109,7 @@ def plot_radial_psd(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: s
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize="small")
     ax.set_title(title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_trajectories(curves: pd.DataFrame, path: str | os.PathLike,
@@ -139,7 +133,7 @@ def plot_trajectories(curves: pd.DataFrame, path: str | os.PathLike,
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize="small")
     ax.set_title(title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_sinusoid(curves: pd.DataFrame, path: str | os.PathLike, delta: float = 0.01) -> Path:
@@ -167,7 +161,7 @@ def plot_sinusoid(curves: pd.DataFrame, path: str | os.PathLike, delta: float = 
         ax.grid(True, which="both", alpha=0.25)
         ax.legend(fontsize="small")
     axes[0].set_ylabel("squared amplitude error")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_lipschitz_fbc(histories: pd.DataFrame, path: str | os.PathLike, title: str = "") -> Path:
@@ -195,21 +189,13 @@ def plot_lipschitz_fbc(histories: pd.DataFrame, path: str | os.PathLike, title: 
     for ax in axes:
         ax.grid(True, alpha=0.3)
     figure.suptitle(title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def markdown_table(table: pd.DataFrame, digits: int = 4) -> str:
     """A GitHub-flavoured Markdown table; floats with ``digits`` significant digits, NaN as an empty cell."""
 
-    def cell(value) -> str:
-        if isinstance(value, (float, np.floating)):
-            return "" if np.isnan(value) else f"{value:.{digits}g}"
-        return str(value)
-
-    header = "| " + " | ".join(map(str, table.columns)) + " |"
-    rule = "| " + " | ".join("---" for _ in table.columns) + " |"
-    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join([header, rule, *rows]) + "\n"
+    return markdown_table_base(table, digits, style="g", index=False) + "\n"
 
 
 def write_table(table: pd.DataFrame, stem: str | os.PathLike, digits: int = 4) -> tuple[Path, Path]:

@@ -98,10 +98,7 @@ def plot_fit_curves(history, path: str | os.PathLike, stop_iteration: int | None
     handles = ax.get_legend_handles_labels()[0] + ratio_ax.get_legend_handles_labels()[0]
     ax.legend(handles=handles, loc="lower right", fontsize=8)
     ax.set_title(title)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 # --- studies: paper tables and figures (rendered from archlab.studies data frames) ---
@@ -118,10 +115,11 @@ CURVE_LABELS = {"psnr": "PSNR (dB)", "psnr_ema": "PSNR of the EMA (dB)", "ratio"
                 "fbc_low": "FBC, lowest band", "fbc_high": "FBC, highest band"}
 
 
-def _save(figure: Figure, path: str | os.PathLike) -> Path:
+def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 130) -> Path:
+    """Write ``figure`` as a PNG atomically (temporary name, then rename)."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=130)
+        figure.savefig(tmp, format="png", dpi=dpi)
     return path
 
 
@@ -155,7 +153,7 @@ def plot_curves(frame, path: str | os.PathLike, *, line: str = "config", panel: 
         axes[0, j].set_title(str(name))
         axes[-1, j].set_xlabel("iteration")
     axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", frameon=False)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_importances(importances: dict, path: str | os.PathLike) -> Path:
@@ -171,7 +169,7 @@ def plot_importances(importances: dict, path: str | os.PathLike) -> Path:
         ax.set_xlim(0, 1)
         ax.set_xlabel("importance")
         ax.set_title(objective)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_pareto(frame, x: str, y: str, path: str | os.PathLike, *, label: str = "config") -> Path:
@@ -189,7 +187,7 @@ def plot_pareto(frame, x: str, y: str, path: str | os.PathLike, *, label: str = 
     ax.margins(x=0.25, y=0.1)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def latex_escape(text) -> str:
@@ -230,16 +228,19 @@ def format_table(table, value_columns: list[str], better: str | dict, digits: in
                       r"\bottomrule", r"\end{tabular}"])
 
 
-def markdown_table(frame, digits: int = 2) -> str:
-    """A pandas DataFrame as a GitHub Markdown table (index as the first column), numbers rounded."""
+def markdown_table(frame, digits: int = 2, style: str = "f", index: bool = True) -> str:
+    """A pandas DataFrame as a GitHub Markdown table; floats as ``f"{v:.{digits}{style}}"``, NaN empty.
+
+    With ``index`` the index is the first column (headed by its name).
+    """
 
     def cell(value) -> str:
-        if isinstance(value, float):
-            return "" if value != value else f"{value:.{digits}f}"
+        if isinstance(value, (float, np.floating)):
+            return "" if np.isnan(value) else f"{value:.{digits}{style}}"
         return str(value)
 
-    header = [str(frame.index.name or "")] + [str(c) for c in frame.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for index, row in frame.iterrows():
-        lines.append("| " + " | ".join([cell(index)] + [cell(v) for v in row]) + " |")
+    header = ([str(frame.index.name or "")] if index else []) + [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    for row in frame.itertuples(index=index):  # itertuples keeps each column's dtype (ints stay ints)
+        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
     return "\n".join(lines)
