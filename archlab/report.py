@@ -64,10 +64,7 @@ def plot_filter_responses(filters: Iterable, path: str | os.PathLike) -> Path:
     ax.set_title(f"Upsampling filters, factor {s}")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=150)
-    return path
+    return save_figure(figure, path, dpi=150)
 
 
 
