@@ -281,7 +281,7 @@ def fit_many(spec: ArchSpec | str, task: Task, observations, *, seeds=0, lrs=0.0
              references=None, iterations: int = 3000, input_jitter: float = 1 / 30, ema: float = 0.99,
              eval_every: int = 10, stop: str = "none", window: int = stopping.DEFAULT_WINDOW,
              eps: float = stopping.DEFAULT_EPS, fbc_bands: int = 5, device: str | torch.device = "auto",
-             fast: bool = True, precision: str | None = None) -> list[FitResult]:
+             fast: bool = True, precision: str | None = None, degradation_seed: int | None = None) -> list[FitResult]:
     """K independent DIP fits of one architecture as one vectorised computation.
 
     Run k is what ``fit(spec_k, task, observation_k, seed=seeds[k], lr=lrs[k],
@@ -303,7 +303,8 @@ def fit_many(spec: ArchSpec | str, task: Task, observations, *, seeds=0, lrs=0.0
     spec : ArchSpec, preset name or path
         The shared architecture.
     task : Task
-        The inverse problem (the physics of run k uses ``seeds[k]``, as ``fit`` does).
+        The inverse problem (the physics of run k uses ``degradation_seed``, or ``seeds[k]`` when it
+        is None, as ``fit`` does).
     observations : Tensor (1, C, h, w), Tensor (K, C, h, w) or list of (1, C, h, w)
         One observation for every run, or one per run (images of equal size).
     seeds, lrs, lipschitz, sigmas, references
@@ -356,7 +357,8 @@ def fit_many(spec: ArchSpec | str, task: Task, observations, *, seeds=0, lrs=0.0
         settings = FitSettings(iterations=iterations, lr=lr, input_jitter=input_jitter, ema=ema, seed=seed,
                                eval_every=eval_every, stop=stop, window=window, eps=eps, fbc_bands=fbc_bands,
                                precision=engine["precision"], channels_last=False, compile=False)
-        physics = task.physics(tuple(y.shape), seed=seed, device=device).to(device)
+        physics = task.physics(tuple(y.shape), seed=seed if degradation_seed is None else degradation_seed,
+                               device=device).to(device)
         out_size = tuple(physics.output_shape)
         net, z = build(run_spec, y.shape[1], out_size, seed=seed)
         sigma = None if per_run["sigmas"] is None else float(per_run["sigmas"][index])

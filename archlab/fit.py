@@ -134,8 +134,10 @@ class _Monitor:
         self.columns = ["loss", "psnr_obs", "blur", "sharpness", "ratio"]
         if reference is not None:
             self.columns += ["psnr", "psnr_ema", "ssim", "ssim_ema"]
+        self.fbc = None  # FBC against the observation, where the network outputs its shape
         if bands and min(observation.shape[-2:]) >= 2 * bands:
             self.columns += [f"fbc_{i}" for i in range(bands)]
+            self.fbc = spectral.FBC(observation.float(), bands)
         else:
             self.bands = 0
 
@@ -163,9 +165,8 @@ class _Monitor:
             values += [metrics.psnr(restored, self.reference), metrics.psnr(ema, self.reference),
                        metrics.ssim(restored, self.reference), metrics.ssim(ema, self.reference)]
         if self.bands:
-            target = self.observation if net_out.shape == self.observation.shape else None
-            if target is not None:
-                values.append(spectral.fbc(net_out, target, self.bands)[0])
+            if net_out.shape == self.observation.shape:
+                values.append(self.fbc(net_out)[0])
             else:
                 values.append(net_out.new_full((self.bands,), math.nan))
         row = torch.cat([v.reshape(-1).float() for v in values])
@@ -180,7 +181,8 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
         device: str | torch.device = "auto", eval_every: int = 10, reference: torch.Tensor | None = None,
         stop: str = "none", window: int = stopping.DEFAULT_WINDOW, eps: float = stopping.DEFAULT_EPS,
         fbc_bands: int = 5, fast: bool = True, precision: str | None = None, channels_last: bool | None = None,
-        compile: bool | None = None, net_input: torch.Tensor | None = None, progress: bool | None = None) -> FitResult:
+        compile: bool | None = None, net_input: torch.Tensor | None = None, progress: bool | None = None,
+        degradation_seed: int | None = None) -> FitResult:
     """Fit a DIP network to one observation (Ulyanov et al. 2018; paper 000 §4).
 
     Parameters
@@ -193,6 +195,11 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
         The degraded image y in [0, 1].
     reference : Tensor, optional
         The clean image (in the task's reference space) for PSNR/SSIM; the best output is kept.
+    seed : int
+        Seeds the weights, the input noise and its jitter.
+    degradation_seed : int, optional
+        The seed ``task.degrade`` made the observation with; the physics rebuilds its seeded
+        parts from it (a Bernoulli inpainting mask). Default: ``seed``.
     stop : {"none", "auto", "record"}
         ``auto`` stops at the ratio rule (paper 000 eq. 8: Δr < ``eps`` over windows of
         ``window`` iterations); ``record`` notes where it fires and runs on.
@@ -218,7 +225,8 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
     if observation.ndim != 4 or observation.shape[0] != 1:
         raise ValueError(f"observation: expected shape (1, C, H, W), got {tuple(observation.shape)}")
     y = observation.to(device, torch.float32)
-    physics = task.physics(tuple(y.shape), seed=seed, device=device).to(device)
+    physics = task.physics(tuple(y.shape), seed=seed if degradation_seed is None else degradation_seed,
+                           device=device).to(device)
     out_size = tuple(physics.output_shape)
     if isinstance(spec_or_module, nn.Module):
         if net_input is None:

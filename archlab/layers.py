@@ -261,12 +261,13 @@ class LipschitzConv2d(nn.Conv2d):
 
     def norm(self) -> torch.Tensor:
         """The norm ‖w‖ that ``method`` bounds (differentiable in ``w``)."""
-        matrix = self.weight.reshape(self.weight.shape[0], -1)
-        if self.method == "svd":
-            return spectral_norm(matrix.float())
-        if self.method == "power":
-            return self._power_norm(matrix.float())
-        return self._operator_norm(self.weight)
+        matrix = self.weight.reshape(self.weight.shape[0], -1).float()
+        with torch.autocast(self.weight.device.type, enabled=False):  # the bound is computed in fp32 under bf16 fits
+            if self.method == "svd":
+                return spectral_norm(matrix)
+            if self.method == "power":
+                return self._power_norm(matrix)
+            return self._operator_norm(self.weight)
 
     def effective_weight(self) -> torch.Tensor:
         """``w / max(1, ‖w‖ / λ)`` (or ``w`` without a bound)."""

@@ -19,12 +19,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from archlab import filters
 from archlab.layers import LipschitzConv2d, MeanOnlyBatchNorm, Upsampler
 
 KINDS = ("hourglass", "decoder", "convnet", "conv_decoder", "mlp_decoder", "deep_decoder")
@@ -111,6 +112,9 @@ class ArchSpec:
         ups = _per_level(self.upsampler, self.depth, "upsampler")
         check("upsampler", self.kind == "convnet" or "none" not in ups,
               "a catalogue name, a filter TOML, 'transposed' ('none' only for convnet)")
+        catalogue = filters.names()
+        check("upsampler", all(u in ("none", "transposed") or u in catalogue or u.endswith(".toml") or "/" in u
+                               for u in ups), f"{', '.join(catalogue)}, transposed, none, or a filter .toml path")
 
     @property
     def scale(self) -> int:

@@ -7,6 +7,7 @@ the Markdown table is rebuilt from the CSV. Commands: ``archlab reproduce NAME -
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 from dataclasses import dataclass, field
@@ -93,13 +94,24 @@ def load_clean(run: Run) -> torch.Tensor:
     return images.center_crop(x, math.lcm(spec.multiple, getattr(task, "factor", 1)))
 
 
-def execute(run: Run, device: str = "auto") -> dict:
+def _append_row(csv: Path, row: dict) -> pd.DataFrame:
+    """Append ``row`` to ``csv`` (atomically, under a lock, rereading rows other processes added)."""
+    with open(csv.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = pd.read_csv(csv) if csv.exists() else pd.DataFrame()
+        done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
+        with images.atomic_path(csv) as tmp:
+            done.to_csv(tmp, index=False)
+    return done
+
+
+def execute(run: Run, device: str = "auto", fast: bool = True) -> dict:
     """Fit one run and return its table row (PSNRs against the clean image)."""
     task = tasks.task_from_dict(run.task)
     x = load_clean(run)
     y = task.degrade(x, seed=run.seed)
     reference = task.reference(x)
-    result = fit(run.arch, task, y, seed=run.seed, device=device, reference=reference, progress=False, fast=False,
+    result = fit(run.arch, task, y, seed=run.seed, device=device, reference=reference, progress=False, fast=fast,
                  **run.fit)
     s = result.summary()
     baseline = task.physics(tuple(y.shape)).baseline(y)
@@ -108,7 +120,7 @@ def execute(run: Run, device: str = "auto") -> dict:
            "peak_psnr": s["peak_psnr"], "peak_iteration": s["peak_iteration"], "final_psnr": s["final_psnr"],
            "peak_psnr_ema": s["peak_psnr_ema"], "final_psnr_ema": s["final_psnr_ema"],
            "stop_iteration": s["auto_stop_iteration"], "stop_psnr": s.get("stop_psnr", math.nan),
-           "iterations": s["iterations"], "seconds": s["seconds"]}
+           "iterations": s["iterations"], "seconds": s["seconds"], "engine": result.settings["precision"]}
     if task.name == "enhance":
         row["sharpness_observed"] = float(stopping.mlv_sharpness(y))
         row["sharpness_restored"] = float(stopping.mlv_sharpness(result.output))
@@ -116,11 +128,14 @@ def execute(run: Run, device: str = "auto") -> dict:
 
 
 def run_experiment(name: str, out: str | Path, device: str = "auto", only: str | None = None,
-                   log=print) -> pd.DataFrame:
+                   fast: bool = True, log=print) -> pd.DataFrame:
     """Run (or resume) experiment ``name``, appending rows to ``out/results.csv``; return the table.
 
-    ``only`` restricts the runs to one configuration (to split an experiment over processes
-    with separate ``out`` folders; :func:`merge` joins their CSVs).
+    ``only`` restricts the runs to one configuration, so an experiment can be split over
+    processes that share ``out``: each finished row is appended under a file lock.
+    ``fast`` runs the fits on archlab's engine (bf16 autocast and channels-last where the
+    hardware has them, :func:`archlab.engine.fast_settings`); ``fast=False`` is the fp32
+    eager reference. The engine used is recorded in every row.
     """
     if name not in EXPERIMENTS:
         raise ValueError(f"reproduce: unknown experiment {name!r}; known: {', '.join(sorted(EXPERIMENTS))}")
@@ -129,18 +144,18 @@ def run_experiment(name: str, out: str | Path, device: str = "auto", only: str |
     csv = out / "results.csv"
     done = pd.read_csv(csv) if csv.exists() else pd.DataFrame()
     finished = set(done["config"] + "|" + done["image"]) if len(done) else set()
-    runs = [r for r in EXPERIMENTS[name]() if only is None or r.config == only]
+    every = EXPERIMENTS[name]()
+    runs = [r for r in every if only is None or r.config == only]
     if not runs:
-        raise ValueError(f"reproduce: no run of {name} has configuration {only!r}")
+        configs = ", ".join(dict.fromkeys(r.config for r in every))
+        raise ValueError(f"reproduce: no run of {name} has configuration {only!r}; configurations: {configs}")
     with images.atomic_path(out / "runs.json") as tmp:
-        tmp.write_text(json.dumps([r.__dict__ for r in runs], indent=2))
+        tmp.write_text(json.dumps([r.__dict__ | {"fast": fast} for r in every], indent=2))
     for run in runs:
         if f"{run.config}|{_short(run.image)}" in finished:
             continue
-        row = execute(run, device)
-        done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
-        with images.atomic_path(csv) as tmp:
-            done.to_csv(tmp, index=False)
+        row = execute(run, device, fast=fast)
+        done = _append_row(csv, row)
         log(f"{run.config} {row['image']}: peak {row['peak_psnr']:.2f} @ {row['peak_iteration']}, "
             f"final {row['final_psnr']:.2f}, {row['seconds']:.0f} s")
     return done

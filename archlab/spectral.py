@@ -49,15 +49,19 @@ def _check_bands(bands: int, h: int, w: int) -> None:
 
 
 @lru_cache(maxsize=64)
-def _rings(h: int, w: int, d: int, numerators: tuple[int, ...], device: torch.device):
+def _rings(h: int, w: int, d: int, numerators: tuple[int, ...], device: torch.device, half: bool = False):
     """Ring index map for the edges ``rho <= n / d`` (n in numerators), with the pixel count of each ring.
 
     Ring ``k`` holds ``n[k-1] / d < rho <= n[k] / d``; ring 0 starts at the DC term and pixels beyond the last
     edge get index ``len(numerators)``. The integers are held in float64, exact below 2**53.
+    ``half`` gives the map of the unshifted ``rfft2`` half-plane (counts still of the full plane).
     """
     lcm = math.lcm(h, w)
     fy = (torch.arange(h, dtype=torch.float64) - h // 2) * (lcm // h)
     fx = (torch.arange(w, dtype=torch.float64) - w // 2) * (lcm // w)
+    if half:  # the unshifted rfft2 layout: rows in FFT order, columns 0 .. W // 2
+        fy = fy.roll(-(h // 2))
+        fx = torch.arange(w // 2 + 1, dtype=torch.float64) * (lcm // w)
     scaled = d**2 * (fy[:, None] ** 2 + fx[None, :] ** 2)
     edges = torch.tensor(numerators, dtype=torch.float64) ** 2 * float(lcm) ** 2
     index = torch.bucketize(scaled, edges, right=False)
@@ -75,6 +79,59 @@ def _ring_mean(values: torch.Tensor, rings: tuple[torch.Tensor, torch.Tensor]) -
     n = counts.shape[0]
     sums = values.new_zeros(values.shape[0], n + 1).index_add_(1, index.flatten(), values.flatten(1))
     return sums[:, :n] / counts.to(values.dtype)
+
+
+@lru_cache(maxsize=64)
+def _half_band_weights(h: int, w: int, bands: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(H * (W//2 + 1), B) matrix that maps an ``rfft2`` half-plane to the band means of the full plane.
+
+    A real image's spectrum is conjugate-symmetric, so every column ``0 < fx < W/2`` of the half-plane stands
+    for itself and its mirror ``(-fy, -fx)`` at the same radius: weight 2; column 0 (and ``W/2`` for even W,
+    the full plane's ``-W/2`` column) weight 1. Each weight is divided by its band's full-plane pixel count.
+    """
+    index, _ = _rings(h, w, 2 * bands, tuple(range(1, bands + 1)), torch.device("cpu"), half=True)
+    _, counts = _band_rings(h, w, bands, "cpu")
+    weight = torch.full((w // 2 + 1,), 2.0, dtype=torch.float64)
+    weight[0] = 1.0
+    if w % 2 == 0:
+        weight[-1] = 1.0
+    index = index.flatten()
+    inside = index < bands
+    matrix = torch.zeros(index.numel(), bands, dtype=torch.float64)
+    matrix[inside.nonzero()[:, 0], index[inside]] = weight.repeat(h)[inside]
+    return (matrix / counts.double()).to(device=device, dtype=dtype)
+
+
+def half_spectrum(x: torch.Tensor) -> torch.Tensor:
+    """``|rfft2(Y)|`` of the luma ``Y``: the unshifted half-plane of :func:`centered_spectrum` (N, H, W//2 + 1),
+    in float64 for float64 images and float32 otherwise."""
+    _check_images(x, "x")
+    grey = to_grey(x)[:, 0]
+    return torch.fft.rfft2(grey if grey.dtype == torch.float64 else grey.float()).abs()
+
+
+class FBC:
+    """:func:`fbc` against a fixed target, for monitoring a fit: ``FBC(target, bands)(output)``.
+
+    The target's magnitude spectrum is computed once, each call then costs one real FFT of the
+    output and one small matrix product: the half-plane form of eq. 1 (see :func:`_half_band_weights`),
+    equal to the centred full-plane means up to float rounding.
+    """
+
+    def __init__(self, target: torch.Tensor, bands: int = 5):
+        _check_images(target, "target")
+        _check_bands(bands, *target.shape[-2:])
+        self.shape, self.bands = tuple(target.shape[-2:]), bands
+        self.target_magnitude = half_spectrum(target) + TARGET_EPS
+        self.weights = _half_band_weights(*self.shape, bands, target.device, self.target_magnitude.dtype)
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        _check_images(output, "output")
+        if tuple(output.shape[-2:]) != self.shape or self.target_magnitude.shape[0] not in (1, output.shape[0]):
+            raise ValueError(f"output: expected (N, C, {self.shape[0]}, {self.shape[1]}) matching the target "
+                             f"(batch {self.target_magnitude.shape[0]}), got {tuple(output.shape)}")
+        ratio = (half_spectrum(output) / self.target_magnitude).clamp(0.0, 1.0)
+        return ratio.flatten(1).to(self.weights.dtype) @ self.weights
 
 
 def radial_bins(h: int, w: int, bands: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -144,9 +201,7 @@ def fbc(output: torch.Tensor, target: torch.Tensor, bands: int = 5) -> torch.Ten
         (N, B) float, in [0, 1].
     """
     _check_pair(output, target, bands)
-    ratio = centered_spectrum(output) / (centered_spectrum(target) + TARGET_EPS)
-    rings = _band_rings(*output.shape[-2:], bands, output.device)
-    return _ring_mean(ratio.clamp(0.0, 1.0), rings)
+    return FBC(target, bands)(output)
 
 
 def radial_psd(image: torch.Tensor, bins: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

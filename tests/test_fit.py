@@ -103,3 +103,16 @@ def test_enhance_sharpens():
     assert result.spec["lipschitz"] == 1.0
     from archlab.stopping import mlv_sharpness
     assert mlv_sharpness(result.output).item() > mlv_sharpness(x).item()
+
+
+def test_physics_rebuilds_the_mask_of_the_degradation_seed(noisy):
+    _, x, _ = noisy
+    task = tasks.Inpaint(mask="bernoulli", drop=0.5)
+    y = task.degrade(x, seed=0)
+    mask = task.make_mask(*x.shape[-2:], seed=0)
+    result = fit(TINY, task, y, iterations=1, eval_every=1, seed=1, degradation_seed=0, input_jitter=0.0,
+                 fast=False, progress=False)
+    expected = ((result.output - y).square() * mask).sum() / (mask.sum() * x.shape[1])
+    assert result.history["loss"].iloc[0] == pytest.approx(float(expected), rel=1e-4)
+    wrong = fit(TINY, task, y, iterations=1, eval_every=1, seed=1, input_jitter=0.0, fast=False, progress=False)
+    assert wrong.history["loss"].iloc[0] > 1.5 * result.history["loss"].iloc[0]  # the seed-1 mask counts holes

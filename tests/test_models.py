@@ -66,7 +66,8 @@ def test_same_seed_same_weights_and_input():
 @pytest.mark.parametrize("changes,field", [
     ({"kind": "unet"}, "kind"), ({"lipschitz": 0}, "lipschitz"), ({"lipschitz": -1.0}, "lipschitz"),
     ({"norm": "layer"}, "norm"), ({"width": (8, 8, 8)}, "width"), ({"depth": 0}, "depth"),
-    ({"pad": "mirror"}, "pad"), ({"upsampler": "none"}, "upsampler"), ({"factor": 1}, "factor"),
+    ({"pad": "mirror"}, "pad"), ({"upsampler": "none"}, "upsampler"), ({"upsampler": "bilinearr"}, "upsampler"),
+    ({"upsampler": ("nearest", "cubic")}, "upsampler"), ({"factor": 1}, "factor"),
 ])
 def test_bad_fields_name_the_field(changes, field):
     with pytest.raises(ValueError, match=field):

@@ -81,6 +81,18 @@ def test_fbc_of_a_low_pass_image_falls_with_band_index():
     assert got[0] > 0.9 and got[-1] < 0.3
 
 
+@pytest.mark.parametrize("shape", [(33, 33), (32, 47), (45, 30)])
+def test_fbc_half_plane_equals_the_centred_full_plane_band_mean(shape):
+    gen = torch.Generator().manual_seed(3)
+    target = torch.rand(1, 3, *shape, generator=gen, dtype=torch.float64)
+    output = (target + 0.3 * torch.randn(2, 3, *shape, generator=gen, dtype=torch.float64)).clamp(0, 1)
+    ratio = spectral.centered_spectrum(output) / (spectral.centered_spectrum(target) + spectral.TARGET_EPS)
+    bins = spectral.radial_bins(*shape, 4)
+    full = torch.stack([ratio.clamp(0, 1)[:, bins == b].mean(1) for b in range(4)], dim=1)
+    torch.testing.assert_close(spectral.fbc(output, target, 4), full, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(spectral.FBC(target, 4)(output), full, rtol=1e-12, atol=1e-12)
+
+
 def test_fbc_is_batched_and_broadcasts_one_target():
     gen = torch.Generator().manual_seed(2)
     target = torch.rand(1, 3, 32, 32, generator=gen)

@@ -137,7 +137,7 @@ MALFORMED = [
      "objectives.peak_psnr: 'up' is invalid; allowed: maximize, minimize"),
     (('peak_psnr = "maximize"', 'best = "maximize"'), "objectives: unknown objective 'best'; allowed: peak_psnr,"),
     (('["nearest", "bilinear"]', '["nearest", "no-such-filter"]'),
-     "space.upsampler: filter: unknown name 'no-such-filter'; catalogue: L-100"),
+     "space {'upsampler': 'no-such-filter'}: arch.upsampler: 'no-such-filter' is invalid; allowed: L-100"),
     (('["nearest", "bilinear"]', '["nearest"]\nwidth = [8, 0]'),
      "arch.width: 0 is invalid; allowed: positive integers"),
     (('["nearest", "bilinear"]', '["nearest"]\nlr = { low = 0.001, high = 0.1, log = true }'),

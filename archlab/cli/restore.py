@@ -34,26 +34,32 @@ def _task_fields() -> dict[str, dataclasses.Field]:
 def register(subparsers) -> None:
     p = subparsers.add_parser("restore", help="restore an image with a controlled deep image prior",
                               description=__doc__.splitlines()[0])
-    p.add_argument("--task", default="denoise", choices=sorted(tasks.TASKS), help="inverse problem (default denoise)")
-    src = p.add_mutually_exclusive_group()
+    add_fit_arguments(p, out="restored")
+    p.add_argument("--auto-stop", action="store_true", help="stop at the blur/sharpness ratio rule (paper 000 §4.3)")
+    p.set_defaults(func=run)
+
+
+def add_fit_arguments(parser: argparse.ArgumentParser, out: str) -> None:
+    """The inputs of a restoration, shared with ``archlab spectral fbc``: task and its flags,
+    image or observation, size, architecture, fit settings, seed, device and ``-o`` (default ``out``)."""
+    parser.add_argument("--task", default="denoise", choices=sorted(tasks.TASKS), help="inverse problem (default denoise)")
+    src = parser.add_mutually_exclusive_group()
     src.add_argument("--image", default=None,
                      help=f"clean image: a file or a built-in ({', '.join(images.builtin_names())}); "
                           f"default {DEFAULT_IMAGE}")
     src.add_argument("--observed", default=None, help="an already degraded image (no PSNR is reported)")
-    p.add_argument("--size", type=int, default=128,
-                   help="resize a clean image so its longer side is SIZE pixels before degrading (0 = keep; default 128)")
-    p.add_argument("--arch", default=DEFAULT_ARCH,
-                   help=f"a preset ({', '.join(sorted(models.PRESETS))}), 'auto', or a spec .toml/.json")
-    p.add_argument("--iterations", type=int, default=500, help="maximum iterations (default 500)")
-    p.add_argument("--auto-stop", action="store_true", help="stop at the blur/sharpness ratio rule (paper 000 §4.3)")
-    p.add_argument("--lr", type=float, default=0.002, help="Adam learning rate (default 0.002)")
-    p.add_argument("--ema", type=float, default=0.99, help="weight of the output moving average (default 0.99)")
-    p.add_argument("--eval-every", type=int, default=10, help="iterations between measurements (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the degradation, the input and the weights")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("-o", "--out", default="restored", help="output folder (default ./restored)")
-    add_task_flags(p)
-    p.set_defaults(func=run)
+    parser.add_argument("--size", type=int, default=128,
+                        help="resize a clean image so its longer side is SIZE pixels before degrading (0 = keep; 128)")
+    parser.add_argument("--arch", default=DEFAULT_ARCH,
+                        help=f"a preset ({', '.join(sorted(models.PRESETS))}), 'auto', or a spec .toml/.json")
+    parser.add_argument("--iterations", type=int, default=500, help="maximum iterations (default 500)")
+    parser.add_argument("--lr", type=float, default=0.002, help="Adam learning rate (default 0.002)")
+    parser.add_argument("--ema", type=float, default=0.99, help="weight of the output moving average (default 0.99)")
+    parser.add_argument("--eval-every", type=int, default=10, help="iterations between measurements (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the degradation, the input and the weights")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("-o", "--out", default=out, help=f"output folder (default ./{out})")
+    add_task_flags(parser)
 
 
 def add_task_flags(parser) -> None:
@@ -128,7 +134,9 @@ def prepare(args, task: tasks.Task, spec: models.ArchSpec):
     return task.degrade(x, seed=args.seed), reference, notes
 
 
-def run(args) -> int:
+def setup(args) -> tuple[tasks.Task, models.ArchSpec, torch.Tensor, torch.Tensor | None, list[str]]:
+    """Task, architecture (``--arch auto`` recommends one from the observation), observation,
+    reference and notes from the arguments of :func:`add_fit_arguments`."""
     task = make_task(args)
     if args.iterations < 1:
         raise ValueError(f"--iterations: {args.iterations} must be ≥ 1")
@@ -140,6 +148,11 @@ def run(args) -> int:
         notes.append(f"--arch auto: width {advice.width} (p = {advice.probabilities[advice.width]:.2f}) from the "
                      f"texture of the observation (score {advice.texture_score:.2f}, "
                      f"noise σ ≈ {advice.noise_sigma * 255:.1f}/255 discounted)")
+    return task, spec, y, reference, notes
+
+
+def run(args) -> int:
+    task, spec, y, reference, notes = setup(args)
     out = Path(args.out)
     result = fit(spec, task, y, iterations=args.iterations, lr=args.lr, ema=args.ema, seed=args.seed,
                  device=args.device, eval_every=args.eval_every, reference=reference,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from archlab import experiments, figures, images, models, spectral, tasks
+from archlab import experiments, figures, images, spectral
 from archlab.cli import restore
 from archlab.fit import fit
 
@@ -29,7 +29,8 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="spectral_command", required=True, metavar="SUBCOMMAND")
 
     fbc = sub.add_parser("fbc", help="fit like `restore` and plot FBC per band and PSNR (paper 000 Fig. 3)")
-    _add_fit_arguments(fbc)
+    restore.add_fit_arguments(fbc, out="fbc")
+    fbc.add_argument("--bands", type=int, default=5, help="FBC bands (default 5)")
     fbc.set_defaults(func=run_fbc)
 
     psd = sub.add_parser("psd", help="radial power spectra of images on one log-log plot (paper 004 Fig. 2)")
@@ -82,32 +83,9 @@ def _add_common(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("-o", "--out", default=name, help=f"output folder (default ./{name})")
 
 
-def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
-    """The inputs of ``archlab restore`` (task and its parameters, image, arch, fit settings)."""
-    parser.add_argument("--task", default="denoise", choices=sorted(tasks.TASKS), help="inverse problem (denoise)")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--image", default=None, help="clean image: a file or a built-in "
-                        f"({', '.join(images.builtin_names())}); default {restore.DEFAULT_IMAGE}")
-    source.add_argument("--observed", default=None, help="an already degraded image (no PSNR)")
-    parser.add_argument("--size", type=int, default=128, help="resize the clean image's longer side (0 = keep; 128)")
-    parser.add_argument("--arch", default=restore.DEFAULT_ARCH, help="a preset or a spec .toml/.json")
-    parser.add_argument("--iterations", type=int, default=1500, help="iterations (default 1500)")
-    parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
-    parser.add_argument("--ema", type=float, default=0.99, help="weight of the output moving average (0.99)")
-    parser.add_argument("--eval-every", type=int, default=10, help="iterations between measurements (default 10)")
-    parser.add_argument("--bands", type=int, default=5, help="FBC bands (default 5)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the degradation, the input and the weights")
-    _add_common(parser, "fbc")
-    restore.add_task_flags(parser)
-
-
 def run_fbc(args: argparse.Namespace) -> int:
     """Fit, then write ``fbc.png`` (FBC bands and PSNR, peak marked), ``history.csv`` and ``summary.json``."""
-    if args.iterations < 1:
-        raise ValueError(f"--iterations: {args.iterations} must be ≥ 1")
-    task = restore.make_task(args)
-    spec = models.load_spec(args.arch)
-    observation, reference, notes = restore.prepare(args, task, spec)
+    task, spec, observation, reference, notes = restore.setup(args)
     result = fit(spec, task, observation, iterations=args.iterations, lr=args.lr, ema=args.ema, seed=args.seed,
                  device=args.device, eval_every=args.eval_every, reference=reference, fbc_bands=args.bands)
     out = Path(args.out)

@@ -259,7 +259,7 @@ class _Objective:
         for step, obs in enumerate(self.data):
             for seed in self.spec.seeds:
                 result = fit(arch, obs.task, obs.y, reference=obs.reference, seed=seed, device=self.device,
-                             progress=False, **settings)
+                             degradation_seed=self.spec.degradation_seed, progress=False, **settings)
                 rows.append(_results(result, obs, seed))
                 curves.append({"task": obs.task_label, "image": obs.image, "seed": seed,
                                **_compact(result.history, self.spec.curve_points)})
