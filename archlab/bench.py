@@ -11,12 +11,16 @@ machine whose load changes slows them alike), and returns a table of medians:
   seconds per iteration, PSNR after N iterations, achieved GFLOP/s and the fraction of the
   machine's measured matmul peak (a roofline fraction);
 * :func:`bench_many` - :func:`archlab.engine.fit_many` of K runs against K sequential fits;
-* :func:`bench_monitors` - what a fit's measurements cost: the on-device monitor every
-  ``eval_every`` iterations against the papers' per-step host copy and NumPy PSNR.
+* :func:`bench_monitors` - the on-device monitors of a fit (Crete blur, MLV sharpness, FBC, two PSNRs)
+  against paper 000's per-iteration NumPy/SciPy code for the same metrics and against tuned NumPy
+  forms of archlab's definitions, on one 512×512 RGB image (issue 5 bar: ≥ 20× the papers' code).
+
+The share of a whole fit's time its evaluations take is :func:`archlab.experiments.monitor_overhead`.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
@@ -27,12 +31,15 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from scipy.signal import convolve2d
+from skimage.color import rgb2gray
+from skimage.measure import blur_effect as skimage_blur_effect
 from skimage.metrics import peak_signal_noise_ratio
 from torch.utils.flop_counter import FlopCounterMode
 
-from archlab import filters, images, layers, models, tasks
+from archlab import filters, images, layers, metrics, models, spectral, stopping, tasks
 from archlab.engine import engine_settings, fit_many
-from archlab.fit import _Monitor, fit, resolve_device
+from archlab.fit import fit, resolve_device
 
 DIP_CONFIGS = (("ulyanov-dip", 128), ("faster-dip-64", 256))
 
@@ -300,46 +307,240 @@ def bench_many(spec: models.ArchSpec | str = "controlled-64", size: int = 64, ks
     return pd.DataFrame(rows)
 
 
-def bench_monitors(spec: models.ArchSpec | str = "controlled-64", sizes=(64, 128, 256), repeats: int = 20,
-                   eval_every: int = 10, device: str | torch.device = "auto") -> pd.DataFrame:
-    """What measuring a fit costs per iteration, against one training step.
+#: The metrics every side of :func:`bench_monitors` computes, in the order paper 000's loop computes them.
+MONITOR_METRICS = ("psnr", "fbc", "blur", "sharpness")
 
-    ``monitor_ms``: archlab's evaluation (loss, PSNR and SSIM of the output and its EMA,
-    blur/sharpness ratio, FBC - :class:`archlab.fit._Monitor` - and its one host transfer);
-    ``host_metrics_ms``: the papers' per-step host copy of the output and of its average and
-    three NumPy PSNRs; ``step_ms``: one fp32 forward + backward + Adam step of ``spec``.
-    ``monitor_per_it_ms`` = ``monitor_ms`` / ``eval_every``.
+
+def _papers_grey(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) → (H, W) by ``skimage.color.rgb2gray`` (BT.709 weights), as paper 000's code; grey passes."""
+    return rgb2gray(image) if image.ndim == 3 else image
+
+
+def _papers_fbc(output: np.ndarray, target: np.ndarray, bands: int = 5) -> list[float]:
+    """Paper 000's per-iteration FBC (``get_circular_statastic``) restated: (H, W, 3) or (H, W) arrays.
+
+    Full complex ``fft2`` and ``fftshift`` of both grey images, the magnitude ratio clipped to [0, 1],
+    and ``bands`` rings of radius ``(W // 2) · k / bands`` around the centre, their integer masks rebuilt
+    from ``np.ogrid`` on every call; each band's value is the masked sum over the mask's count.
     """
+    magnitudes = [np.abs(np.fft.fftshift(np.fft.fft2(_papers_grey(a)))) for a in (output, target)]
+    ratio = np.clip(magnitudes[0] / (magnitudes[1] + spectral.TARGET_EPS), 0.0, 1.0)
+    h, w = ratio.shape
+    rows, cols = np.ogrid[:h, :w]
+    distance = np.sqrt((cols - w // 2) ** 2 + (rows - h // 2) ** 2)
+    inside = np.zeros((h, w))
+    values = []
+    for fraction in np.linspace(1 / bands, 1, bands):
+        disc = (distance <= (w // 2) * fraction).astype(np.int32)
+        ring = (disc - inside).astype(np.int32)
+        inside = disc
+        values.append(np.sum(ring * ratio) / np.sum(ring))
+    return values
+
+
+def _papers_blur(image: np.ndarray, size: int = 9) -> float:
+    """Paper 000's Crete blur (``PerceptualBlurMetric``, filter size 9) restated on an (H, W, 3) array.
+
+    The grey image is re-blurred along each axis by a zero-padded ``scipy.signal.convolve2d`` with a
+    1×``size`` (then ``size``×1) box, ``'same'``; image and re-blurred images are cropped to
+    ``[ceil(size/2) : H − size//2]`` on both axes; absolute ``[1, −1]`` differences along the blur's axis
+    (``'same'``, cropped by one pixel all round) give D of the image and D_b of its re-blurred form, and
+    with V = max(D − D_b, 0) the blur per axis is (ΣD − ΣV) / ΣD; the result is the larger of the two.
+    """
+    grey = _papers_grey(image)
+    box = np.full((1, size), 1.0 / size)
+    first, last = math.ceil(size / 2), size // 2
+    crop = (slice(first, grey.shape[0] - last), slice(first, grey.shape[1] - last))
+    difference = np.array([[1.0, -1.0]])
+    per_axis = []
+    for kernel, step in ((box, difference), (box.T, difference.T)):
+        reblurred = convolve2d(grey, kernel, "same")[crop]
+        sharp = np.abs(convolve2d(grey[crop], step, "same"))[1:-1, 1:-1]
+        blurred = np.abs(convolve2d(reblurred, step, "same"))[1:-1, 1:-1]
+        variation = np.maximum(sharp - blurred, 0.0)
+        per_axis.append((sharp.sum() - variation.sum()) / sharp.sum())
+    return float(max(per_axis))
+
+
+def _papers_mlv_sharpness(image: np.ndarray, top: int = stopping.DEFAULT_TOP,
+                          decay: float = stopping.DEFAULT_DECAY) -> float:
+    """Paper 000's MLV sharpness (``MLVMap`` + ``MLVSharpnessMeasure``) restated on an (H, W, 3) array.
+
+    The map is taken on the grey interior ``g[2:H−1, 2:W−1]``: at each pixel the largest signed difference
+    (neighbour − centre) over its 8 neighbours, neighbours outside that interior counting as 0 (the
+    code's zero-filled shifted copies). All values are ranked by a full Python
+    ``sorted(values.tolist(), reverse=True)``; as in the code the largest is dropped, the rest weighted
+    by ``exp(−decay · i)``, i = 1, 2, …, the first weighted value dropped, the next ``top − 1`` kept, and
+    their root mean square returned.
+    """
+    core = _papers_grey(image)[2:-1, 2:-1].astype(np.float64)  # the code's shifted copies are float64 zeros
+    h, w = core.shape
+    padded = np.pad(core, 1)
+    variation = np.full(core.shape, -np.inf)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                variation = np.maximum(variation, padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] - core)
+    ranked = sorted(variation.reshape(-1).tolist(), reverse=True)
+    weighted = np.array(ranked[1:]) * np.exp(-decay * np.arange(1, len(ranked)))
+    kept = weighted[1:top]
+    return float(np.sqrt(np.mean(kept**2)))
+
+
+def _numpy_fbc(output: np.ndarray, target: np.ndarray, bands: int) -> np.ndarray:
+    """:func:`archlab.spectral.fbc`'s definition in NumPy (BT.601 luma, float64), rings rebuilt on every call."""
+    luma = np.array(images.LUMA)
+    ratio = (np.abs(np.fft.fftshift(np.fft.fft2(output @ luma)))
+             / (np.abs(np.fft.fftshift(np.fft.fft2(target @ luma))) + spectral.TARGET_EPS))
+    ratio = np.clip(ratio, 0.0, 1.0)
+    h, w = ratio.shape
+    y, x = np.ogrid[:h, :w]
+    distance = np.sqrt((x - w // 2) ** 2 + (y - h // 2) ** 2)
+    inner = np.zeros((h, w), dtype=bool)
+    means = []
+    for fraction in np.linspace(1 / bands, 1, bands):
+        disc = distance <= (w // 2) * fraction
+        means.append(ratio[disc & ~inner].mean())
+        inner = disc
+    return np.array(means)
+
+
+def _numpy_mlv_sharpness(image: np.ndarray) -> float:
+    """:func:`archlab.stopping.mlv_sharpness`'s definition (absolute differences, BT.601 luma) by a full ``np.sort``."""
+    grey = image @ np.array(images.LUMA)
+    h, w = grey.shape
+    centre = grey[1:-1, 1:-1]
+    variation = np.zeros_like(centre)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                variation = np.maximum(variation, np.abs(grey[1 + dy:h - 1 + dy, 1 + dx:w - 1 + dx] - centre))
+    ranked = np.sort(variation, axis=None)[::-1][:stopping.DEFAULT_TOP]
+    weighted = ranked * np.exp(-stopping.DEFAULT_DECAY * np.arange(1, ranked.size + 1))
+    return float(np.sqrt(np.mean(weighted**2)))
+
+
+def _numpy_psnr(output: np.ndarray, target: np.ndarray) -> float:
+    return float(10 * np.log10(1.0 / np.mean((output - target) ** 2)))
+
+
+def _papers_monitors(output: torch.Tensor, observation: torch.Tensor, clean: torch.Tensor):
+    """Paper 000's per-iteration measurements (``code/denoising.py``'s closure) restated.
+
+    Returns ``(iteration, parts)``: ``iteration()`` does what one iteration of that loop does - two PSNRs
+    of ``out.detach().cpu().numpy()[0]`` (each with its own host copy) against the noisy and the clean
+    image by ``skimage.metrics.peak_signal_noise_ratio``, a third host copy transposed to (H, W, 3), and
+    on it the FBC against the noisy image, the blur and the sharpness; ``parts`` times the same pieces one
+    by one (``copy`` = the third host copy; the others start from one made in advance).
+    """
+    noisy_chw, clean_chw = observation[0].cpu().numpy(), clean[0].cpu().numpy()  # made once, as the code's
+
+    def host() -> np.ndarray:
+        return output.detach().cpu().numpy()[0]
+
+    def psnrs() -> tuple[float, float]:
+        # The code passes no data_range: for float images in [0, 1] scikit-image infers 1.
+        return peak_signal_noise_ratio(noisy_chw, host()), peak_signal_noise_ratio(clean_chw, host())
+
+    def iteration() -> tuple:
+        psnr_noisy, psnr_clean = psnrs()
+        image = host().transpose(1, 2, 0)
+        fbc = _papers_fbc(image, noisy_chw.transpose(1, 2, 0))
+        return psnr_noisy, psnr_clean, fbc, _papers_blur(image), _papers_mlv_sharpness(image)
+
+    image = host().transpose(1, 2, 0).copy()
+    parts = {"psnr": psnrs, "copy": lambda: host().transpose(1, 2, 0),
+             "fbc": lambda: _papers_fbc(image, noisy_chw.transpose(1, 2, 0)),
+             "blur": lambda: _papers_blur(image), "sharpness": lambda: _papers_mlv_sharpness(image)}
+    return iteration, parts
+
+
+def _numpy_monitors(output: np.ndarray, observation: np.ndarray, clean: np.ndarray) -> dict:
+    """archlab's definitions of the metrics in tuned NumPy/scikit-image on (H, W, 3) float64 arrays, as thunks."""
+    return {
+        "psnr": lambda: np.array([_numpy_psnr(output, observation), _numpy_psnr(output, clean)]),
+        "fbc": lambda: _numpy_fbc(output, observation, 5),
+        "blur": lambda: skimage_blur_effect(output, h_size=stopping.DEFAULT_H_SIZE, channel_axis=-1),
+        "sharpness": lambda: _numpy_mlv_sharpness(output),
+    }
+
+
+def _torch_monitors(output: torch.Tensor, observation: torch.Tensor, clean: torch.Tensor) -> dict:
+    """archlab's on-device monitors as a fit runs them (the FBC's target spectrum computed once), as thunks."""
+    fbc = spectral.FBC(observation, 5)  # against the observation, as the fit's monitor and paper 000's loop
+    return {
+        "psnr": lambda: torch.cat([metrics.psnr(output, observation), metrics.psnr(output, clean)]),
+        "fbc": lambda: fbc(output)[0],
+        "blur": lambda: stopping.blur_effect(output),
+        "sharpness": lambda: stopping.mlv_sharpness(output),
+    }
+
+
+def bench_monitors(size: int = 512, repeats: int = 7, sigma: float = 25.0, seed: int = 0,
+                   device: str | torch.device = "auto") -> dict:
+    """A fit's on-device monitors against paper 000's per-iteration NumPy/SciPy code and tuned NumPy.
+
+    One RGB image, scikit-image's astronaut resized to ``size`` x ``size``, with Gaussian noise ``sigma``
+    (seed ``seed``) stands for the network's output and a second noisy draw (seed ``seed + 1``) for the
+    observation, the target of the FBC and of the first PSNR; the clean image is that of the second. Three sides, in one process:
+
+    * ``papers`` - a restatement of what paper 000's reference code (``code/denoising.py`` with
+      ``code/utils/measure_utils.py``) computes at every iteration, starting from the output tensor on
+      ``device``: ``out.detach().cpu().numpy()`` host copies, two ``skimage.metrics.peak_signal_noise_ratio``
+      (against the noisy and the clean image), the FBC by ``np.fft.fft2`` + ``fftshift`` of the
+      ``rgb2gray`` images with five ring masks rebuilt from ``np.ogrid`` per call, the Crete blur by
+      ``scipy.signal.convolve2d`` with a 1×9 / 9×1 box and ``[1, −1]`` differences, and the MLV sharpness
+      by a full Python ``sorted`` of the map (:func:`_papers_monitors`);
+    * ``numpy`` - archlab's definitions of the same metrics in tuned NumPy on float64 host arrays:
+      ``skimage.measure.blur_effect`` (h_size 9), the MLV sharpness by ``np.sort``, the FBC by ``np.fft``
+      with boolean rings, two PSNRs by ``np.mean``;
+    * ``torch`` - archlab's monitors as :func:`archlab.fit.fit` runs them on ``device``:
+      :func:`archlab.stopping.blur_effect`, :func:`archlab.stopping.mlv_sharpness`,
+      :class:`archlab.spectral.FBC` (built once before timing, as a fit's monitor builds it once per fit)
+      and :func:`archlab.metrics.psnr` against the noisy and the clean image.
+
+    The three sides run interleaved (:func:`interleaved`), one warm-up round, then ``repeats`` rounds;
+    the metrics are then timed one by one in the same way.
+
+    Returns
+    -------
+    dict
+        ``papers_s``, ``numpy_s``, ``torch_s``: median seconds of all the side's metrics;
+        ``<side>_<metric>_s`` for the metrics ``psnr`` (both), ``fbc``, ``blur``, ``sharpness`` (and
+        ``papers_copy_s``, the code's third host copy); ``ratio`` = papers_s / torch_s (issue 5 bar: ≥ 20
+        at 512 x 512); ``ratio_numpy`` = numpy_s / torch_s; ``max_rel_diff``: the largest relative
+        disagreement between the numpy and torch values (the papers' code differs in definition: grey
+        weights, borders, signed differences); ``size``, ``repeats``, ``device``, ``threads``.
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 16:
+        raise ValueError(f"size: expected an integer >= 16, got {size!r}")
     device = resolve_device(device)
-    rows = []
-    for size in sizes:
-        clean, noisy = denoising_pair("astronaut", size)
-        net, z = models.build(spec, 3, (size, size))
-        net, z, y, x = net.to(device), z.to(device), noisy.to(device), clean.to(device)
-        optimiser = torch.optim.Adam(net.parameters(), lr=0.01)
-        out = net(z).detach()
-        monitor = _Monitor(x, y, 5)
-        noisy_np, clean_np = noisy[0].numpy(), clean[0].numpy()
+    clean = images.resize(images.load("astronaut"), size=(size, size))
+    task = tasks.Denoise(sigma=sigma)
+    noisy, observation = task.degrade(clean, seed=seed), task.degrade(clean, seed=seed + 1)
 
-        def step():
-            optimiser.zero_grad()
-            F.mse_loss(net(z), y).backward()
-            optimiser.step()
+    def host(x: torch.Tensor) -> np.ndarray:
+        return images.to_numpy(x).astype(np.float64)
 
-        def measure():
-            with torch.no_grad():
-                monitor.measure(0, 0.0, F.mse_loss(out, y), out, out, out).tolist()
-            monitor.drop_last()
-
-        def host_metrics():
-            out_np = out.detach().cpu().numpy()[0]
-            peak_signal_noise_ratio(noisy_np, out_np, data_range=1.0)
-            peak_signal_noise_ratio(clean_np, out_np, data_range=1.0)
-            peak_signal_noise_ratio(clean_np, out.detach().cpu().numpy()[0], data_range=1.0)
-
-        times = interleaved({"step": step, "monitor": measure, "host": host_metrics}, repeats, device)
-        ms = {name: 1e3 * float(np.median(t)) for name, t in times.items()}
-        rows.append({"arch": _label(spec), "size": f"{size}x{size}", "step_ms": ms["step"], "monitor_ms": ms["monitor"],
-                     "monitor_per_it_ms": ms["monitor"] / eval_every, "host_metrics_ms": ms["host"],
-                     "monitor_share": ms["monitor"] / eval_every / ms["step"], "host_share": ms["host"] / ms["step"]})
-    return pd.DataFrame(rows)
+    papers_iteration, papers_parts = _papers_monitors(noisy.to(device), observation, clean)
+    numpy_parts = _numpy_monitors(host(noisy), host(observation), host(clean))
+    torch_parts = _torch_monitors(noisy.to(device), observation.to(device), clean.to(device))
+    sides = {"papers": papers_iteration,
+             "numpy": lambda: [part() for part in numpy_parts.values()],
+             "torch": lambda: [part() for part in torch_parts.values()]}
+    totals = interleaved(sides, repeats, device)
+    result = {f"{side}_s": float(np.median(t)) for side, t in totals.items()}
+    result["ratio"] = result["papers_s"] / result["torch_s"]
+    result["ratio_numpy"] = result["numpy_s"] / result["torch_s"]
+    parts = {f"{side}_{name}": part for side, side_parts in
+             (("papers", papers_parts), ("numpy", numpy_parts), ("torch", torch_parts))
+             for name, part in side_parts.items()}
+    result.update({f"{name}_s": float(np.median(t)) for name, t in interleaved(parts, repeats, device).items()})
+    differences = []
+    for name in MONITOR_METRICS:
+        expected = np.atleast_1d(numpy_parts[name]()).astype(np.float64)
+        measured = torch_parts[name]().double().cpu().numpy().ravel()
+        differences.append(np.max(np.abs(measured - expected) / np.maximum(np.abs(expected), 1e-12)))
+    result["max_rel_diff"] = float(max(differences))
+    result.update(size=size, repeats=repeats, device=str(device), threads=torch.get_num_threads())
+    return result

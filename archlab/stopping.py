@@ -13,6 +13,7 @@ except :class:`DivergenceGuard`, which takes the scalar loss at evaluation point
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
@@ -55,11 +56,16 @@ def _check_positive_int(value, name: str) -> int:
     return value
 
 
+@functools.lru_cache(maxsize=16)
+def _weights(weights: tuple[float, float, float], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.tensor(weights, device=device, dtype=dtype)
+
+
 def _grey(x: torch.Tensor, weights: tuple[float, float, float]) -> torch.Tensor:
-    """(N, 1, H, W) weighted sum of RGB; Python-scalar weights avoid a host-to-device copy."""
+    """(N, 1, H, W) weighted sum of RGB, one contraction over the channels (weights cached per device)."""
     if x.shape[1] == 1:
         return x
-    return weights[0] * x[:, 0:1] + weights[1] * x[:, 1:2] + weights[2] * x[:, 2:3]
+    return torch.einsum("nchw,c->nhw", x, _weights(weights, x.device, x.dtype)).unsqueeze(1)
 
 
 def _symmetric_pad(x: torch.Tensor, dim: int, before: int, after: int) -> torch.Tensor:
@@ -70,29 +76,25 @@ def _symmetric_pad(x: torch.Tensor, dim: int, before: int, after: int) -> torch.
     return x.index_select(dim, index)
 
 
-def _box_blur(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
-    """``scipy.ndimage.uniform_filter1d(x, size, axis=dim, mode="reflect")`` on (N, 1, H, W)."""
-    # A sum of shifted views: one vectorised add per tap, where a 1-channel avg_pool2d
-    # runs a scalar loop on CPU (5-10x slower at 512x512).
-    padded = _symmetric_pad(x, dim, size // 2, size - 1 - size // 2)
-    n = x.shape[dim]
-    total = padded.narrow(dim, 0, n).clone()
+def _box_blur_rows(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``scipy.ndimage.uniform_filter1d(x, size, axis=-2, mode="reflect")`` on (N, 1, H, W): a sum of
+    shifted row blocks, one contiguous vectorised add per tap (a 1-channel ``avg_pool2d`` runs a scalar
+    loop on CPU, 5-10x slower at 512x512)."""
+    padded = _symmetric_pad(x, 2, size // 2, size - 1 - size // 2)
+    n = x.shape[2]
+    total = padded[:, :, :n].clone()
     for shift in range(1, size):
-        total.add_(padded.narrow(dim, shift, n))
+        total.add_(padded[:, :, shift : shift + n])
     return total / size
 
 
-def _sobel_abs(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """|``skimage.filters.sobel(x, axis=dim)``|: [1, 0, −1] along ``dim``, [1, 2, 1]/4 across, reflect border."""
+def _sobel_rows_abs(x: torch.Tensor) -> torch.Tensor:
+    """|``skimage.filters.sobel(x, axis=-2)``|: [1, 0, −1] down the rows, [1, 2, 1]/4 along them, reflect border."""
     # SciPy's reflect border repeats the edge pixel, which for a one-pixel pad is torch's replicate.
     p = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    if dim == 2:
-        d = p[:, :, 2:, :] - p[:, :, :-2, :]
-        s = d[..., :-2] + 2 * d[..., 1:-1] + d[..., 2:]
-    else:
-        d = p[..., 2:] - p[..., :-2]
-        s = d[:, :, :-2] + 2 * d[:, :, 1:-1] + d[:, :, 2:]
-    return s.abs() / 4
+    d = p[:, :, 2:, :] - p[:, :, :-2, :]
+    s = d[..., :-2] + d[..., 2:]
+    return s.add_(d[..., 1:-1], alpha=2).abs_().div_(4)
 
 
 def blur_effect(x: torch.Tensor, h_size: int = DEFAULT_H_SIZE) -> torch.Tensor:
@@ -128,12 +130,13 @@ def blur_effect(x: torch.Tensor, h_size: int = DEFAULT_H_SIZE) -> torch.Tensor:
     _check_image(x, "blur_effect", 4)
     _check_positive_int(h_size, "blur_effect: h_size")
     grey = _grey(x, _BT709)
-    height, width = grey.shape[-2:]
     per_axis = []
-    for dim in (2, 3):
-        sharp = _sobel_abs(grey, dim).clamp_min(_EPSILON)
-        blurred = _sobel_abs(_box_blur(grey, h_size, dim), dim).clamp_min(_EPSILON)
-        variation = (sharp - blurred).clamp_min(0)
+    # Axis W is axis H of the transposed image: every pass then runs over contiguous rows.
+    for image in (grey, grey.transpose(-1, -2).contiguous()):
+        height, width = image.shape[-2:]
+        sharp = _sobel_rows_abs(image).clamp_min_(_EPSILON)
+        blurred = _sobel_rows_abs(_box_blur_rows(image, h_size)).clamp_min_(_EPSILON)
+        variation = (sharp - blurred).clamp_min_(0)
         m1 = sharp[..., 2 : height - 1, 2 : width - 1].sum((1, 2, 3), dtype=torch.float64)
         m2 = variation[..., 2 : height - 1, 2 : width - 1].sum((1, 2, 3), dtype=torch.float64)
         per_axis.append((m1 - m2).abs() / m1)
@@ -155,15 +158,15 @@ def mlv_map(x: torch.Tensor) -> torch.Tensor:
     """
     _check_image(x, "mlv_map", 3)
     grey = _grey(x, LUMA)[:, 0]
-    height, width = grey.shape[-2:]
+    # max |x_nb − x_c| over the 3×3 block = max(max_block − x_c, x_c − min_block), the block's
+    # max and min taken separably (rows of three, then three rows).
+    triples = (grey[:, :, :-2], grey[:, :, 1:-1], grey[:, :, 2:])
+    row_max = torch.maximum(torch.maximum(*triples[:2]), triples[2])
+    row_min = torch.minimum(torch.minimum(*triples[:2]), triples[2])
+    block_max = torch.maximum(torch.maximum(row_max[:, :-2], row_max[:, 1:-1]), row_max[:, 2:])
+    block_min = torch.minimum(torch.minimum(row_min[:, :-2], row_min[:, 1:-1]), row_min[:, 2:])
     centre = grey[:, 1:-1, 1:-1]
-    result = torch.zeros_like(centre)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy or dx:
-                neighbour = grey[:, 1 + dy : height - 1 + dy, 1 + dx : width - 1 + dx]
-                result = torch.maximum(result, (neighbour - centre).abs())
-    return result
+    return torch.maximum(block_max - centre, centre - block_min)
 
 
 def mlv_sharpness(x: torch.Tensor, top: int = DEFAULT_TOP, decay: float = DEFAULT_DECAY) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from skimage.metrics import peak_signal_noise_ratio
 
-from archlab import bench, layers, models
+from archlab import bench, images, layers, models, spectral, stopping
 from archlab.cli import main
 
 TINY = models.ArchSpec(kind="hourglass", depth=2, width=8, skip=2, lipschitz=2.0, norm="mean_only")
@@ -89,14 +89,67 @@ def test_bench_dip_row():
     assert 0 < row["reference_roofline"] and 0 < row["fast_roofline"]
 
 
-def test_bench_many_and_monitors_tables():
+def test_bench_many_table():
     many = bench.bench_many(TINY, size=16, ks=(1, 2), iterations=8, eval_every=4, device="cpu")
     assert list(many["K"]) == [1, 2]
     assert (many["batched_it_per_s"] > 0).all() and (many["sequential_it_per_s"] > 0).all()
     assert (many["batched_engine"] == many["sequential_engine"].str.split("+").str[0]).all()  # same precision
-    monitors = bench.bench_monitors(TINY, sizes=(16,), repeats=2, device="cpu")
-    row = monitors.iloc[0]
-    assert row["step_ms"] > 0 and math.isclose(row["monitor_per_it_ms"], row["monitor_ms"] / 10)
+
+
+def test_bench_monitors_sides_agree_and_report_ratio():
+    result = bench.bench_monitors(size=64, repeats=1, device="cpu")
+    assert result["ratio"] == pytest.approx(result["papers_s"] / result["torch_s"])
+    assert result["ratio_numpy"] == pytest.approx(result["numpy_s"] / result["torch_s"])
+    assert result["max_rel_diff"] < 1e-4
+    for side in ("papers", "numpy", "torch"):
+        assert result[f"{side}_s"] > 0
+        assert all(result[f"{side}_{m}_s"] > 0 for m in ("psnr", "fbc", "blur", "sharpness"))
+    assert result["papers_copy_s"] > 0
+    assert (result["size"], result["repeats"], result["device"]) == (64, 1, "cpu")
+    assert result["threads"] == torch.get_num_threads()
+    with pytest.raises(ValueError, match="size"):
+        bench.bench_monitors(size=8, repeats=1, device="cpu")
+
+
+def test_numpy_fbc_matches_torch_fbc():
+    rng = np.random.default_rng(1)
+    target = rng.random((32, 32, 3))
+    output = np.clip(target + 0.2 * rng.standard_normal(target.shape), 0, 1)
+    torch_fbc = spectral.fbc(torch.from_numpy(output).permute(2, 0, 1)[None].float(),
+                             torch.from_numpy(target).permute(2, 0, 1)[None].float())
+    np.testing.assert_allclose(bench._numpy_fbc(output, target, 5), torch_fbc[0].numpy(), rtol=1e-4)
+
+
+def test_papers_fbc_is_the_fbc_with_rgb2gray_weights():
+    # The papers' FBC differs from archlab's only in the grey weights: on grey images they agree.
+    rng = np.random.default_rng(2)
+    target = rng.random((32, 32))
+    output = np.clip(target + 0.2 * rng.standard_normal(target.shape), 0, 1)
+    torch_fbc = spectral.fbc(torch.from_numpy(output)[None, None].float(), torch.from_numpy(target)[None, None].float())
+    np.testing.assert_allclose(bench._papers_fbc(output, target, 5), torch_fbc[0].numpy(), rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["astronaut", "camera"])
+def test_papers_blur_and_sharpness_track_archlabs(name):
+    # Different borders, grey weights, [1, -1] vs Sobel differences and signed vs absolute variations:
+    # the values are close, not equal, and order a sharp and a blurred image alike.
+    from scipy.ndimage import gaussian_filter
+
+    sharp = images.to_numpy(images.resize(images.load(name), size=(64, 64)))
+    sharp = np.repeat(sharp[..., None], 3, axis=-1) if sharp.ndim == 2 else sharp
+    blurred = gaussian_filter(sharp, sigma=(1.5, 1.5, 0))
+    values = {}
+    for label, image in (("sharp", sharp), ("blurred", blurred)):
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+        values[label] = (bench._papers_blur(image), float(stopping.blur_effect(tensor)[0]),
+                         bench._papers_mlv_sharpness(image), float(stopping.mlv_sharpness(tensor)[0]))
+        papers_blur, blur, papers_sharpness, sharpness = values[label]
+        assert papers_blur == pytest.approx(blur, abs=0.15)
+        assert papers_sharpness == pytest.approx(sharpness, rel=0.25)
+    for i in (0, 1):
+        assert values["blurred"][i] > values["sharp"][i] + 0.1
+    for i in (2, 3):
+        assert values["blurred"][i] < values["sharp"][i] / 2
 
 
 def test_cli_bench_writes_csv(tmp_path, capsys):
@@ -114,3 +167,23 @@ def test_cli_bench_bad_input(capsys):
     assert main(["bench", "dip", "--config", "ulyanov-dip"]) == 2
     assert "PRESET:SIZE" in capsys.readouterr().err
     assert main(["bench", "upsample", "--threads", "0"]) == 2
+
+
+def test_cli_bench_monitors_and_overhead_write_csv(tmp_path, capsys):
+    out = tmp_path / "monitors.csv"
+    assert main(["bench", "monitors", "--size", "32", "--repeats", "1", "--threads", "1", "--device", "cpu",
+                 "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "papers_s" in printed and "bar (issue 5): ratio ≥ 20" in printed and "conditions: device=cpu" in printed
+    row = pd.read_csv(out).iloc[0]
+    assert row["size"] == 32 and row["ratio"] == pytest.approx(row["papers_s"] / row["torch_s"])
+    out = tmp_path / "overhead.csv"
+    assert main(["bench", "overhead", "--arch", "faster-dip-32", "--size", "32", "--iterations", "4",
+                 "--eval-every", "2", "--repeats", "1", "--threads", "1", "--device", "cpu", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "overhead" in printed and "≤ 0.10" in printed
+    row = pd.read_csv(out).iloc[0]
+    assert row["evaluations"] == 2 and row["iterations"] == 4 and row["fit_s"] > 0
+    assert row["overhead"] == pytest.approx((row["fit_s"] - row["plain_s"]) / row["fit_s"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["monitors.csv", "overhead.csv"]
+    assert main(["bench", "overhead", "--iterations", "1"]) == 2

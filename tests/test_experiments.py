@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from archlab import experiments, figures, models, spectral
+from archlab import experiments, figures, models
 from archlab.cli import main
 
 TINY_HOURGLASS = models.ArchSpec(kind="hourglass", depth=1, width=8, skip=2, upsampler="bilinear")
@@ -118,25 +118,6 @@ def test_lipschitz_fbc_records_fbc_per_lambda_and_small_lambda_fits_less(tmp_pat
     assert {f"fbc_{i}" for i in range(5)} <= set(histories.columns)
     table = experiments.lipschitz_summary(histories).set_index("lipschitz")
     assert table.loc[0.3, "fbc_4"] < table.loc[8.0, "fbc_4"]
-
-
-# -- monitors ---------------------------------------------------------------------------------------------------
-
-def test_bench_monitors_sides_agree_and_report_ratio():
-    result = experiments.bench_monitors(size=64, repeats=1, device="cpu")
-    assert result["ratio"] == pytest.approx(result["numpy_s"] / result["torch_s"])
-    assert result["max_rel_diff"] < 1e-4
-    for side in ("numpy", "torch"):
-        assert all(result[f"{side}_{m}_s"] > 0 for m in ("blur", "sharpness", "fbc", "psnr"))
-
-
-def test_numpy_fbc_matches_torch_fbc():
-    rng = np.random.default_rng(1)
-    target = rng.random((32, 32, 3))
-    output = np.clip(target + 0.2 * rng.standard_normal(target.shape), 0, 1)
-    torch_fbc = spectral.fbc(torch.from_numpy(output).permute(2, 0, 1)[None].float(),
-                             torch.from_numpy(target).permute(2, 0, 1)[None].float())
-    np.testing.assert_allclose(experiments._numpy_fbc(output, target, 5), torch_fbc[0].numpy(), rtol=1e-4)
 
 
 # -- figures and tables -----------------------------------------------------------------------------------------

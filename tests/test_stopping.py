@@ -268,3 +268,9 @@ def test_no_host_synchronisation_on_cuda():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert flags.device.type == "cuda" and flags.all()
+
+
+def test_mlv_sharpness_of_a_large_image_matches_numpy():
+    grey = RNG.random((130, 140))
+    expected = numpy_mlv_sharpness(grey, 1000, 0.01)
+    assert mlv_sharpness(torch.from_numpy(grey)[None, None]).item() == pytest.approx(expected, rel=1e-12)
