@@ -10,7 +10,7 @@ machine whose load changes slows them alike), and returns a table of medians:
   :func:`archlab.fit.fit` with its fast settings and with the fp32 reference settings:
   seconds per iteration, PSNR after N iterations, achieved GFLOP/s and the fraction of the
   machine's measured matmul peak (a roofline fraction);
-* :func:`bench_many` - :func:`archlab.engine.fit_many` of K runs against K sequential fits;
+* :func:`bench_many` - :func:`archlab.batched.fit_many` of K runs against K sequential fits;
 * :func:`bench_monitors` - the on-device monitors of a fit (Crete blur, MLV sharpness, FBC, two PSNRs)
   against paper 000's per-iteration NumPy/SciPy code for the same metrics and against tuned NumPy
   forms of archlab's definitions, on one 512×512 RGB image (issue 5 bar: ≥ 20× the papers' code).
@@ -38,8 +38,9 @@ from skimage.metrics import peak_signal_noise_ratio
 from torch.utils.flop_counter import FlopCounterMode
 
 from archlab import filters, images, layers, metrics, models, spectral, stopping, tasks
-from archlab.engine import engine_settings, fit_many
-from archlab.fit import fit, resolve_device
+from archlab.batched import fit_many
+from archlab.engine import engine_settings, resolve_device
+from archlab.fit import fit
 
 DIP_CONFIGS = (("ulyanov-dip", 128), ("faster-dip-64", 256))
 
@@ -277,10 +278,10 @@ def _describe(settings: dict) -> str:
 def bench_many(spec: models.ArchSpec | str = "controlled-64", size: int = 64, ks=(1, 4, 8), iterations: int = 100,
                image: str = "astronaut", sigma: float = 25.0, repeats: int = 1, eval_every: int = 10,
                fast: bool = True, device: str | torch.device = "auto") -> pd.DataFrame:
-    """Fit-iterations per second of :func:`~archlab.engine.fit_many` (K runs, seeds 0..K-1) against K sequential fits.
+    """Fit-iterations per second of :func:`~archlab.batched.fit_many` (K runs, seeds 0..K-1) against K sequential fits.
 
     Both compute in the precision ``fit_many`` resolves (``fast`` may leave an SVD-bounded
-    spec in fp32, see :func:`~archlab.engine.fit_many`); the sequential fits otherwise use
+    spec in fp32, see :func:`~archlab.batched.fit_many`); the sequential fits otherwise use
     ``fast``'s settings (channels-last). Only the loops are timed (``FitResult.seconds``);
     rounds interleave batched and sequential. ``speedup`` = batched / sequential throughput
     (issue 8 bar: ≥ 2 at K = 4, 64×64).

@@ -28,7 +28,8 @@ import torch
 import torch.nn as nn
 
 from archlab import images, metrics, models, spectral, stopping, tasks
-from archlab.fit import fit, resolve_device
+from archlab.engine import resolve_device
+from archlab.fit import fit
 
 #: Convergence threshold δ on the squared amplitude error (paper 001 §3.1).
 DELTA = 0.01

@@ -25,11 +25,11 @@ import torch
 import torch.nn as nn
 
 from archlab import metrics, spectral, stopping
+from archlab.engine import PRECISIONS, CompiledModule, engine_settings, resolve_device
 from archlab.models import ArchSpec, build, load_spec
 from archlab.tasks import Task
 
 STOPS = ("none", "auto", "record")
-PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -111,16 +111,6 @@ class FitResult:
                 row = h[h["iteration"] == self.auto_stop_iteration]
                 out["stop_psnr"] = float(row["psnr"].iloc[0]) if len(row) else math.nan
         return out
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when present, else CPU; anything else as given."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: cuda requested but no CUDA device is available; use cpu or auto")
-    return device
 
 
 class _Monitor:
@@ -215,7 +205,6 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
     -------
     FitResult
     """
-    from archlab.engine import CompiledModule, engine_settings  # the engine builds on this module's FitResult
 
     device = resolve_device(device)
     engine = engine_settings(device, fast, precision, channels_last, compile)

@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from archlab import engine, filters, images, layers, models, tasks
-from archlab.engine import CompiledModule, engine_settings, fit_many, use_gaussian_upsampling
+from archlab import batched, engine, filters, images, layers, models, tasks
+from archlab.batched import fit_many, use_gaussian_upsampling
+from archlab.engine import CompiledModule, engine_settings
 from archlab.fit import fit
 
 TINY = models.ArchSpec(kind="hourglass", depth=2, width=8, skip=2, lipschitz=2.0, norm="mean_only")
@@ -124,7 +125,7 @@ def test_batched_adam_equals_torch_adam():
     stacked = [torch.randn(s, generator=generator, requires_grad=True) for s in shapes]
     singles = [[p[k].detach().clone().requires_grad_() for p in stacked] for k in range(3)]
     optimisers = [torch.optim.Adam(params, lr=lr) for params, lr in zip(singles, lrs)]
-    adam = engine._BatchedAdam(stacked, torch.tensor(lrs))
+    adam = batched._BatchedAdam(stacked, torch.tensor(lrs))
     for _ in range(5):
         grads = [torch.randn(s, generator=generator) for s in shapes]
         for p, g in zip(stacked, grads):
@@ -149,13 +150,13 @@ def test_gaussian_upsampling_matches_a_designed_filter():
 
 def test_vmappable_upsampler_equals_the_layer():
     layer = layers.Upsampler(4, "L-60")
-    twin = engine._VmapUpsampler(layer)
+    twin = batched._VmapUpsampler(layer)
     x = torch.rand(2, 4, 8, 8)
     assert torch.allclose(twin(x), layer(x), atol=1e-6)
     weights = torch.stack([layer.weight, 2 * layer.weight])
-    batched = torch.func.vmap(lambda w, t: torch.func.functional_call(twin, {"weight": w}, (t,)))(weights, x[:, None])
-    assert torch.allclose(batched[0, 0], layer(x[:1])[0], atol=1e-6)
-    assert torch.allclose(batched[1, 0], 4 * layer(x[1:2])[0], atol=1e-5)  # the 1-D kernels act along both axes
+    stacked = torch.func.vmap(lambda w, t: torch.func.functional_call(twin, {"weight": w}, (t,)))(weights, x[:, None])
+    assert torch.allclose(stacked[0, 0], layer(x[:1])[0], atol=1e-6)
+    assert torch.allclose(stacked[1, 0], 4 * layer(x[1:2])[0], atol=1e-5)  # the 1-D kernels act along both axes
 
 
 def test_engine_settings():

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from archlab import bench, experiments, images
-from archlab.fit import resolve_device
+from archlab.engine import resolve_device
 
 
 def register(subparsers) -> None:
