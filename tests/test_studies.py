@@ -439,3 +439,18 @@ def test_cli_list_show_report_and_errors(tiny_study, tmp_path, capsys):
     assert main(["study", "report", "nothing-here", "--storage", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
     assert "no study 'nothing-here'" in capsys.readouterr().err
     assert tomllib.loads((Path(studies.study_dir()) / "quick-demo.toml").read_text())["name"] == "quick-demo"
+
+
+def test_batch_seeds_fit_every_seed_at_once_with_the_observations_mask(tmp_path):
+    text = edit(TINY, 'seeds = [0]', 'seeds = [0, 1]\nbatch_seeds = true')
+    text = edit(text, 'task = "denoise"\nsigma = 25', 'task = "inpaint"\nmask = "bernoulli"\ndrop = 0.5')
+    text = edit(text, 'upsampler = ["nearest", "bilinear"]', 'upsampler = ["nearest"]')
+    path = tmp_path / "batched.toml"
+    path.write_text(text)
+    study = studies.run(path, log=lambda _: None)
+    rows = study.trials[0].user_attrs["results"]
+    assert [(r["image"], r["seed"]) for r in rows] == [("astronaut", 0), ("astronaut", 1), ("cam", 0), ("cam", 1)]
+    assert all(r["peak_psnr"] > 10 for r in rows)
+    assert rows[0]["peak_psnr"] != rows[1]["peak_psnr"]  # two fits, not one repeated
+    with pytest.raises(ValueError, match="batch_seeds"):
+        studies.StudySpec.from_dict({**tomllib.loads(text), "batch_seeds": "yes"})

@@ -31,7 +31,7 @@ import optuna
 from archlab import filters, images
 from archlab.fit import FitSettings
 from archlab.models import ArchSpec, load_spec
-from archlab.tasks import Inpaint, Task, make_task
+from archlab.tasks import Task, make_task
 
 #: Objectives a study may optimise, with the direction in which each is better.
 OBJECTIVES = {"peak_psnr": "maximize", "final_psnr": "maximize", "psnr_drop": "minimize",
@@ -49,7 +49,7 @@ ARCH_FIELDS = tuple(f.name for f in dataclasses.fields(ArchSpec))
 FIT_FIELDS = tuple(f.name for f in dataclasses.fields(FitSettings) if f.name != "seed")
 #: Searchable parameters: ArchSpec fields, fit settings, and ``sigma`` (Gaussian upsampler, paper 000 eq. 6).
 SPACE_NAMES = ARCH_FIELDS + FIT_FIELDS + ("sigma",)
-TOP_KEYS = ("name", "description", "seeds", "degradation_seed", "n_trials", "curve_points", "metrics", "arch",
+TOP_KEYS = ("name", "description", "seeds", "degradation_seed", "batch_seeds", "n_trials", "curve_points", "metrics", "arch",
             "fit", "tasks", "images", "space", "objectives", "sampler", "pruner")
 IMAGE_KEYS = ("source", "label", "size", "scale", "crop", "grey", "limit")
 RANGE_KEYS = ("low", "high", "log", "step")
@@ -59,6 +59,12 @@ STUDY_FIT_DEFAULTS = {"stop": "record"}
 
 def _fail(where: str, message: str):
     raise ValueError(f"{where}: {message}")
+
+
+def _bool(where: str, value) -> bool:
+    if not isinstance(value, bool):
+        _fail(where, f"{value!r} is invalid; allowed: true, false")
+    return value
 
 
 def _int(where: str, value, low: int = 0) -> int:
@@ -227,6 +233,7 @@ class StudySpec:
     fit: tuple[tuple[str, object], ...] = ()
     seeds: tuple[int, ...] = (0,)
     degradation_seed: int = 0
+    batch_seeds: bool = False
     sampler: tuple[tuple[str, object], ...] = (("kind", "grid"),)
     pruner: tuple[tuple[str, object], ...] = (("kind", "none"),)
     n_trials: int | None = None
@@ -290,6 +297,7 @@ class StudySpec:
                    objectives=tuple(objectives.items()), arch=arch, fit=tuple(fit_settings.items()),
                    seeds=tuple(_int("seeds", s) for s in seeds),
                    degradation_seed=_int("degradation_seed", data.get("degradation_seed", 0)),
+                   batch_seeds=_bool("batch_seeds", data.get("batch_seeds", False)),
                    sampler=tuple(sampler.items()), pruner=tuple(pruner.items()),
                    n_trials=None if n_trials is None else _int("n_trials", n_trials, 1),
                    description=str(data.get("description", "")),
@@ -335,11 +343,6 @@ class StudySpec:
         labels = [label for image in self.images for label, _ in image.resolve(self.base_dir)]
         if len(set(labels)) < len(labels):
             _fail("images", f"two images share the label in {labels}; give each a distinct label = ...")
-        random_masks = any(isinstance(t, Inpaint) and t.mask == "bernoulli" for _, t in self.tasks)
-        if random_masks and self.seeds != (self.degradation_seed,):
-            # fit() draws the mask of its physics from the fit seed; it must be the observation's mask.
-            _fail("seeds", "a bernoulli inpainting mask comes from the seed; "
-                           f"allowed: seeds = [{self.degradation_seed}] (the degradation seed)")
 
     def _options(self, which: str) -> tuple[type, dict]:
         options = dict(getattr(self, which))
@@ -396,7 +399,7 @@ class StudySpec:
                 "images": [image.to_value() for image in self.images],
                 "space": {p.name: p.to_value() for p in self.space}, "objectives": dict(self.objectives),
                 "arch": self.arch.to_dict(), "fit": dict(self.fit), "seeds": list(self.seeds),
-                "degradation_seed": self.degradation_seed, "sampler": dict(self.sampler), "pruner": dict(self.pruner),
+                "degradation_seed": self.degradation_seed, "batch_seeds": self.batch_seeds, "sampler": dict(self.sampler), "pruner": dict(self.pruner),
                 **({"n_trials": self.n_trials} if self.n_trials is not None else {}),
                 "curve_points": self.curve_points, "metrics": list(self.metrics)}
 

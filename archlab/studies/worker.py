@@ -34,6 +34,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from archlab import images, report
+from archlab.batched import fit_many
 from archlab.fit import fit
 from archlab.studies.spec import StudySpec, _fail, default_storage, load_study
 from archlab.tasks import Task
@@ -257,9 +258,7 @@ class _Objective:
         rows, curves, histories, outputs = [], [], {}, {}
         single = len(self.spec.objectives) == 1
         for step, obs in enumerate(self.data):
-            for seed in self.spec.seeds:
-                result = fit(arch, obs.task, obs.y, reference=obs.reference, seed=seed, device=self.device,
-                             degradation_seed=self.spec.degradation_seed, progress=False, **settings)
+            for seed, result in zip(self.spec.seeds, self._fits(arch, settings, obs)):
                 rows.append(_results(result, obs, seed))
                 curves.append({"task": obs.task_label, "image": obs.image, "seed": seed,
                                **_compact(result.history, self.spec.curve_points)})
@@ -281,6 +280,18 @@ class _Objective:
         summary = ", ".join(f"{name} {v:.2f}" for (name, _), v in zip(self.spec.objectives, values))
         self.log(f"trial {trial.number} {params}: {summary}")
         return values if not single else values[0]
+
+    def _fits(self, arch, settings: dict, obs: _Observation):
+        """The fits of every seed on one observation: one :func:`~archlab.batched.fit_many` when the
+        study sets ``batch_seeds`` (and has several seeds), else sequential :func:`~archlab.fit.fit` calls."""
+        if self.spec.batch_seeds and len(self.spec.seeds) > 1:
+            batched = {k: v for k, v in settings.items() if k not in ("lr", "channels_last", "compile")}
+            return fit_many(arch, obs.task, obs.y, seeds=list(self.spec.seeds), lrs=settings.get("lr", 0.01),
+                            references=obs.reference, device=self.device,
+                            degradation_seed=self.spec.degradation_seed, **batched)
+        return (fit(arch, obs.task, obs.y, seed=seed, reference=obs.reference, device=self.device,
+                    degradation_seed=self.spec.degradation_seed, progress=False, **settings)
+                for seed in self.spec.seeds)
 
     def _upload(self, trial: optuna.Trial, histories: dict, outputs: dict) -> None:
         """The curve PNG and the restored images (first seed) as trial artifacts (optuna-dashboard shows them)."""
