@@ -8,8 +8,9 @@ sigma=1.5, use_sample_covariance=False, data_range=1)``.
 
 from __future__ import annotations
 
+import math
+
 import torch
-import torch.nn.functional as F
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -18,11 +19,22 @@ def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Ten
     return 10.0 * torch.log10(data_range**2 / mse.clamp_min(1e-20))
 
 
-def _gaussian_window(channels: int, size: int, sigma: float, device, dtype) -> torch.Tensor:
-    coords = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+def _gaussian_taps(size: int, sigma: float) -> list[float]:
+    taps = [math.exp(-((i - (size - 1) / 2) ** 2) / (2 * sigma**2)) for i in range(size)]
+    return [t / sum(taps) for t in taps]
+
+
+def _valid_blur(t: torch.Tensor, taps: list[float]) -> torch.Tensor:
+    """Separable ``valid`` correlation of the last two axes with ``taps``: one vectorised multiply-add per
+    tap and axis (a grouped ``conv2d`` with a small window is 4x slower on CPU)."""
+    n = len(taps)
+    for dim in (-2, -1):
+        length = t.shape[dim] - n + 1
+        out = t.narrow(dim, 0, length) * taps[0]
+        for k in range(1, n):
+            out.add_(t.narrow(dim, k, length), alpha=taps[k])
+        t = out
+    return t
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, win_size: int = 11, sigma: float = 1.5) -> torch.Tensor:
@@ -32,16 +44,11 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, win_size: in
     statistics of scikit-image (the border of half a window is cropped from the map).
     """
     x, y = x.float(), y.float()
-    channels = x.shape[1]
-    window = _gaussian_window(channels, win_size, sigma, x.device, x.dtype)
-
-    def blur(t):
-        return F.conv2d(t, window, groups=channels)
-
+    taps = _gaussian_taps(win_size, sigma)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mx, my = blur(x), blur(y)
-    vx = blur(x * x) - mx * mx
-    vy = blur(y * y) - my * my
-    cxy = blur(x * y) - mx * my
+    mx, my, xx, yy, xy = _valid_blur(torch.stack([x, y, x * x, y * y, x * y]), taps)
+    vx = xx - mx * mx
+    vy = yy - my * my
+    cxy = xy - mx * my
     smap = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
     return smap.flatten(1).mean(dim=1)
