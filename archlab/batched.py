@@ -233,11 +233,11 @@ def fit_many(spec: ArchSpec | str, task: Task, observations, *, seeds=0, lrs=0.0
     iterations, input_jitter, ema, eval_every, stop, window, eps, fbc_bands
         As in :func:`archlab.fit.fit`, shared by all runs.
     fast, precision
-        ``fast`` picks bfloat16 autocast where :func:`archlab.engine.fast_settings` does, except for
-        ``lipschitz_method="svd"`` bounds: under ``vmap`` the norm's eigensolver runs below
-        autocast, which has no bfloat16 kernel for it (torch 2.13), so those fits stay in
-        fp32 (an explicit ``precision="bf16"`` raises). Channels-last and compilation do
-        not apply under ``vmap``.
+        ``fast`` picks bfloat16 autocast where :func:`archlab.engine.fast_settings` does (the
+        Lipschitz norms are computed in fp32 outside autocast, as in ``fit``); ``precision``
+        overrides it. Channels-last and compilation do not apply under ``vmap``.
+    degradation_seed
+        As in :func:`archlab.fit.fit`.
 
     Returns
     -------
@@ -254,12 +254,6 @@ def fit_many(spec: ArchSpec | str, task: Task, observations, *, seeds=0, lrs=0.0
     base_spec = load_spec(spec)
     overrides = task.arch_overrides()
     base_spec = base_spec.replace(**overrides) if overrides else base_spec
-    svd_bound = base_spec.lipschitz_method == "svd" and (base_spec.lipschitz is not None or per_run["lipschitz"])
-    if svd_bound and engine["precision"] == "bf16":
-        if precision == "bf16":
-            raise ValueError("precision: bf16 is not available to fit_many with lipschitz_method 'svd' (vmap runs "
-                             "its eigensolver outside autocast, without a bfloat16 kernel); use fp32 or 'power'")
-        engine["precision"] = "fp32"
     nets, inputs, runs = [], [], []
     for index in range(k):
         seed, lr = int(per_run["seeds"][index]), float(per_run["lrs"][index])

@@ -280,9 +280,8 @@ def bench_many(spec: models.ArchSpec | str = "controlled-64", size: int = 64, ks
                fast: bool = True, device: str | torch.device = "auto") -> pd.DataFrame:
     """Fit-iterations per second of :func:`~archlab.batched.fit_many` (K runs, seeds 0..K-1) against K sequential fits.
 
-    Both compute in the precision ``fit_many`` resolves (``fast`` may leave an SVD-bounded
-    spec in fp32, see :func:`~archlab.batched.fit_many`); the sequential fits otherwise use
-    ``fast``'s settings (channels-last). Only the loops are timed (``FitResult.seconds``);
+    Both compute in the precision ``fit_many`` resolves from ``fast``; the sequential fits
+    also use ``fast``'s channels-last, which ``vmap`` cannot. Only the loops are timed (``FitResult.seconds``);
     rounds interleave batched and sequential. ``speedup`` = batched / sequential throughput
     (issue 8 bar: ≥ 2 at K = 4, 64×64).
     """
