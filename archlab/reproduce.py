@@ -215,6 +215,58 @@ def run_experiment(name: str, out: str | Path, device: str = "auto", only: str |
     return done
 
 
+_ITERATIONS = ("peak_iteration", "stop_iteration", "iterations")
+
+
+def _with_mean(group: pd.DataFrame) -> pd.DataFrame:
+    """Rows per image plus their mean; iteration counts as integers."""
+    frame = pd.concat([group, group.mean(numeric_only=True).rename("mean").to_frame().T])
+    for col in _ITERATIONS:
+        if col in frame:
+            frame[col] = frame[col].round().astype("Int64")
+    return frame
+
+
+def _generic_text(table: pd.DataFrame) -> str:
+    cols = ["observation_psnr", "peak_psnr", "peak_iteration", "final_psnr", "peak_psnr_ema", "final_psnr_ema",
+            "stop_iteration", "stop_psnr", "iterations", "seconds"]
+    return "\n\n".join(f"### {config}\n\n" + report.markdown_table(_with_mean(group.set_index("image")[cols]))
+                        for config, group in table.groupby("config", sort=False)) + "\n"
+
+
+def _denoise_set9_text(table: pd.DataFrame) -> str:
+    """Issue 3's evidence: (a) the DIP's oracle peak and final PSNR, (b) the controlled decoder at its auto-stop
+    point and at the end, paper 001 Table 2 beside them, and the three bars checked."""
+    parts, dip, controlled = [], None, None
+    for config, group in table.groupby("config", sort=False):
+        group = group.set_index("image")
+        if config == "ulyanov-dip":
+            frame = group[["observation_psnr", "peak_psnr", "peak_iteration", "final_psnr", "peak_psnr_ema",
+                           "final_psnr_ema", "seconds"]].copy()
+            frame["paper_001_dip_oracle"] = [PAPER_001_TABLE_2.get(i, math.nan) for i in frame.index]
+            dip = group
+        else:
+            frame = group[["observation_psnr", "stop_psnr", "stop_iteration", "peak_psnr", "peak_iteration",
+                           "final_psnr", "final_psnr_ema", "seconds"]].copy()
+            if config == f"shi-decoder λ={CONTROLLED_LAMBDA:g}":
+                controlled = group
+        parts.append(f"### {config}\n\n" + report.markdown_table(_with_mean(frame)))
+    if dip is not None and controlled is not None:
+        images_ = [i for i in dip.index if i in controlled.index]
+        a, b = dip.loc[images_], controlled.loc[images_]
+        drop = b["peak_psnr"] - b["final_psnr"]
+        decayed = int(((a["peak_psnr"] - a["final_psnr"]) >= 1.0).sum())
+        bars = [f"(b) mean PSNR at the auto-stop point {b['stop_psnr'].mean():.2f} dB vs (a) mean oracle peak "
+                f"{a['peak_psnr'].mean():.2f} dB: {'met' if b['stop_psnr'].mean() >= a['peak_psnr'].mean() else 'NOT met'}",
+                f"(b) PSNR at the last iteration within 0.5 dB of its peak on every image (largest drop "
+                f"{drop.max():.2f} dB): {'met' if (drop <= 0.5).all() else 'NOT met'}",
+                f"(a) last iterate ≥ 1 dB below its peak on {decayed} of {len(images_)} images (bar: ≥ 3): "
+                f"{'met' if decayed >= 3 else 'NOT met'}"]
+        parts.append(f"### Bars ({len(images_)} images, (b) = {controlled['config'].iloc[0]})\n\n"
+                     + "\n".join(f"- {line}" for line in bars))
+    return "\n\n".join(parts) + "\n"
+
+
 def write_table(name: str, table: pd.DataFrame, out: str | Path) -> str:
     """Markdown table of an experiment (per image and mean per configuration), written to ``out/table.md``."""
     if name == "tasks":
@@ -229,17 +281,7 @@ def write_table(name: str, table: pd.DataFrame, out: str | Path) -> str:
         frame.index.name = "task · image"
         text = report.markdown_table(frame) + "\n"
     else:
-        cols = ["observation_psnr", "peak_psnr", "peak_iteration", "final_psnr", "peak_psnr_ema", "final_psnr_ema",
-                "stop_iteration", "stop_psnr", "iterations", "seconds"]
-        parts = []
-        for config, group in table.groupby("config", sort=False):
-            group = group.set_index("image")[cols]
-            group = pd.concat([group, group.mean(numeric_only=True).rename("mean").to_frame().T])
-            if name == "denoise-set9":
-                paper = [PAPER_001_TABLE_2.get(i, math.nan) for i in group.index[:-1]]
-                group["paper_001_dip_oracle"] = paper + [sum(paper) / len(paper)]
-            parts.append(f"### {config}\n\n" + report.markdown_table(group))
-        text = "\n\n".join(parts) + "\n"
+        text = _denoise_set9_text(table) if name == "denoise-set9" else _generic_text(table)
     with images.atomic_path(Path(out) / "table.md") as tmp:
         tmp.write_text(text)
     return text
