@@ -50,3 +50,32 @@ def test_unknown_experiment_and_configuration_name_the_choices(tiny_experiment, 
         reproduce.run_experiment("nope", tmp_path)
     with pytest.raises(ValueError, match="configurations: a, b"):
         reproduce.run_experiment(tiny_experiment, tmp_path, only="c")
+
+
+def _row(config, image, **values):
+    base = {"config": config, "image": image, "size": "128x128", "observation_psnr": 20.0, "peak_psnr": 25.0,
+            "peak_iteration": 500, "final_psnr": 24.0, "peak_psnr_ema": 25.5, "final_psnr_ema": 24.5,
+            "stop_iteration": 900, "stop_psnr": 24.5, "iterations": 3000, "seconds": 10.0}
+    return {**base, **values}
+
+
+def test_denoise_set9_table_checks_the_three_bars(tmp_path):
+    controlled = f"shi-decoder λ={reproduce.CONTROLLED_LAMBDA:g}"
+    rows = []
+    for image, dip_final in (("Baboon", 23.0), ("F16", 23.5), ("House", 24.5), ("Peppers", 23.9)):
+        rows.append(_row("ulyanov-dip", image, final_psnr=dip_final))
+        rows.append(_row(controlled, image, stop_psnr=25.1, final_psnr=24.8))
+    text = reproduce.write_table("denoise-set9", pd.DataFrame(rows), tmp_path)
+    assert "paper_001_dip_oracle" in text and "| Baboon | 20.00 | 25.00 | 500 |" in text
+    assert "mean oracle peak 25.00 dB: met" in text
+    assert "largest drop 0.20 dB): met" in text
+    assert "on 3 of 4 images (bar: ≥ 3): met" in text
+
+
+def test_tasks_table_scores_every_task_against_its_observation(tmp_path):
+    rows = [_row("denoise σ=25", "0000", final_psnr=27.0), _row("sr ×4", "F16", observation_psnr=26.0, final_psnr=25.5),
+            _row("enhance λ=1", "tulips", sharpness_observed=0.02, sharpness_restored=0.05)]
+    text = reproduce.write_table("tasks", pd.DataFrame(rows), tmp_path)
+    lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert lines["denoise σ=25"].endswith("| yes |") and lines["sr ×4"].endswith("| NO |")
+    assert lines["enhance λ=1"].endswith("| yes |") and "enhanced 0.0500" in text
