@@ -116,8 +116,13 @@ def load_clean(run: Run) -> torch.Tensor:
     return images.center_crop(x, math.lcm(spec.multiple, getattr(task, "factor", 1)))
 
 
+def _read(csv: Path) -> pd.DataFrame:
+    """The rows so far; configuration and image names stay strings (an image named ``0000`` is not 0)."""
+    return pd.read_csv(csv, dtype={"config": str, "image": str}) if csv.exists() else pd.DataFrame()
+
+
 def _finished(csv: Path) -> set[str]:
-    done = pd.read_csv(csv) if csv.exists() else pd.DataFrame()
+    done = _read(csv)
     return set(done["config"] + "|" + done["image"]) if len(done) else set()
 
 
@@ -147,7 +152,7 @@ def _append_row(csv: Path, row: dict) -> pd.DataFrame:
     """Append ``row`` to ``csv`` (atomically, under a lock, rereading rows other processes added)."""
     with open(csv.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        done = pd.read_csv(csv) if csv.exists() else pd.DataFrame()
+        done = _read(csv)
         done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
         with images.atomic_path(csv) as tmp:
             done.to_csv(tmp, index=False)
@@ -192,7 +197,7 @@ def run_experiment(name: str, out: str | Path, device: str = "auto", only: str |
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     csv = out / "results.csv"
-    done = pd.read_csv(csv) if csv.exists() else pd.DataFrame()
+    done = _read(csv)
     finished = _finished(csv)
     every = EXPERIMENTS[name]()
     runs = [r for r in every if only is None or r.config == only]

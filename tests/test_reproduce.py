@@ -79,3 +79,8 @@ def test_tasks_table_scores_every_task_against_its_observation(tmp_path):
     lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
     assert lines["denoise σ=25"].endswith("| yes |") and lines["sr ×4"].endswith("| NO |")
     assert lines["enhance λ=1"].endswith("| yes |") and "enhanced 0.0500" in text
+
+
+def test_numeric_image_names_stay_strings(tmp_path):
+    pd.DataFrame([_row("denoise σ=25", "0000")]).to_csv(tmp_path / "results.csv", index=False)
+    assert reproduce._finished(tmp_path / "results.csv") == {"denoise σ=25|0000"}
