@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
@@ -232,8 +233,10 @@ def markdown_table(frame, digits: int = 2, style: str = "f", index: bool = True)
     """
 
     def cell(value) -> str:
+        if value is pd.NA or (isinstance(value, (float, np.floating)) and np.isnan(value)):
+            return ""
         if isinstance(value, (float, np.floating)):
-            return "" if np.isnan(value) else f"{value:.{digits}{style}}"
+            return f"{value:.{digits}{style}}"
         return str(value)
 
     header = ([str(frame.index.name or "")] if index else []) + [str(c) for c in frame.columns]

@@ -197,7 +197,6 @@ def run_experiment(name: str, out: str | Path, device: str = "auto", only: str |
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     csv = out / "results.csv"
-    done = _read(csv)
     finished = _finished(csv)
     every = EXPERIMENTS[name]()
     runs = [r for r in every if only is None or r.config == only]
@@ -214,10 +213,10 @@ def run_experiment(name: str, out: str | Path, device: str = "auto", only: str |
             if not mine or key in _finished(csv):
                 continue
             row = execute(run, device, fast=fast)
-            done = _append_row(csv, row)
+            _append_row(csv, row)
         log(f"{run.config} {row['image']}: peak {row['peak_psnr']:.2f} @ {row['peak_iteration']}, "
             f"final {row['final_psnr']:.2f}, {row['seconds']:.0f} s")
-    return done
+    return _read(csv)
 
 
 _ITERATIONS = ("peak_iteration", "stop_iteration", "iterations")
@@ -228,7 +227,7 @@ def _with_mean(group: pd.DataFrame) -> pd.DataFrame:
     frame = pd.concat([group, group.mean(numeric_only=True).rename("mean").to_frame().T])
     for col in _ITERATIONS:
         if col in frame:
-            frame[col] = frame[col].round().astype("Int64")
+            frame[col] = pd.to_numeric(frame[col], errors="coerce").round().astype("Int64")
     return frame
 
 
@@ -282,12 +281,13 @@ def _tasks_text(table: pd.DataFrame) -> str:
                  "stop_iteration": "auto-stop at", "iterations": "ran", "peak_psnr": "oracle peak",
                  "peak_iteration": "peak at", "final_psnr_ema": "EMA at stop"})
     for col in ("auto-stop at", "ran", "peak at"):
-        out[col] = out[col].round().astype("Int64")
+        out[col] = pd.to_numeric(out[col], errors="coerce").round().astype("Int64")
     enhance = frame.index.str.startswith("enhance")
     beats = frame["final_psnr"] > frame["observation_psnr"]
     if "sharpness_restored" in frame:
         beats[enhance] = frame.loc[enhance, "sharpness_restored"] > frame.loc[enhance, "sharpness_observed"]
         out.loc[enhance, ["observation (SR: bicubic)", "controlled DIP", "oracle peak", "EMA at stop"]] = math.nan
+        out.loc[enhance, "peak at"] = pd.NA
     out["beats the observation"] = ["yes" if b else "NO" for b in beats]
     out.index.name = "task"
     text = report.markdown_table(out)
