@@ -74,11 +74,13 @@ def test_denoise_set9_table_checks_the_three_bars(tmp_path):
 
 def test_tasks_table_scores_every_task_against_its_observation(tmp_path):
     rows = [_row("denoise σ=25", "0000", final_psnr=27.0), _row("sr ×4", "F16", observation_psnr=26.0, final_psnr=25.5),
-            _row("enhance λ=1", "tulips", sharpness_observed=0.02, sharpness_restored=0.05)]
+            _row("enhance λ=1", "tulips", sharpness_observed=0.02, sharpness_restored=0.05),
+            _row("denoise σ=25" + reproduce.DIP_BASELINE, "0000", final_psnr=22.5, peak_psnr=28.25)]
     text = reproduce.write_table("tasks", pd.DataFrame(rows), tmp_path)
     lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
-    assert lines["denoise σ=25"].endswith("| yes |") and lines["sr ×4"].endswith("| NO |")
-    assert lines["enhance λ=1"].endswith("| yes |") and "enhanced 0.0500" in text
+    assert len(lines) == 5  # header, separator, three tasks: the DIP run is a column, not a row
+    assert lines["denoise σ=25"].endswith("| yes | 22.50 | 28.25 |") and lines["sr ×4"].endswith("| NO |  |  |")
+    assert lines["enhance λ=1"].endswith("| yes |  |  |") and "enhanced 0.0500" in text
 
 
 def test_numeric_image_names_stay_strings(tmp_path):
