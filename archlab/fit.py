@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from archlab import metrics, spectral, stopping
+from archlab import images, metrics, spectral, stopping
 from archlab.engine import PRECISIONS, CompiledModule, engine_settings, resolve_device
 from archlab.models import ArchSpec, build, load_spec
 from archlab.tasks import Task
@@ -148,15 +148,16 @@ class _Monitor:
         net_out = net_out.float()
         values = [loss.detach().float().reshape(1), metrics.psnr(net_out, self.observation)
                   if net_out.shape == self.observation.shape else loss.new_full((1,), math.nan)]
+        luma = images.to_grey(net_out)  # shared by the sharpness and the FBC (both BT.601; the blur is BT.709)
         blur = stopping.blur_effect(net_out)
-        sharp = stopping.mlv_sharpness(net_out)
+        sharp = stopping.mlv_sharpness(luma)
         values += [blur, sharp, blur / sharp]
         if self.reference is not None:
             values += [metrics.psnr(restored, self.reference), metrics.psnr(ema, self.reference),
                        metrics.ssim(restored, self.reference), metrics.ssim(ema, self.reference)]
         if self.bands:
             if net_out.shape == self.observation.shape:
-                values.append(self.fbc(net_out)[0])
+                values.append(self.fbc(luma)[0])
             else:
                 values.append(net_out.new_full((self.bands,), math.nan))
         row = torch.cat([v.reshape(-1).float() for v in values])

@@ -158,8 +158,7 @@ def to_grey(image: torch.Tensor) -> torch.Tensor:
     """Luma Y = 0.299 R + 0.587 G + 0.114 B (ITU-R BT.601); one-channel input is returned as is."""
     if image.shape[1] == 1:
         return image
-    weights = image.new_tensor(LUMA).view(1, 3, 1, 1)
-    return (image * weights).sum(dim=1, keepdim=True)
+    return torch.einsum("nchw,c->nhw", image, image.new_tensor(LUMA)).unsqueeze(1)  # one pass over the channels
 
 
 def resize(image: torch.Tensor, scale: float | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:

@@ -76,25 +76,36 @@ def _symmetric_pad(x: torch.Tensor, dim: int, before: int, after: int) -> torch.
     return x.index_select(dim, index)
 
 
-def _box_blur_rows(x: torch.Tensor, size: int) -> torch.Tensor:
-    """``scipy.ndimage.uniform_filter1d(x, size, axis=-2, mode="reflect")`` on (N, 1, H, W): a sum of
-    shifted row blocks, one contiguous vectorised add per tap (a 1-channel ``avg_pool2d`` runs a scalar
-    loop on CPU, 5-10x slower at 512x512)."""
+def _box_sum_rows(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``size`` × ``scipy.ndimage.uniform_filter1d(x, size, axis=-2, mode="reflect")`` on (N, 1, H, W).
+
+    Sums of shifted row blocks, contiguous vectorised adds, by doubling: the sums of 1, 2, 4, ...
+    consecutive rows, then the binary digits of ``size`` joined (``size`` = 9: four adds, not eight;
+    a 1-channel ``avg_pool2d`` runs a scalar loop on CPU, 5-10× slower at 512×512).
+    """
     padded = _symmetric_pad(x, 2, size // 2, size - 1 - size // 2)
     n = x.shape[2]
-    total = padded[:, :, :n].clone()
-    for shift in range(1, size):
-        total.add_(padded[:, :, shift : shift + n])
-    return total / size
+    total, covered, block, width = None, 0, padded, 1
+    while True:
+        if size & width:
+            part = block[:, :, covered : covered + n]
+            total = part.clone() if total is None else total.add_(part)
+            covered += width
+        if 2 * width > size:
+            return total
+        length = block.shape[2] - width
+        block = block[:, :, :length] + block[:, :, width : width + length]
+        width *= 2
 
 
-def _sobel_rows_abs(x: torch.Tensor) -> torch.Tensor:
-    """|``skimage.filters.sobel(x, axis=-2)``|: [1, 0, −1] down the rows, [1, 2, 1]/4 along them, reflect border."""
+def _sobel_rows_abs(x: torch.Tensor, floor: float) -> torch.Tensor:
+    """4·|``skimage.filters.sobel(x, axis=-2)``| floored at ``floor``: [1, 0, −1] down the rows, [1, 2, 1]
+    along them, reflect border (the Sobel's 1/4 is left to the caller: the blur is a ratio of sums)."""
     # SciPy's reflect border repeats the edge pixel, which for a one-pixel pad is torch's replicate.
     p = F.pad(x, (1, 1, 1, 1), mode="replicate")
     d = p[:, :, 2:, :] - p[:, :, :-2, :]
     s = d[..., :-2] + d[..., 2:]
-    return s.add_(d[..., 1:-1], alpha=2).abs_().div_(4)
+    return s.add_(d[..., 1:-1], alpha=2).abs_().clamp_min_(floor)
 
 
 def blur_effect(x: torch.Tensor, h_size: int = DEFAULT_H_SIZE) -> torch.Tensor:
@@ -132,11 +143,13 @@ def blur_effect(x: torch.Tensor, h_size: int = DEFAULT_H_SIZE) -> torch.Tensor:
     grey = _grey(x, _BT709)
     per_axis = []
     # Axis W is axis H of the transposed image: every pass then runs over contiguous rows.
+    # D is kept at 4× and D_b at 4·h_size× their value (the Sobel's 1/4 and the box's 1/h_size left out,
+    # the floors scaled to match; D_b's h_size folded into V): B_a is a ratio of sums, so it is unchanged.
     for image in (grey, grey.transpose(-1, -2).contiguous()):
         height, width = image.shape[-2:]
-        sharp = _sobel_rows_abs(image).clamp_min_(_EPSILON)
-        blurred = _sobel_rows_abs(_box_blur_rows(image, h_size)).clamp_min_(_EPSILON)
-        variation = (sharp - blurred).clamp_min_(0)
+        sharp = _sobel_rows_abs(image, 4 * _EPSILON)
+        blurred = _sobel_rows_abs(_box_sum_rows(image, h_size), 4 * h_size * _EPSILON)
+        variation = torch.sub(sharp, blurred, alpha=1 / h_size).clamp_min_(0)
         m1 = sharp[..., 2 : height - 1, 2 : width - 1].sum((1, 2, 3), dtype=torch.float64)
         m2 = variation[..., 2 : height - 1, 2 : width - 1].sum((1, 2, 3), dtype=torch.float64)
         per_axis.append((m1 - m2).abs() / m1)
@@ -208,10 +221,26 @@ def mlv_sharpness(x: torch.Tensor, top: int = DEFAULT_TOP, decay: float = DEFAUL
         raise ValueError(f"mlv_sharpness: decay must be a finite number >= 0, got {decay!r}")
     variation = mlv_map(x).flatten(1)
     k = min(top, variation.shape[1])
-    largest = variation.topk(k, dim=1).values
+    largest = _largest(variation, k)
     ranks = torch.arange(1, k + 1, device=x.device, dtype=largest.dtype)
     weighted = largest * torch.exp(-decay * ranks)
     return weighted.square().mean(1).sqrt()
+
+
+def _largest(values: torch.Tensor, k: int, chunk: int = 32) -> torch.Tensor:
+    """The ``k`` largest of each row of ``values`` (N, M), descending: ``values.topk(k, dim=1).values``.
+
+    Exact and 2-4× faster for M ≫ k: the rows are cut into chunks of ``chunk`` values and only the
+    ``k`` chunks with the largest maxima are ranked. Every value above the k-th largest chunk maximum
+    t lies in one of them (else k chunk maxima, hence k values, would exceed it), and they hold at
+    least k values ≥ t, so their k largest values are the row's.
+    """
+    n = values.shape[1]
+    if n < 4 * k * chunk:
+        return values.topk(k, dim=1).values
+    chunks = F.pad(values, (0, -n % chunk), value=-math.inf).view(values.shape[0], -1, chunk)
+    best = chunks.amax(2).topk(k, dim=1).indices
+    return chunks.gather(1, best.unsqueeze(-1).expand(-1, -1, chunk)).flatten(1).topk(k, dim=1).values
 
 
 def blur_sharpness_ratio(

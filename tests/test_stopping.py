@@ -274,3 +274,19 @@ def test_mlv_sharpness_of_a_large_image_matches_numpy():
     grey = RNG.random((130, 140))
     expected = numpy_mlv_sharpness(grey, 1000, 0.01)
     assert mlv_sharpness(torch.from_numpy(grey)[None, None]).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_largest_equals_topk_with_ties_and_a_batch():
+    from archlab.stopping import _largest
+
+    generator = torch.Generator().manual_seed(3)
+    values = torch.randint(0, 50, (3, 200_003), generator=generator).float()  # heavy ties, a ragged last chunk
+    values[1, :1500] = 49.0  # more than k copies of the maximum
+    values[2] = torch.rand(200_003, generator=generator)
+    assert torch.equal(_largest(values, 1000), values.topk(1000, dim=1).values)
+
+
+def test_mlv_sharpness_takes_the_chunked_path_exactly():
+    grey = RNG.random((400, 410))  # 159,192 interior values: above the chunked ranking's threshold
+    expected = numpy_mlv_sharpness(grey, 1000, 0.01)
+    assert mlv_sharpness(torch.from_numpy(grey)[None, None]).item() == pytest.approx(expected, rel=1e-12)
