@@ -207,6 +207,12 @@ class LipschitzConv2d(nn.Conv2d):
       power iteration per frequency. It is ≤ the ``"svd"`` norm times ``k`` and
       usually much tighter than the reshaped-matrix norm.
 
+    With ``detach_norm`` the norm is a constant in the backward pass, as in paper 000's code
+    (``torch.svd`` of ``w.data``): the gradient reaches ``w`` only through the numerator, so its
+    radial part grows ``‖w‖`` while the forward pass stays at λ, and each Adam step moves the
+    effective weight less and less - a decaying effective learning rate that the differentiable
+    norm (the default) does not have.
+
     With ``lipschitz=None`` it is a plain convolution (He initialisation). Padding is
     explicit (``pad`` = "reflect" or "zero") as in the DIP codes.
     """
@@ -216,7 +222,7 @@ class LipschitzConv2d(nn.Conv2d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, lipschitz: float | None = None,
                  method: str = "svd", pad: str = "reflect", bias: bool = True, stride: int = 1,
-                 power_iterations: int = 10, grid: int = 16):
+                 power_iterations: int = 10, grid: int = 16, detach_norm: bool = False):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0, bias=bias)
         if lipschitz is not None and not lipschitz > 0:
             raise ValueError(f"lipschitz: {lipschitz!r} must be > 0 (or None for no bound)")
@@ -225,7 +231,7 @@ class LipschitzConv2d(nn.Conv2d):
         if pad not in ("reflect", "zero"):
             raise ValueError(f"pad: {pad!r} is not one of reflect, zero")
         nn.init.kaiming_uniform_(self.weight, a=0.01, nonlinearity="leaky_relu")
-        self.lipschitz, self.method, self.pad_mode = lipschitz, method, pad
+        self.lipschitz, self.method, self.pad_mode, self.detach_norm = lipschitz, method, pad, detach_norm
         self.power_iterations, self.grid = power_iterations, grid
         self.halo = (kernel_size - 1) // 2
         if lipschitz is not None and method == "power":
@@ -236,7 +242,8 @@ class LipschitzConv2d(nn.Conv2d):
             self.register_buffer("u", F.normalize(torch.randn(freqs, out_channels, dtype=torch.cfloat), dim=1))
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", lipschitz={self.lipschitz}, method={self.method!r}"
+        detached = ", detach_norm=True" if self.detach_norm else ""
+        return super().extra_repr() + f", lipschitz={self.lipschitz}, method={self.method!r}{detached}"
 
     def _power_norm(self, matrix: torch.Tensor) -> torch.Tensor:
         # Power iteration on A = G^(2^s) / tr(.), G the small Gram matrix (min(m, n) square), by
@@ -281,7 +288,9 @@ class LipschitzConv2d(nn.Conv2d):
         """``w / max(1, ‖w‖ / λ)`` (or ``w`` without a bound)."""
         if self.lipschitz is None:
             return self.weight
-        scale = torch.clamp(self.norm() / self.lipschitz, min=1.0)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_norm):
+            norm = self.norm()
+        scale = torch.clamp(norm / self.lipschitz, min=1.0)
         return self.weight / scale.to(self.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

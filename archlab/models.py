@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -33,7 +34,7 @@ NORMS = ("batch", "mean_only", "none")
 ACTS = ("leaky_relu", "relu")
 PADS = ("reflect", "zero")
 DOWNSAMPLES = ("stride", "avg", "max")
-NOISES = ("uniform", "normal", "meshgrid")
+NOISES = ("uniform", "normal", "fourier", "meshgrid")
 LIPSCHITZ_METHODS = ("svd", "power", "operator")
 
 
@@ -52,10 +53,14 @@ class ArchSpec:
     the full-resolution end). ``upsampler`` is a filter catalogue name or TOML path,
     ``"transposed"`` (learnt) or ``"none"`` (only for ``convnet``). ``lipschitz`` = λ
     bounds every convolution by ``w / max(1, ‖w‖/λ)`` (paper 000 §4.1) with
-    ``lipschitz_method``; ``upsampler_gain`` scales each upsampler (paper 000's
-    Gaussian upsampling has 2-D gain 1/s², REFERENCE §1). The input is
-    ``input_depth`` channels of noise (``input_noise``, scaled by ``input_scale``) at
-    the output size divided by ``factor**depth`` for decoders.
+    ``lipschitz_method``; ``lipschitz_detach`` treats ‖w‖ as a constant in the backward
+    pass, as paper 000's code does (its SVD runs on ``w.data``), so the gradient reaches w
+    only through the numerator; ``bound_output`` says whether the final 1×1 projection is
+    bounded too (paper 000's code leaves it free). ``upsampler_gain`` scales each
+    upsampler (paper 000's Gaussian upsampling has 2-D gain 1/s², REFERENCE §1). The input
+    is ``input_depth`` channels of noise (``input_noise``, scaled by ``input_scale``) at
+    the output size divided by ``factor**depth`` for decoders; a decoder first runs
+    ``stem`` blocks at that input size (paper 000's decoder: 2) before its first upsampler.
     """
 
     kind: str = "hourglass"
@@ -66,6 +71,8 @@ class ArchSpec:
     factor: int = 2
     lipschitz: float | None = None
     lipschitz_method: str = "svd"
+    lipschitz_detach: bool = False
+    bound_output: bool = True
     norm: str = "batch"
     act: str = "leaky_relu"
     leak: float = 0.2
@@ -75,6 +82,7 @@ class ArchSpec:
     input_depth: int = 32
     input_noise: str = "uniform"
     input_scale: float = 0.1
+    stem: int = 0
     downsample: str = "stride"
     upsampler_gain: float = 1.0
     sigmoid: bool = True
@@ -106,6 +114,12 @@ class ArchSpec:
         check("pad", self.pad in PADS, ", ".join(PADS))
         check("input_depth", isinstance(self.input_depth, int) and self.input_depth >= 1, "an integer ≥ 1")
         check("input_noise", self.input_noise in NOISES, ", ".join(NOISES))
+        check("input_depth", self.input_noise != "fourier" or self.input_depth % 2 == 0,
+              "an even integer for fourier input (sin and cos pairs)")
+        check("stem", isinstance(self.stem, int) and not isinstance(self.stem, bool) and 0 <= self.stem <= 8
+              and (self.stem == 0 or self.kind != "hourglass"), "an integer 0..8 (0 for hourglass)")
+        for name in ("lipschitz_detach", "bound_output", "bias", "sigmoid"):
+            check(name, isinstance(getattr(self, name), bool), "true or false")
         check("input_scale", self.input_scale > 0, "a number > 0")
         check("downsample", self.downsample in DOWNSAMPLES, ", ".join(DOWNSAMPLES))
         check("upsampler_gain", self.upsampler_gain > 0, "a number > 0")
@@ -162,11 +176,15 @@ PRESETS: dict[str, ArchSpec] = {
     # Ulyanov et al. 2018, denoising: 5 levels × 128, 4 skip channels, bilinear, BN + LeakyReLU(0.2).
     "ulyanov-dip": ArchSpec(kind="hourglass", depth=5, width=128, skip=4, upsampler="bilinear"),
     # Paper 000 (Shi et al.): Decoder, λ = 2 (SVD), mean-only BN, LeakyReLU(0.01), Gaussian σ per level as in
-    # its code (0.1, 0.1, 0.1, 0.5, 0.5 from the coarsest upsampling; levels here list the finest first), and the
-    # code's 2-D upsampler gain 1/s² (REFERENCE §1), which the λ = 2 convolutions offset.
+    # its code (0.1, 0.1, 0.1, 0.5, 0.5 from the coarsest upsampling; levels here list the finest first), the
+    # code's 2-D upsampler gain 1/s² (REFERENCE §1), which the λ = 2 convolutions offset, and as in its code two
+    # blocks before the first upsampler, a free 1×1 output projection and the norm detached from the gradient.
+    # The input is the text's noise, U(0, 0.1) (the code's sin/cos "fourier" input, ten times stronger, overfits
+    # at 128 px: F16 ×¼, λ = 2, peak 26.5 dB at 300, 23.0 dB at 1,500).
     "shi-decoder": ArchSpec(kind="decoder", depth=5, width=128, skip=0,
                             upsampler=("gauss-0.5", "gauss-0.5", "gauss-0.1", "gauss-0.1", "gauss-0.1"),
-                            lipschitz=2.0, norm="mean_only", leak=0.01, upsampler_gain=0.25),
+                            lipschitz=2.0, norm="mean_only", leak=0.01, upsampler_gain=0.25, stem=2,
+                            bound_output=False, lipschitz_detach=True),
     # ConvDecoder (Darestani & Heckel): 6 × [upsample, conv 3×3 128, ReLU, BN] + 1×1 output.
     "convdecoder": ArchSpec(kind="conv_decoder", depth=6, width=128, skip=0, act="relu", input_depth=128,
                             input_noise="normal", input_scale=1.0, sigmoid=False),
@@ -217,7 +235,7 @@ class _Block(nn.Sequential):
     def __init__(self, spec: ArchSpec, cin: int, cout: int, kernel: int | None = None, stride: int = 1):
         kernel = spec.kernel if kernel is None else kernel
         conv = LipschitzConv2d(cin, cout, kernel, lipschitz=spec.lipschitz, method=spec.lipschitz_method,
-                               pad=spec.pad, bias=spec.bias, stride=stride)
+                               pad=spec.pad, bias=spec.bias, stride=stride, detach_norm=spec.lipschitz_detach)
         norm = {"batch": lambda: nn.BatchNorm2d(cout), "mean_only": lambda: MeanOnlyBatchNorm(cout),
                 "none": nn.Identity}[spec.norm]()
         act = nn.LeakyReLU(spec.leak) if spec.act == "leaky_relu" else nn.ReLU()
@@ -273,8 +291,9 @@ def _hourglass(spec: ArchSpec, out_channels: int) -> nn.Module:
 
 
 def _output(spec: ArchSpec, cin: int, out_channels: int) -> nn.Module:
-    conv = LipschitzConv2d(cin, out_channels, 1, lipschitz=spec.lipschitz, method=spec.lipschitz_method,
-                           pad=spec.pad, bias=spec.bias)
+    conv = LipschitzConv2d(cin, out_channels, 1, lipschitz=spec.lipschitz if spec.bound_output else None,
+                           method=spec.lipschitz_method, pad=spec.pad, bias=spec.bias,
+                           detach_norm=spec.lipschitz_detach)
     return nn.Sequential(conv, nn.Sigmoid()) if spec.sigmoid else conv
 
 
@@ -283,11 +302,14 @@ def _decoder(spec: ArchSpec, out_channels: int) -> nn.Module:
     widths = _per_level(spec.width, spec.depth, "width")
     layers, cin = [], spec.input_depth
     kernel = 1 if spec.kind in ("mlp_decoder", "deep_decoder") else spec.kernel
+    for _ in range(spec.stem):  # paper 000's decoder: two blocks at the input's size (its code's first unetConv2)
+        layers.append(_Block(spec, cin, widths[-1], kernel=kernel))
+        cin = widths[-1]
     # Levels are listed from the full-resolution end; a decoder runs from the coarsest level up.
     for i in reversed(range(spec.depth)):
         if spec.kind == "deep_decoder":
             layers += [LipschitzConv2d(cin, widths[i], 1, lipschitz=spec.lipschitz, method=spec.lipschitz_method,
-                                       bias=spec.bias), _upsampler(spec, widths[i], i),
+                                       bias=spec.bias, detach_norm=spec.lipschitz_detach), _upsampler(spec, widths[i], i),
                        nn.LeakyReLU(spec.leak) if spec.act == "leaky_relu" else nn.ReLU(),
                        {"batch": nn.BatchNorm2d, "mean_only": MeanOnlyBatchNorm, "none": lambda c: nn.Identity()}[
                            spec.norm](widths[i])]
@@ -307,7 +329,9 @@ def make_input(spec: ArchSpec, size: tuple[int, int], seed: int = 0) -> torch.Te
     """The fixed network input: ``input_depth`` channels at ``size / spec.scale``, seeded.
 
     ``uniform``: U(0, 1)·scale (Ulyanov's ``get_noise('u')``); ``normal``: N(0, 1)·scale;
-    ``meshgrid``: two coordinate channels in [0, 1] (Ulyanov's ``meshgrid`` input).
+    ``fourier``: u ~ U(0, 1)·scale on half the channels, then sin 2πu and cos 2πu (paper 000's
+    code, ``get_noise('fourier', var=scale)``); ``meshgrid``: two coordinate channels in [0, 1]
+    (Ulyanov's ``meshgrid`` input).
     """
     h, w = size[0] // spec.scale, size[1] // spec.scale
     generator = torch.Generator().manual_seed(seed)
@@ -316,6 +340,9 @@ def make_input(spec: ArchSpec, size: tuple[int, int], seed: int = 0) -> torch.Te
         return torch.rand(shape, generator=generator) * spec.input_scale
     if spec.input_noise == "normal":
         return torch.randn(shape, generator=generator) * spec.input_scale
+    if spec.input_noise == "fourier":
+        phase = 2 * math.pi * spec.input_scale * torch.rand((1, spec.input_depth // 2, h, w), generator=generator)
+        return torch.cat([phase.sin(), phase.cos()], dim=1)
     ys, xs = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
     grid = torch.stack([xs, ys])[None]
     return grid.repeat(1, (spec.input_depth + 1) // 2, 1, 1)[:, : spec.input_depth] * spec.input_scale

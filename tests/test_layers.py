@@ -170,3 +170,24 @@ def test_lipschitz_bad_values():
         LipschitzConv2d(2, 2, 3, lipschitz=0)
     with pytest.raises(ValueError, match="lipschitz_method"):
         LipschitzConv2d(2, 2, 3, lipschitz=1, method="qr")
+
+
+def test_detached_norm_gradient_is_the_scaled_effective_gradient_and_the_free_one_is_tangential():
+    # Above the bound the forward pass uses W = λ w / ‖w‖. A differentiable ‖w‖ makes the loss
+    # scale-invariant in w, so its gradient is orthogonal to w; paper 000's code (SVD of w.data)
+    # treats ‖w‖ as a constant, so the gradient is ∂L/∂W · λ / ‖w‖ exactly.
+    x = torch.randn(2, 4, 9, 9, generator=torch.Generator().manual_seed(0))
+    grads, effective = {}, {}
+    for detach in (False, True):
+        torch.manual_seed(1)
+        conv = LipschitzConv2d(4, 6, 3, lipschitz=0.5, detach_norm=detach)
+        weight = conv.effective_weight()
+        weight.retain_grad()
+        F.conv2d(F.pad(x, [1] * 4, mode="reflect"), weight, conv.bias).square().sum().backward()
+        grads[detach], effective[detach] = conv.weight.grad, weight.grad
+        norm = spectral_norm(conv.weight.detach().reshape(6, -1))
+    assert norm > 0.5
+    w = conv.weight.detach()
+    assert abs((grads[False] * w).sum()) <= 1e-5 * grads[False].norm() * w.norm()
+    torch.testing.assert_close(grads[True], effective[True] * 0.5 / norm)
+    torch.testing.assert_close(effective[True], effective[False])

@@ -81,3 +81,29 @@ def test_unknown_preset_field_and_too_deep():
         models.ArchSpec.from_dict({"depht": 3})
     with pytest.raises(ValueError, match="depth"):
         models.build("ulyanov-dip", 3, (16, 16))
+
+
+def test_fourier_input_is_sin_cos_pairs_of_uniform_phases():
+    spec = models.ArchSpec(kind="decoder", depth=2, width=8, skip=0, input_noise="fourier", input_scale=1.0)
+    z = models.make_input(spec, (32, 32), seed=4)
+    half = spec.input_depth // 2
+    assert z.shape == (1, spec.input_depth, 8, 8)
+    torch.testing.assert_close(z[:, :half] ** 2 + z[:, half:] ** 2, torch.ones(1, half, 8, 8))
+    phase = torch.atan2(z[:, :half], z[:, half:]).remainder(2 * torch.pi)
+    expected = 2 * torch.pi * torch.rand((1, half, 8, 8), generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(phase, expected, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="input_depth"):
+        spec.replace(input_depth=5)
+
+
+def test_stem_adds_its_blocks_and_an_unbounded_output_is_free():
+    base = models.ArchSpec(kind="decoder", depth=2, width=8, skip=0, lipschitz=1.0, norm="mean_only")
+    plain = models.count_parameters(models.build(base, 3, (16, 16))[0])
+    stem = models.count_parameters(models.build(base.replace(stem=2), 3, (16, 16))[0])
+    # The first block then maps 8 → 8 instead of 32 → 8 channels, and two 32 → 8, 8 → 8 blocks come first.
+    block = lambda cin: cin * 8 * 9 + 8 + 8  # conv weight and bias, mean-only BN bias
+    assert stem - plain == block(32) + block(8) + block(8) - block(32)
+    net, _ = models.build(base.replace(bound_output=False), 3, (16, 16))
+    assert net[-1][0].lipschitz is None and net[-2][0].lipschitz == 1.0
+    with pytest.raises(ValueError, match="stem"):
+        models.ArchSpec(kind="hourglass", stem=1)
