@@ -263,7 +263,7 @@ def convergence_table(curves: pd.DataFrame, delta: float = DELTA) -> pd.DataFram
 
 
 def lipschitz_fbc(source: str | os.PathLike = "astronaut", *, lambdas: Sequence[float] = (1.0, 2.0, 3.0),
-                  sigma: float = 25.0, size: int = 64, arch: str | models.ArchSpec = "shi-decoder",
+                  sigma: float = 25.0, size: int = 64, arch: str | models.ArchSpec = "shi-decoder-text",
                   iterations: int = 300, lr: float = 0.01, eval_every: int = 10, seed: int = 0,
                   device: str | torch.device = "auto") -> pd.DataFrame:
     """Paper 000 §4.4, Fig. 5: FBC and PSNR of the same network under Lipschitz bounds ``lambdas`` (denoising).

@@ -185,6 +185,11 @@ PRESETS: dict[str, ArchSpec] = {
                             upsampler=("gauss-0.5", "gauss-0.5", "gauss-0.1", "gauss-0.1", "gauss-0.1"),
                             lipschitz=2.0, norm="mean_only", leak=0.01, upsampler_gain=0.25, stem=2,
                             bound_output=False, lipschitz_detach=True),
+    # The same decoder as paper 000's text describes it: every convolution bounded (the output projection too),
+    # the norm differentiable as eq. 4 is written, no blocks before the first upsampler.
+    "shi-decoder-text": ArchSpec(kind="decoder", depth=5, width=128, skip=0,
+                                 upsampler=("gauss-0.5", "gauss-0.5", "gauss-0.1", "gauss-0.1", "gauss-0.1"),
+                                 lipschitz=2.0, norm="mean_only", leak=0.01, upsampler_gain=0.25),
     # ConvDecoder (Darestani & Heckel): 6 × [upsample, conv 3×3 128, ReLU, BN] + 1×1 output.
     "convdecoder": ArchSpec(kind="conv_decoder", depth=6, width=128, skip=0, act="relu", input_depth=128,
                             input_noise="normal", input_scale=1.0, sigmoid=False),

@@ -87,19 +87,13 @@ def denoise_set9_runs(iterations_dip: int = 3000, iterations_controlled: int = 4
 DIP_BASELINE = " · DIP"
 
 
-#: The controlled decoder of the committed tasks table (``results/tasks``): ``shi-decoder`` at λ =
-#: :data:`CONTROLLED_LAMBDA` as it was defined when that table was fitted - no stem blocks, a bounded output
-#: projection, a differentiable norm - kept so that the command reproduces the committed rows.
-TASKS_DECODER = {"stem": 0, "bound_output": True, "lipschitz_detach": False}
-
-
 def tasks_runs(iterations: int = 2000) -> list[Run]:
-    """Issue evidence: every task through the controlled decoder (:data:`TASKS_DECODER`, lr 0.001, input
-    jitter 1/30), auto-stop at the ratio rule within ``iterations``, seed 0, images of 128 px (SR: 128 px
-    output); then the same through ``ulyanov-dip`` (lr 0.01, ``iterations``, the papers' DIP baseline; not
-    for enhancement)."""
+    """Issue evidence: every task through the controlled decoder as paper 000's text describes it
+    (``shi-decoder-text`` at λ = :data:`CONTROLLED_LAMBDA`, lr 0.001, input jitter 1/30), auto-stop at the
+    ratio rule within ``iterations``, seed 0, images of 128 px (SR: 128 px output); then the same through
+    ``ulyanov-dip`` (lr 0.01, ``iterations``, the papers' DIP baseline; not for enhancement)."""
     fit_settings = {"iterations": iterations, "lr": 0.001, "input_jitter": 1 / 30, "ema": 0.99, "stop": "auto"}
-    decoder = models.ArchSpec.from_dict(controlled_decoder() | TASKS_DECODER).to_dict()
+    decoder = models.preset("shi-decoder-text").replace(lipschitz=CONTROLLED_LAMBDA).to_dict()
     table = [
         ("denoise σ=25", {"task": "denoise", "sigma": 25.0}, ("cbsd68/0000.png", 2, 128)),
         ("poisson ζ=0.1", {"task": "poisson", "scale": 0.1}, ("set12/02.png", 2, 0)),

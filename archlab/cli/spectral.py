@@ -68,7 +68,7 @@ def register(subparsers) -> None:
     lipschitz.add_argument("--size", type=int, default=64, help="longer side after resizing (default 64)")
     lipschitz.add_argument("--sigma", type=float, default=25.0, help="noise σ on the 0..255 scale (default 25)")
     lipschitz.add_argument("--lambdas", type=float, nargs="+", default=[1.0, 2.0, 3.0], help="λ values (1 2 3)")
-    lipschitz.add_argument("--arch", default="shi-decoder", help="preset or spec file (default shi-decoder)")
+    lipschitz.add_argument("--arch", default="shi-decoder-text", help="preset or spec file (default shi-decoder-text)")
     lipschitz.add_argument("--iterations", type=int, default=300, help="iterations per fit (default 300)")
     lipschitz.add_argument("--lr", type=float, default=0.01,
                            help="Adam learning rate (default 0.01; the paper's 0.001 needs ~10x the iterations)")
