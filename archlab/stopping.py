@@ -98,14 +98,14 @@ def _box_sum_rows(x: torch.Tensor, size: int) -> torch.Tensor:
         width *= 2
 
 
-def _sobel_rows_abs(x: torch.Tensor, floor: float) -> torch.Tensor:
-    """4·|``skimage.filters.sobel(x, axis=-2)``| floored at ``floor``: [1, 0, −1] down the rows, [1, 2, 1]
-    along them, reflect border (the Sobel's 1/4 is left to the caller: the blur is a ratio of sums)."""
+def _sobel_rows_abs(x: torch.Tensor) -> torch.Tensor:
+    """4·|``skimage.filters.sobel(x, axis=-2)``|: [1, 0, −1] down the rows, [1, 2, 1] along them, reflect
+    border (the Sobel's 1/4 is left to the caller: the blur is a ratio of sums)."""
     # SciPy's reflect border repeats the edge pixel, which for a one-pixel pad is torch's replicate.
     p = F.pad(x, (1, 1, 1, 1), mode="replicate")
     d = p[:, :, 2:, :] - p[:, :, :-2, :]
     s = d[..., :-2] + d[..., 2:]
-    return s.add_(d[..., 1:-1], alpha=2).abs_().clamp_min_(floor)
+    return s.add_(d[..., 1:-1], alpha=2).abs_()
 
 
 def blur_effect(x: torch.Tensor, h_size: int = DEFAULT_H_SIZE) -> torch.Tensor:
@@ -144,15 +144,17 @@ def blur_effect(x: torch.Tensor, h_size: int = DEFAULT_H_SIZE) -> torch.Tensor:
     per_axis = []
     # Axis W is axis H of the transposed image: every pass then runs over contiguous rows.
     # D is kept at 4× and D_b at 4·h_size× their value (the Sobel's 1/4 and the box's 1/h_size left out,
-    # the floors scaled to match; D_b's h_size folded into V): B_a is a ratio of sums, so it is unchanged.
+    # D_b's h_size folded into V): B_a is a ratio of sums, so it is unchanged. scikit-image's floor of D and
+    # D_b at 2⁻⁵² moves a sum by at most its pixel count × 2⁻⁵² and is left out, except where it decides:
+    # an axis without any gradient (ΣD = 0) has B_a = 1.
     for image in (grey, grey.transpose(-1, -2).contiguous()):
         height, width = image.shape[-2:]
-        sharp = _sobel_rows_abs(image, 4 * _EPSILON)
-        blurred = _sobel_rows_abs(_box_sum_rows(image, h_size), 4 * h_size * _EPSILON)
+        sharp = _sobel_rows_abs(image)
+        blurred = _sobel_rows_abs(_box_sum_rows(image, h_size))
         variation = torch.sub(sharp, blurred, alpha=1 / h_size).clamp_min_(0)
         m1 = sharp[..., 2 : height - 1, 2 : width - 1].sum((1, 2, 3), dtype=torch.float64)
         m2 = variation[..., 2 : height - 1, 2 : width - 1].sum((1, 2, 3), dtype=torch.float64)
-        per_axis.append((m1 - m2).abs() / m1)
+        per_axis.append(torch.where(m1 > 0, (m1 - m2).abs() / m1.clamp_min(_EPSILON), 1.0))
     return torch.stack(per_axis).amax(0).to(x.dtype)
 
 

@@ -290,3 +290,9 @@ def test_mlv_sharpness_takes_the_chunked_path_exactly():
     grey = RNG.random((400, 410))  # 159,192 interior values: above the chunked ranking's threshold
     expected = numpy_mlv_sharpness(grey, 1000, 0.01)
     assert mlv_sharpness(torch.from_numpy(grey)[None, None]).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_blur_of_an_image_without_gradient_along_one_axis_matches_skimage():
+    stripes = torch.rand(1, 1, 1, 24, generator=torch.Generator().manual_seed(2)).expand(1, 1, 20, 24).contiguous()
+    assert blur_effect(stripes, 9).item() == pytest.approx(skimage_reference(stripes, 9), abs=1e-6)
+    assert blur_effect(stripes.transpose(-1, -2), 9).item() == pytest.approx(1.0)
