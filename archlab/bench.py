@@ -40,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from archlab import filters, images, layers, metrics, models, spectral, stopping, tasks
 from archlab.batched import fit_many
 from archlab.engine import engine_settings, resolve_device
-from archlab.fit import fit
+from archlab.fit import fit, output_measures
 
 DIP_CONFIGS = (("ulyanov-dip", 128), ("faster-dip-64", 256))
 
@@ -477,14 +477,12 @@ def _torch_monitors(output: torch.Tensor, observation: torch.Tensor, clean: torc
 
 
 def _torch_iteration(output: torch.Tensor, observation: torch.Tensor, clean: torch.Tensor):
-    """One evaluation of the on-device monitors exactly as :class:`archlab.fit._Monitor` runs them: the
-    luma computed once for the sharpness and the FBC."""
+    """One evaluation of the on-device monitors as a fit takes it: two PSNRs and
+    :func:`archlab.fit.output_measures` (blur, sharpness, FBC on one luma)."""
     fbc = spectral.FBC(observation, 5)
 
     def iteration() -> list:
-        luma = images.to_grey(output)
-        return [metrics.psnr(output, observation), metrics.psnr(output, clean), fbc(luma)[0],
-                stopping.blur_effect(output), stopping.mlv_sharpness(luma)]
+        return [metrics.psnr(output, observation), metrics.psnr(output, clean), *output_measures(output, fbc)]
 
     return iteration
 

@@ -113,6 +113,14 @@ class FitResult:
         return out
 
 
+def output_measures(output: torch.Tensor, fbc: spectral.FBC | None = None):
+    """The no-reference measures of a network output as a fit takes them at every evaluation:
+    ``(blur, sharpness, fbc values or None)`` (paper 000 eq. 8 and eq. 1), the luma computed once for
+    the sharpness and the FBC (both BT.601; the blur uses scikit-image's BT.709 grey)."""
+    luma = images.to_grey(output)
+    return stopping.blur_effect(output), stopping.mlv_sharpness(luma), None if fbc is None else fbc(luma)[0]
+
+
 class _Monitor:
     """Evaluation-time measurements, computed on the device and kept there until the end."""
 
@@ -148,18 +156,14 @@ class _Monitor:
         net_out = net_out.float()
         values = [loss.detach().float().reshape(1), metrics.psnr(net_out, self.observation)
                   if net_out.shape == self.observation.shape else loss.new_full((1,), math.nan)]
-        luma = images.to_grey(net_out)  # shared by the sharpness and the FBC (both BT.601; the blur is BT.709)
-        blur = stopping.blur_effect(net_out)
-        sharp = stopping.mlv_sharpness(luma)
+        same_shape = net_out.shape == self.observation.shape
+        blur, sharp, bands = output_measures(net_out, self.fbc if self.bands and same_shape else None)
         values += [blur, sharp, blur / sharp]
         if self.reference is not None:
             values += [metrics.psnr(restored, self.reference), metrics.psnr(ema, self.reference),
                        metrics.ssim(restored, self.reference), metrics.ssim(ema, self.reference)]
         if self.bands:
-            if net_out.shape == self.observation.shape:
-                values.append(self.fbc(luma)[0])
-            else:
-                values.append(net_out.new_full((self.bands,), math.nan))
+            values.append(bands if bands is not None else net_out.new_full((self.bands,), math.nan))
         row = torch.cat([v.reshape(-1).float() for v in values])
         self.rows.append(row)
         self.iterations.append(iteration)

@@ -172,24 +172,23 @@ class ArchSpec:
         return "\n".join(lines) + "\n"
 
 
+# Paper 000 (Shi et al.): Decoder as its text describes it - λ = 2 (SVD) on every convolution, the norm
+# differentiable as eq. 4 is written, mean-only BN, LeakyReLU(0.01) - with the Gaussian σ per level of its code
+# (0.1, 0.1, 0.1, 0.5, 0.5 from the coarsest upsampling; levels here list the finest first) and the code's 2-D
+# upsampler gain 1/s² (REFERENCE §1), which the λ = 2 convolutions offset.
+_SHI_TEXT = ArchSpec(kind="decoder", depth=5, width=128, skip=0,
+                     upsampler=("gauss-0.5", "gauss-0.5", "gauss-0.1", "gauss-0.1", "gauss-0.1"),
+                     lipschitz=2.0, norm="mean_only", leak=0.01, upsampler_gain=0.25)
+
 PRESETS: dict[str, ArchSpec] = {
     # Ulyanov et al. 2018, denoising: 5 levels × 128, 4 skip channels, bilinear, BN + LeakyReLU(0.2).
     "ulyanov-dip": ArchSpec(kind="hourglass", depth=5, width=128, skip=4, upsampler="bilinear"),
-    # Paper 000 (Shi et al.): Decoder, λ = 2 (SVD), mean-only BN, LeakyReLU(0.01), Gaussian σ per level as in
-    # its code (0.1, 0.1, 0.1, 0.5, 0.5 from the coarsest upsampling; levels here list the finest first), the
-    # code's 2-D upsampler gain 1/s² (REFERENCE §1), which the λ = 2 convolutions offset, and as in its code two
-    # blocks before the first upsampler, a free 1×1 output projection and the norm detached from the gradient.
-    # The input is the text's noise, U(0, 0.1) (the code's sin/cos "fourier" input, ten times stronger, overfits
-    # at 128 px: F16 ×¼, λ = 2, peak 26.5 dB at 300, 23.0 dB at 1,500).
-    "shi-decoder": ArchSpec(kind="decoder", depth=5, width=128, skip=0,
-                            upsampler=("gauss-0.5", "gauss-0.5", "gauss-0.1", "gauss-0.1", "gauss-0.1"),
-                            lipschitz=2.0, norm="mean_only", leak=0.01, upsampler_gain=0.25, stem=2,
-                            bound_output=False, lipschitz_detach=True),
-    # The same decoder as paper 000's text describes it: every convolution bounded (the output projection too),
-    # the norm differentiable as eq. 4 is written, no blocks before the first upsampler.
-    "shi-decoder-text": ArchSpec(kind="decoder", depth=5, width=128, skip=0,
-                                 upsampler=("gauss-0.5", "gauss-0.5", "gauss-0.1", "gauss-0.1", "gauss-0.1"),
-                                 lipschitz=2.0, norm="mean_only", leak=0.01, upsampler_gain=0.25),
+    # The same decoder as paper 000's released code builds it: two blocks before the first upsampler, a free 1×1
+    # output projection and the norm detached from the gradient. The input is the text's noise, U(0, 0.1) (the
+    # code's sin/cos "fourier" input, ten times stronger, overfits at 128 px: in a scratch fit of F16 ×¼ at
+    # λ = 2, peak 26.5 dB at 300, 23.0 dB at 1,500).
+    "shi-decoder": _SHI_TEXT.replace(stem=2, bound_output=False, lipschitz_detach=True),
+    "shi-decoder-text": _SHI_TEXT,
     # ConvDecoder (Darestani & Heckel): 6 × [upsample, conv 3×3 128, ReLU, BN] + 1×1 output.
     "convdecoder": ArchSpec(kind="conv_decoder", depth=6, width=128, skip=0, act="relu", input_depth=128,
                             input_noise="normal", input_scale=1.0, sigmoid=False),

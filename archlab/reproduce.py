@@ -52,14 +52,15 @@ def _short(image: str) -> str:
 
 
 #: λ of the controlled decoder in the evidence: paper 000's released denoising code uses ``ln_lambda = 1.4``
-#: (its text: λ = 2). On House ×¼ (64 px, σ 25, 4,000 iterations) λ = 2 overfits (peak 28.0 dB at 200,
-#: 21.2 dB at the end), λ = 1.6 decays by 0.9 dB, λ = 1.4 holds (27.45 dB at 3,850, 27.42 at the end).
+#: (its text: λ = 2). On House ×¼ (64 px, σ 25, 4,000 iterations, ``results/denoise-set9``) λ = 2 overfits
+#: (peak 28.02 dB at 200, 21.27 dB at the end) and λ = 1.4 holds (27.74 dB at 3,950, 27.70 at the end); a
+#: scratch fit at λ = 1.6 lost 0.9 dB. At 128 px λ = 1.4 is still rising at 4,000.
 CONTROLLED_LAMBDA = 1.4
 
 
-def controlled_decoder(lipschitz: float = CONTROLLED_LAMBDA) -> dict:
-    """The ``shi-decoder`` preset with bound λ, as a spec dict (what a :class:`Run` stores)."""
-    return models.preset("shi-decoder").replace(lipschitz=lipschitz).to_dict()
+def controlled_decoder(lipschitz: float = CONTROLLED_LAMBDA, preset: str = "shi-decoder") -> dict:
+    """A controlled-decoder preset with bound λ, as a spec dict (what a :class:`Run` stores)."""
+    return models.preset(preset).replace(lipschitz=lipschitz).to_dict()
 
 
 def denoise_set9_runs(iterations_dip: int = 3000, iterations_controlled: int = 4000) -> list[Run]:
@@ -73,7 +74,7 @@ def denoise_set9_runs(iterations_dip: int = 3000, iterations_controlled: int = 4
     runs = []
     controlled = {"iterations": iterations_controlled, "lr": 0.001, "input_jitter": 0.0, "ema": 0.99,
                   "stop": "record"}
-    text = models.preset("shi-decoder-text").replace(lipschitz=CONTROLLED_LAMBDA).to_dict()
+    text = controlled_decoder(preset="shi-decoder-text")
     for image in SET9_DENOISE:
         path = f"set9/{image}"
         runs.append(Run("ulyanov-dip", path, "ulyanov-dip", {"task": "denoise", "sigma": 25.0},
@@ -97,7 +98,7 @@ def tasks_runs(iterations: int = 2000) -> list[Run]:
     ratio rule within ``iterations``, seed 0, images of 128 px (SR: 128 px output); then the same through
     ``ulyanov-dip`` (lr 0.01, ``iterations``, the papers' DIP baseline; not for enhancement)."""
     fit_settings = {"iterations": iterations, "lr": 0.001, "input_jitter": 1 / 30, "ema": 0.99, "stop": "auto"}
-    decoder = models.preset("shi-decoder-text").replace(lipschitz=CONTROLLED_LAMBDA).to_dict()
+    decoder = controlled_decoder(preset="shi-decoder-text")
     table = [
         ("denoise σ=25", {"task": "denoise", "sigma": 25.0}, ("cbsd68/0000.png", 2, 128)),
         ("poisson ζ=0.1", {"task": "poisson", "scale": 0.1}, ("set12/02.png", 2, 0)),
