@@ -71,41 +71,46 @@ def _grey(x: torch.Tensor, weights: tuple[float, float, float]) -> torch.Tensor:
 def _symmetric_pad(x: torch.Tensor, dim: int, before: int, after: int) -> torch.Tensor:
     """Pad like SciPy's ``mode="reflect"`` (d c b a | a b c d | d c b a), periodic for short axes."""
     n = x.shape[dim]
+    if before <= n and after <= n:
+        return torch.cat([x.narrow(dim, 0, before).flip(dim), x, x.narrow(dim, n - after, after).flip(dim)], dim)
     index = torch.arange(-before, n + after, device=x.device) % (2 * n)
     index = torch.where(index >= n, 2 * n - 1 - index, index)
     return x.index_select(dim, index)
 
 
-def _box_sum_rows(x: torch.Tensor, size: int) -> torch.Tensor:
-    """``size`` × ``scipy.ndimage.uniform_filter1d(x, size, axis=-2, mode="reflect")`` on (N, 1, H, W).
+def _box_sum(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    """``size`` × ``scipy.ndimage.uniform_filter1d(x, size, axis=dim, mode="reflect")`` on (N, 1, H, W).
 
-    Sums of shifted row blocks, contiguous vectorised adds, by doubling: the sums of 1, 2, 4, ...
-    consecutive rows, then the binary digits of ``size`` joined (``size`` = 9: four adds, not eight;
-    a 1-channel ``avg_pool2d`` runs a scalar loop on CPU, 5-10× slower at 512×512).
+    Sums of shifted blocks, vectorised adds of views, by doubling: the sums of 1, 2, 4, ... consecutive
+    entries along ``dim``, then the binary digits of ``size`` joined (``size`` = 9: four adds, not
+    eight; a 1-channel ``avg_pool2d`` runs a scalar loop on CPU, 5-10× slower at 512×512).
     """
-    padded = _symmetric_pad(x, 2, size // 2, size - 1 - size // 2)
-    n = x.shape[2]
+    padded = _symmetric_pad(x, dim, size // 2, size - 1 - size // 2)
+    n = x.shape[dim]
     total, covered, block, width = None, 0, padded, 1
     while True:
         if size & width:
-            part = block[:, :, covered : covered + n]
+            part = block.narrow(dim, covered, n)
             total = part.clone() if total is None else total.add_(part)
             covered += width
         if 2 * width > size:
             return total
-        length = block.shape[2] - width
-        block = block[:, :, :length] + block[:, :, width : width + length]
+        length = block.shape[dim] - width
+        block = block.narrow(dim, 0, length) + block.narrow(dim, width, length)
         width *= 2
 
 
-def _sobel_rows_abs(x: torch.Tensor) -> torch.Tensor:
-    """4·|``skimage.filters.sobel(x, axis=-2)``|: [1, 0, −1] down the rows, [1, 2, 1] along them, reflect
-    border (the Sobel's 1/4 is left to the caller: the blur is a ratio of sums)."""
+def _sobel_abs(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """4·|``skimage.filters.sobel(x, axis=dim)``| on (N, 1, H, W), ``dim`` ∈ {−2, −1}: [1, 0, −1] along
+    ``dim``, [1, 2, 1] across it, reflect border (the Sobel's 1/4 is left to the caller: the blur is a
+    ratio of sums)."""
+    across = -3 - dim
     # SciPy's reflect border repeats the edge pixel, which for a one-pixel pad is torch's replicate.
     p = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    d = p[:, :, 2:, :] - p[:, :, :-2, :]
-    s = d[..., :-2] + d[..., 2:]
-    return s.add_(d[..., 1:-1], alpha=2).abs_()
+    n, m = p.shape[dim] - 2, p.shape[across] - 2
+    d = p.narrow(dim, 2, n) - p.narrow(dim, 0, n)
+    s = d.narrow(across, 0, m) + d.narrow(across, 2, m)
+    return s.add_(d.narrow(across, 1, m), alpha=2).abs_()
 
 
 def blur_effect(x: torch.Tensor, h_size: int = DEFAULT_H_SIZE) -> torch.Tensor:
@@ -141,16 +146,16 @@ def blur_effect(x: torch.Tensor, h_size: int = DEFAULT_H_SIZE) -> torch.Tensor:
     _check_image(x, "blur_effect", 4)
     _check_positive_int(h_size, "blur_effect: h_size")
     grey = _grey(x, _BT709)
+    height, width = grey.shape[-2:]
     per_axis = []
-    # Axis W is axis H of the transposed image: every pass then runs over contiguous rows.
-    # D is kept at 4× and D_b at 4·h_size× their value (the Sobel's 1/4 and the box's 1/h_size left out,
-    # D_b's h_size folded into V): B_a is a ratio of sums, so it is unchanged. scikit-image's floor of D and
-    # D_b at 2⁻⁵² moves a sum by at most its pixel count × 2⁻⁵² and is left out, except where it decides:
-    # an axis without any gradient (ΣD = 0) has B_a = 1.
-    for image in (grey, grey.transpose(-1, -2).contiguous()):
-        height, width = image.shape[-2:]
-        sharp = _sobel_rows_abs(image)
-        blurred = _sobel_rows_abs(_box_sum_rows(image, h_size))
+    # Both axes run on views of the same image (no transposed copy). D is kept at 4× and D_b at 4·h_size×
+    # their value (the Sobel's 1/4 and the box's 1/h_size left out, D_b's h_size folded into V): B_a is a
+    # ratio of sums, so it is unchanged. scikit-image's floor of D and D_b at 2⁻⁵² moves a sum by at most
+    # its pixel count × 2⁻⁵² and is left out, except where it decides: an axis without any gradient
+    # (ΣD = 0) has B_a = 1.
+    for dim in (-2, -1):
+        sharp = _sobel_abs(grey, dim)
+        blurred = _sobel_abs(_box_sum(grey, h_size, dim), dim)
         variation = torch.sub(sharp, blurred, alpha=1 / h_size).clamp_min_(0)
         m1 = sharp[..., 2 : height - 1, 2 : width - 1].sum((1, 2, 3), dtype=torch.float64)
         m2 = variation[..., 2 : height - 1, 2 : width - 1].sum((1, 2, 3), dtype=torch.float64)
