@@ -465,9 +465,10 @@ def _numpy_monitors(output: np.ndarray, observation: np.ndarray, clean: np.ndarr
     }
 
 
-def _torch_monitors(output: torch.Tensor, observation: torch.Tensor, clean: torch.Tensor) -> dict:
-    """archlab's on-device monitors as a fit runs them (the FBC's target spectrum computed once), as thunks."""
-    fbc = spectral.FBC(observation, 5)  # against the observation, as the fit's monitor and paper 000's loop
+def _torch_monitors(output: torch.Tensor, observation: torch.Tensor, clean: torch.Tensor,
+                    fbc: spectral.FBC) -> dict:
+    """archlab's on-device monitors as a fit runs them (``fbc``: the FBC against the observation, its
+    target spectrum computed once, as the fit's monitor and paper 000's loop), as thunks."""
     return {
         "psnr": lambda: torch.cat([metrics.psnr(output, observation), metrics.psnr(output, clean)]),
         "fbc": lambda: fbc(output)[0],
@@ -476,10 +477,9 @@ def _torch_monitors(output: torch.Tensor, observation: torch.Tensor, clean: torc
     }
 
 
-def _torch_iteration(output: torch.Tensor, observation: torch.Tensor, clean: torch.Tensor):
+def _torch_iteration(output: torch.Tensor, observation: torch.Tensor, clean: torch.Tensor, fbc: spectral.FBC):
     """One evaluation of the on-device monitors as a fit takes it: two PSNRs and
     :func:`archlab.fit.output_measures` (blur, sharpness, FBC on one luma)."""
-    fbc = spectral.FBC(observation, 5)
 
     def iteration() -> list:
         return [metrics.psnr(output, observation), metrics.psnr(output, clean), *output_measures(output, fbc)]
@@ -535,10 +535,12 @@ def bench_monitors(size: int = 512, repeats: int = 7, sigma: float = 25.0, seed:
 
     papers_iteration, papers_parts = _papers_monitors(noisy.to(device), observation, clean)
     numpy_parts = _numpy_monitors(host(noisy), host(observation), host(clean))
-    torch_parts = _torch_monitors(noisy.to(device), observation.to(device), clean.to(device))
+    on_device = noisy.to(device), observation.to(device), clean.to(device)
+    fbc = spectral.FBC(on_device[1], 5)
+    torch_parts = _torch_monitors(*on_device, fbc)
     sides = {"papers": papers_iteration,
              "numpy": lambda: [part() for part in numpy_parts.values()],
-             "torch": _torch_iteration(noisy.to(device), observation.to(device), clean.to(device))}
+             "torch": _torch_iteration(*on_device, fbc)}
     totals = interleaved(sides, repeats, device)
     result = {f"{side}_s": float(np.median(t)) for side, t in totals.items()}
     result["ratio"] = result["papers_s"] / result["torch_s"]
