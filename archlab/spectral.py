@@ -107,7 +107,10 @@ def half_spectrum(x: torch.Tensor) -> torch.Tensor:
     in float64 for float64 images and float32 otherwise."""
     _check_images(x, "x")
     grey = to_grey(x)[:, 0]
-    return torch.fft.rfft2(grey if grey.dtype == torch.float64 else grey.float()).abs()
+    spectrum = torch.view_as_real(torch.fft.rfft2(grey if grey.dtype == torch.float64 else grey.float()))
+    # sqrt(re² + im²) by one fused multiply-add: complex abs() takes the overflow-safe hypot, 2-3× slower on CPU.
+    real, imaginary = spectrum[..., 0], spectrum[..., 1]
+    return torch.addcmul(real.square(), imaginary, imaginary).sqrt_()
 
 
 class FBC:
