@@ -70,6 +70,19 @@ def test_denoise_set9_table_checks_the_three_bars(tmp_path):
     assert "mean oracle peak 25.00 dB: met" in text
     assert "largest drop 0.20 dB): met" in text
     assert "on 3 of 4 images (bar: ≥ 3): met" in text
+    assert "against both bars" not in text  # one controlled configuration: no summary
+
+
+def test_denoise_set9_summary_puts_every_controlled_configuration_against_both_bars(tmp_path):
+    rows = [_row("ulyanov-dip", image) for image in ("Baboon", "F16", "House", "Peppers")]
+    for config, house_final in (("shi-decoder λ=1.6", 24.0), ("shi-decoder λ=1.5", 24.9)):
+        rows += [_row(config, image, stop_psnr=25.2, peak_psnr=25.0, final_psnr=house_final if image == "House" else 25.0)
+                 for image in ("Baboon", "F16", "House", "Peppers")]
+    text = reproduce.write_table("denoise-set9", pd.DataFrame(rows), tmp_path)
+    summary = text[text.index("against both bars"):]
+    assert summary.index("λ=1.5") < summary.index("λ=1.6")  # in the order the runs are listed, not the rows
+    assert "| shi-decoder λ=1.5 | 25.20 | 25.00 | met | 0.10 | House | met |" in summary
+    assert "| shi-decoder λ=1.6 | 25.20 | 25.00 | met | 1.00 | House | NOT met |" in summary
 
 
 def test_tasks_table_scores_every_task_against_its_observation(tmp_path):
