@@ -154,9 +154,9 @@ class _Monitor:
 
     def measure(self, iteration: int, seconds: float, loss: torch.Tensor, net_out: torch.Tensor, restored: torch.Tensor, ema: torch.Tensor) -> torch.Tensor:
         net_out = net_out.float()
-        values = [loss.detach().float().reshape(1), metrics.psnr(net_out, self.observation)
-                  if net_out.shape == self.observation.shape else loss.new_full((1,), math.nan)]
         same_shape = net_out.shape == self.observation.shape
+        values = [loss.detach().float().reshape(1), metrics.psnr(net_out, self.observation)
+                  if same_shape else loss.new_full((1,), math.nan)]
         blur, sharp, bands = output_measures(net_out, self.fbc if self.bands and same_shape else None)
         values += [blur, sharp, blur / sharp]
         if self.reference is not None:
