@@ -219,15 +219,15 @@ def run_experiment(name: str, out: str | Path, device: str = "auto", only: str |
     """
     if name not in EXPERIMENTS:
         raise ValueError(f"reproduce: unknown experiment {name!r}; known: {', '.join(sorted(EXPERIMENTS))}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    csv = out / "results.csv"
-    finished = _finished(csv)
     every = EXPERIMENTS[name]()
     runs = [r for r in every if only is None or r.config == only]
     if not runs:
         configs = ", ".join(dict.fromkeys(r.config for r in every))
         raise ValueError(f"reproduce: no run of {name} has configuration {only!r}; configurations: {configs}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv = out / "results.csv"
+    finished = _finished(csv)
     with images.atomic_path(out / "runs.json") as tmp:
         tmp.write_text(json.dumps([r.__dict__ | {"fast": fast} for r in every], indent=2))
     for run in runs:

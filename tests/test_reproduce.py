@@ -49,7 +49,8 @@ def test_unknown_experiment_and_configuration_name_the_choices(tiny_experiment, 
     with pytest.raises(ValueError, match="known: .*denoise-set9"):
         reproduce.run_experiment("nope", tmp_path)
     with pytest.raises(ValueError, match="configurations: a, b"):
-        reproduce.run_experiment(tiny_experiment, tmp_path, only="c")
+        reproduce.run_experiment(tiny_experiment, tmp_path / "out", only="c")
+    assert not (tmp_path / "out").exists()  # bad input leaves no output folder
 
 
 def _row(config, image, **values):
