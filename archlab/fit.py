@@ -25,8 +25,8 @@ import torch
 import torch.nn as nn
 
 from archlab import images, metrics, spectral, stopping
-from archlab.engine import PRECISIONS, CompiledModule, engine_settings, resolve_device
-from archlab.models import ArchSpec, build, load_spec
+from archlab.engine import BF16_MAX_RELATIVE_ERROR, PRECISIONS, CompiledModule, bf16_error, engine_settings, resolve_device
+from archlab.models import ArchSpec, build, for_size, load_spec
 from archlab.tasks import Task
 
 STOPS = ("none", "auto", "record")
@@ -45,6 +45,7 @@ class FitSettings:
     stop: str = "none"
     window: int = stopping.DEFAULT_WINDOW
     eps: float = stopping.DEFAULT_EPS
+    ratio_measures: str = "skimage"
     fbc_bands: int = 5
     precision: str = "fp32"
     channels_last: bool = False
@@ -61,6 +62,7 @@ class FitSettings:
             "window": (isinstance(self.window, int) and self.window >= 1 and self.window % self.eval_every == 0,
                        "a positive multiple of eval_every"),
             "eps": (self.eps > 0, "a number > 0"),
+            "ratio_measures": (self.ratio_measures in stopping.MEASURES, ", ".join(stopping.MEASURES)),
             "fbc_bands": (isinstance(self.fbc_bands, int) and self.fbc_bands >= 0, "an integer ≥ 0 (0 = off)"),
             "precision": (self.precision in PRECISIONS, ", ".join(PRECISIONS)),
         }
@@ -113,19 +115,24 @@ class FitResult:
         return out
 
 
-def output_measures(output: torch.Tensor, fbc: spectral.FBC | None = None):
+def output_measures(output: torch.Tensor, fbc: spectral.FBC | None = None, measures: str = "skimage"):
     """The no-reference measures of a network output as a fit takes them at every evaluation:
-    ``(blur, sharpness, fbc values or None)`` (paper 000 eq. 8 and eq. 1), the luma computed once for
-    the sharpness and the FBC (both BT.601; the blur uses scikit-image's BT.709 grey)."""
+    ``(blur, sharpness, fbc values or None)`` (paper 000 eq. 8 and eq. 1). ``measures`` picks the
+    blur/sharpness pair (:data:`archlab.stopping.MEASURES`); with ``"skimage"`` the luma is computed
+    once for the sharpness and the FBC (both BT.601; the blur uses scikit-image's BT.709 grey)."""
     luma = images.to_grey(output)
-    return stopping.blur_effect(output), stopping.mlv_sharpness(luma), None if fbc is None else fbc(luma)[0]
+    bands = None if fbc is None else fbc(luma)[0]
+    if measures == "paper":
+        return stopping.blur_effect_paper(output), stopping.mlv_sharpness_paper(output), bands
+    return stopping.blur_effect(output), stopping.mlv_sharpness(luma), bands
 
 
 class _Monitor:
     """Evaluation-time measurements, computed on the device and kept there until the end."""
 
-    def __init__(self, reference: torch.Tensor | None, observation: torch.Tensor, bands: int):
-        self.reference, self.observation, self.bands = reference, observation, bands
+    def __init__(self, reference: torch.Tensor | None, observation: torch.Tensor, bands: int,
+                 measures: str = "skimage"):
+        self.reference, self.observation, self.bands, self.measures = reference, observation, bands, measures
         self.rows: list[torch.Tensor] = []
         self.iterations: list[int] = []
         self.times: list[float] = []
@@ -157,7 +164,7 @@ class _Monitor:
         same_shape = net_out.shape == self.observation.shape
         values = [loss.detach().float().reshape(1), metrics.psnr(net_out, self.observation)
                   if same_shape else loss.new_full((1,), math.nan)]
-        blur, sharp, bands = output_measures(net_out, self.fbc if self.bands and same_shape else None)
+        blur, sharp, bands = output_measures(net_out, self.fbc if self.bands and same_shape else None, self.measures)
         values += [blur, sharp, blur / sharp]
         if self.reference is not None:
             values += [metrics.psnr(restored, self.reference), metrics.psnr(ema, self.reference),
@@ -175,9 +182,9 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
         iterations: int = 3000, lr: float = 0.01, input_jitter: float = 1 / 30, ema: float = 0.99, seed: int = 0,
         device: str | torch.device = "auto", eval_every: int = 10, reference: torch.Tensor | None = None,
         stop: str = "none", window: int = stopping.DEFAULT_WINDOW, eps: float = stopping.DEFAULT_EPS,
-        fbc_bands: int = 5, fast: bool = True, precision: str | None = None, channels_last: bool | None = None,
+        ratio_measures: str = "skimage", fbc_bands: int = 5, fast: bool = True, precision: str | None = None, channels_last: bool | None = None,
         compile: bool | None = None, net_input: torch.Tensor | None = None, progress: bool | None = None,
-        degradation_seed: int | None = None) -> FitResult:
+        degradation_seed: int | None = None, on_evaluation=None) -> FitResult:
     """Fit a DIP network to one observation (Ulyanov et al. 2018; paper 000 §4).
 
     Parameters
@@ -198,6 +205,9 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
     stop : {"none", "auto", "record"}
         ``auto`` stops at the ratio rule (paper 000 eq. 8: Δr < ``eps`` over windows of
         ``window`` iterations); ``record`` notes where it fires and runs on.
+    ratio_measures : {"skimage", "paper"}
+        The blur and sharpness of the ratio (:data:`archlab.stopping.MEASURES`): scikit-image's
+        Crete blur with Bahrami & Kot's MLV, or paper 000's code's own forms.
     fast : bool
         Let the engine pick ``precision``, ``channels_last`` and ``compile`` for the device
         (:func:`archlab.engine.fast_settings`); ``False`` is the fp32 eager reference path.
@@ -205,6 +215,9 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
         Override the engine's choice: ``bf16`` runs forward and backward under bfloat16
         autocast (fp32 weights), ``channels_last`` keeps activations NHWC, ``compile``
         wraps the network in :class:`archlab.engine.CompiledModule`.
+    on_evaluation : callable, optional
+        Called as ``on_evaluation(iteration, output)`` at every kept evaluation with the
+        network's output (on the device), e.g. to record the trajectory of the fit.
 
     Returns
     -------
@@ -213,9 +226,9 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
 
     device = resolve_device(device)
     engine = engine_settings(device, fast, precision, channels_last, compile)
-    precision, channels_last = engine["precision"], engine["channels_last"]
-    settings = FitSettings(iterations=iterations, lr=lr, input_jitter=input_jitter, ema=ema, seed=seed,
-                           eval_every=eval_every, stop=stop, window=window, eps=eps, fbc_bands=fbc_bands, **engine)
+    precision_requested = precision is not None
+    FitSettings(iterations=iterations, lr=lr, input_jitter=input_jitter, ema=ema, seed=seed, eval_every=eval_every,
+                stop=stop, window=window, eps=eps, ratio_measures=ratio_measures, fbc_bands=fbc_bands, **engine)  # validate before any work
     if observation.ndim != 4 or observation.shape[0] != 1:
         raise ValueError(f"observation: expected shape (1, C, H, W), got {tuple(observation.shape)}")
     y = observation.to(device, torch.float32)
@@ -229,12 +242,25 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
     else:
         spec = load_spec(spec_or_module)
         overrides = task.arch_overrides()
-        spec = spec.replace(**overrides) if overrides else spec
+        spec = for_size(spec.replace(**overrides) if overrides else spec, out_size)
         net, z = build(spec, y.shape[1], out_size, seed=seed)
         spec_dict = spec.to_dict()
+    net = net.to(device).train()
+    z = z.to(device)
+    engine_note = "as requested" if precision_requested or engine["precision"] == "fp32" else "bf16 keeps the signal"
+    if engine["precision"] == "bf16" and not precision_requested:
+        error, layer = bf16_error(net, z)
+        if error > BF16_MAX_RELATIVE_ERROR:
+            engine["precision"] = "fp32"
+            engine_note = (f"fp32: in bf16 the activations of layer {layer} are off by {error:.0%} "
+                           f"(> {BF16_MAX_RELATIVE_ERROR:.0%})")
+    precision, channels_last = engine["precision"], engine["channels_last"]
+    settings = FitSettings(iterations=iterations, lr=lr, input_jitter=input_jitter, ema=ema, seed=seed,
+                           eval_every=eval_every, stop=stop, window=window, eps=eps, ratio_measures=ratio_measures,
+                           fbc_bands=fbc_bands, **engine)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    net = net.to(device, memory_format=memory_format).train()
-    z = z.to(device).contiguous(memory_format=memory_format)
+    net = net.to(memory_format=memory_format)
+    z = z.contiguous(memory_format=memory_format)
     if engine["compile"]:
         net = CompiledModule(net)
     ref = None if reference is None else reference.to(device, torch.float32)
@@ -243,7 +269,7 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
 
     optimiser = torch.optim.Adam(net.parameters(), lr=lr)
     generator = torch.Generator(device=device).manual_seed(seed + 1)
-    monitor = _Monitor(ref, y, fbc_bands)
+    monitor = _Monitor(ref, y, fbc_bands, ratio_measures)
     rule = stopping.RatioRule(window, eps, eval_every)
     guard = stopping.DivergenceGuard()
     good_state = _snapshot(net, optimiser)
@@ -288,6 +314,8 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
             optimiser.load_state_dict(good_state[1])
             continue
         good_state = _snapshot(net, optimiser)
+        if on_evaluation is not None:
+            on_evaluation(iteration, out)
         if ref is not None:
             psnr_now = values[monitor.columns.index("psnr")]
             if psnr_now > best[0]:
@@ -314,7 +342,8 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
                      stop_reason=reason, seconds=seconds, spec=spec_dict, settings=asdict(settings),
                      task=task.to_dict(), best_output=None if best[2] is None else best[2].cpu(),
                      best_iteration=best[1], auto_stop_iteration=auto_stop,
-                     stop_output=None if stop_output is None else stop_output.cpu(), restores=restores)
+                     stop_output=None if stop_output is None else stop_output.cpu(), restores=restores,
+                     extras={"engine": engine_note})
 
 
 def _snapshot(net: nn.Module, optimiser: torch.optim.Optimizer) -> tuple[dict, dict]:

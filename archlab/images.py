@@ -161,12 +161,27 @@ def to_grey(image: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nchw,c->nhw", image, image.new_tensor(LUMA)).unsqueeze(1)  # one pass over the channels
 
 
-def resize(image: torch.Tensor, scale: float | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Bicubic, antialiased resize by ``scale`` or to ``size`` = (H, W), clamped to [0, 1]."""
+RESIZE_METHODS = ("torch", "pil")
+
+
+def resize(image: torch.Tensor, scale: float | None = None, size: tuple[int, int] | None = None,
+           method: str = "torch") -> torch.Tensor:
+    """Bicubic, antialiased resize by ``scale`` or to ``size`` = (H, W), clamped to [0, 1].
+
+    ``method="torch"`` interpolates the float image (``F.interpolate``, a = −0.75);
+    ``method="pil"`` resizes the 8-bit image with Pillow's ``BICUBIC`` (a = −0.5) and keeps
+    8-bit values, as the papers' code prepares Set9 ×¼ (REFERENCE §5b).
+    """
     if (scale is None) == (size is None):
         raise ValueError("resize: give exactly one of scale or size")
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"resize: method {method!r} is invalid; allowed: {', '.join(RESIZE_METHODS)}")
     if size is None:
         size = (max(1, round(image.shape[-2] * scale)), max(1, round(image.shape[-1] * scale)))
+    if method == "pil":
+        array = (image[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        pil = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+        return from_numpy(np.asarray(pil.resize((size[1], size[0]), Image.BICUBIC)))
     out = F.interpolate(image, size=size, mode="bicubic", align_corners=False, antialias=True)
     return out.clamp(0.0, 1.0)
 

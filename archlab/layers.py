@@ -213,16 +213,23 @@ class LipschitzConv2d(nn.Conv2d):
     effective weight less and less - a decaying effective learning rate that the differentiable
     norm (the default) does not have.
 
-    With ``lipschitz=None`` it is a plain convolution (He initialisation). Padding is
-    explicit (``pad`` = "reflect" or "zero") as in the DIP codes.
+    With ``lipschitz=None`` it is a plain convolution. ``init`` sets the initial weights
+    (the bias keeps PyTorch's default, U(±1/√fan_in), in every case):
+
+    * ``"kaiming-leaky"`` - He-uniform for LeakyReLU(0.01), archlab's own choice;
+    * ``"kaiming"`` - He-uniform with a = 0, fan-in (paper 000's code);
+    * ``"torch"`` - PyTorch's default, He-uniform with a = √5 (Ulyanov et al.'s and paper 004's code).
+
+    Padding is explicit (``pad`` = "reflect" or "zero") as in the DIP codes.
     """
 
     METHODS = ("svd", "power", "operator")
+    INITS = ("kaiming-leaky", "kaiming", "torch")
     POWER_SQUARINGS = 8
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, lipschitz: float | None = None,
                  method: str = "svd", pad: str = "reflect", bias: bool = True, stride: int = 1,
-                 power_iterations: int = 10, grid: int = 16, detach_norm: bool = False):
+                 power_iterations: int = 10, grid: int = 16, detach_norm: bool = False, init: str = "kaiming-leaky"):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0, bias=bias)
         if lipschitz is not None and not lipschitz > 0:
             raise ValueError(f"lipschitz: {lipschitz!r} must be > 0 (or None for no bound)")
@@ -230,7 +237,12 @@ class LipschitzConv2d(nn.Conv2d):
             raise ValueError(f"lipschitz_method: {method!r} is not one of {', '.join(self.METHODS)}")
         if pad not in ("reflect", "zero"):
             raise ValueError(f"pad: {pad!r} is not one of reflect, zero")
-        nn.init.kaiming_uniform_(self.weight, a=0.01, nonlinearity="leaky_relu")
+        if init not in self.INITS:
+            raise ValueError(f"init: {init!r} is not one of {', '.join(self.INITS)}")
+        if init == "kaiming-leaky":
+            nn.init.kaiming_uniform_(self.weight, a=0.01, nonlinearity="leaky_relu")
+        elif init == "kaiming":
+            nn.init.kaiming_uniform_(self.weight, a=0, mode="fan_in")
         self.lipschitz, self.method, self.pad_mode, self.detach_norm = lipschitz, method, pad, detach_norm
         self.power_iterations, self.grid = power_iterations, grid
         self.halo = (kernel_size - 1) // 2

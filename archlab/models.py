@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from archlab import filters
-from archlab.layers import LipschitzConv2d, MeanOnlyBatchNorm, Upsampler
+from archlab.layers import PADDINGS, LipschitzConv2d, MeanOnlyBatchNorm, Upsampler
 
 KINDS = ("hourglass", "decoder", "convnet", "conv_decoder", "mlp_decoder", "deep_decoder")
 NORMS = ("batch", "mean_only", "none")
@@ -35,7 +35,8 @@ ACTS = ("leaky_relu", "relu")
 PADS = ("reflect", "zero")
 DOWNSAMPLES = ("stride", "avg", "max")
 NOISES = ("uniform", "normal", "fourier", "meshgrid")
-LIPSCHITZ_METHODS = ("svd", "power", "operator")
+LIPSCHITZ_METHODS = LipschitzConv2d.METHODS
+INITS = LipschitzConv2d.INITS
 
 
 def _per_level(value, depth: int, name: str) -> tuple:
@@ -57,7 +58,13 @@ class ArchSpec:
     pass, as paper 000's code does (its SVD runs on ``w.data``), so the gradient reaches w
     only through the numerator; ``bound_output`` says whether the final 1×1 projection is
     bounded too (paper 000's code leaves it free). ``upsampler_gain`` scales each
-    upsampler (paper 000's Gaussian upsampling has 2-D gain 1/s², REFERENCE §1). The input
+    upsampler (paper 000's Gaussian upsampling has 2-D gain 1/s², REFERENCE §1);
+    ``lipschitz = "auto"`` takes λ from :func:`lipschitz_for_size` when the network is built
+    for an image size. ``upsampler_padding`` is how the upsampler extends the image at its border (``replicate``:
+    ``nn.Upsample``, which clamps, as in Ulyanov et al.'s code; ``zeros``: a transposed
+    convolution, as paper 000's Gaussian upsampler). ``init`` is the convolutions' initial
+    weights (:class:`~archlab.layers.LipschitzConv2d`: ``torch`` for the codes built on
+    Ulyanov et al.'s, ``kaiming`` for paper 000's). The input
     is ``input_depth`` channels of noise (``input_noise``, scaled by ``input_scale``) at
     the output size divided by ``factor**depth`` for decoders; a decoder first runs
     ``stem`` blocks at that input size (paper 000's decoder: 2) before its first upsampler.
@@ -69,7 +76,7 @@ class ArchSpec:
     skip: int | tuple[int, ...] = 4
     upsampler: str | tuple[str, ...] = "bilinear"
     factor: int = 2
-    lipschitz: float | None = None
+    lipschitz: float | str | None = None
     lipschitz_method: str = "svd"
     lipschitz_detach: bool = False
     bound_output: bool = True
@@ -85,6 +92,8 @@ class ArchSpec:
     stem: int = 0
     downsample: str = "stride"
     upsampler_gain: float = 1.0
+    upsampler_padding: str = "reflect"
+    init: str = "kaiming-leaky"
     sigmoid: bool = True
 
     def __post_init__(self):
@@ -104,8 +113,9 @@ class ArchSpec:
         check("skip", all(isinstance(s, int) and s >= 0 for s in _per_level(self.skip, self.depth, "skip")),
               "integers ≥ 0")
         check("factor", isinstance(self.factor, int) and self.factor >= 2, "an integer ≥ 2")
-        check("lipschitz", self.lipschitz is None or (isinstance(self.lipschitz, (int, float)) and self.lipschitz > 0),
-              "a number > 0, or none")
+        check("lipschitz", self.lipschitz is None or self.lipschitz == "auto"
+              or (isinstance(self.lipschitz, (int, float)) and not isinstance(self.lipschitz, bool)
+                  and self.lipschitz > 0), "a number > 0, auto (chosen for the image size), or none")
         check("lipschitz_method", self.lipschitz_method in LIPSCHITZ_METHODS, ", ".join(LIPSCHITZ_METHODS))
         check("norm", self.norm in NORMS, ", ".join(NORMS))
         check("act", self.act in ACTS, ", ".join(ACTS))
@@ -123,6 +133,8 @@ class ArchSpec:
         check("input_scale", self.input_scale > 0, "a number > 0")
         check("downsample", self.downsample in DOWNSAMPLES, ", ".join(DOWNSAMPLES))
         check("upsampler_gain", self.upsampler_gain > 0, "a number > 0")
+        check("upsampler_padding", self.upsampler_padding in PADDINGS, ", ".join(PADDINGS))
+        check("init", self.init in INITS, ", ".join(INITS))
         ups = _per_level(self.upsampler, self.depth, "upsampler")
         check("upsampler", self.kind == "convnet" or "none" not in ups,
               "a catalogue name, a filter TOML, 'transposed' ('none' only for convnet)")
@@ -175,28 +187,36 @@ class ArchSpec:
 # Paper 000 (Shi et al.): Decoder as its text describes it - λ = 2 (SVD) on every convolution, the norm
 # differentiable as eq. 4 is written, mean-only BN, LeakyReLU(0.01) - with the Gaussian σ per level of its code
 # (0.1, 0.1, 0.1, 0.5, 0.5 from the coarsest upsampling; levels here list the finest first) and the code's 2-D
-# upsampler gain 1/s² (REFERENCE §1), which the λ = 2 convolutions offset.
+# upsampler gain 1/s² (REFERENCE §1), which the λ = 2 convolutions offset. As in the code, the convolutions start
+# He-uniform (a = 0) and the Gaussian upsampler is a transposed convolution, so zeros lie beyond the border.
 _SHI_TEXT = ArchSpec(kind="decoder", depth=5, width=128, skip=0,
                      upsampler=("gauss-0.5", "gauss-0.5", "gauss-0.1", "gauss-0.1", "gauss-0.1"),
-                     lipschitz=2.0, norm="mean_only", leak=0.01, upsampler_gain=0.25)
+                     lipschitz=2.0, norm="mean_only", leak=0.01, upsampler_gain=0.25,
+                     init="kaiming", upsampler_padding="zeros")
+
+#: What Ulyanov et al.'s code (and paper 004's and Heckel's, built on it) does that archlab's defaults do not:
+#: PyTorch's default initialisation, and ``nn.Upsample``, which clamps at the border.
+_TORCH_CODE = {"init": "torch", "upsampler_padding": "replicate"}
 
 PRESETS: dict[str, ArchSpec] = {
     # Ulyanov et al. 2018, denoising: 5 levels × 128, 4 skip channels, bilinear, BN + LeakyReLU(0.2).
-    "ulyanov-dip": ArchSpec(kind="hourglass", depth=5, width=128, skip=4, upsampler="bilinear"),
+    "ulyanov-dip": ArchSpec(kind="hourglass", depth=5, width=128, skip=4, upsampler="bilinear", **_TORCH_CODE),
     # The same decoder as paper 000's released code builds it: two blocks before the first upsampler, a free 1×1
     # output projection and the norm detached from the gradient. The input is the text's noise, U(0, 0.1) (the
     # code's sin/cos "fourier" input, ten times stronger, overfits at 128 px: in a scratch fit of F16 ×¼ at
     # λ = 2, peak 26.5 dB at 300, 23.0 dB at 1,500).
-    "shi-decoder": _SHI_TEXT.replace(stem=2, bound_output=False, lipschitz_detach=True),
+    # λ follows the image size (lipschitz_for_size): 2 from 128 px up, 1.4 at 64 px.
+    "shi-decoder": _SHI_TEXT.replace(stem=2, bound_output=False, lipschitz_detach=True, lipschitz="auto"),
     "shi-decoder-text": _SHI_TEXT,
     # ConvDecoder (Darestani & Heckel): 6 × [upsample, conv 3×3 128, ReLU, BN] + 1×1 output.
     "convdecoder": ArchSpec(kind="conv_decoder", depth=6, width=128, skip=0, act="relu", input_depth=128,
-                            input_noise="normal", input_scale=1.0, sigmoid=False),
+                            input_noise="normal", input_scale=1.0, sigmoid=False, **_TORCH_CODE),
     # Deep Decoder (Heckel & Hand): 6 × [1×1 conv 128, bilinear, ReLU, BN], no conv bias.
     "deep-decoder": ArchSpec(kind="deep_decoder", depth=6, width=128, skip=0, kernel=1, act="relu", bias=False,
-                             input_depth=128, input_scale=0.1),
+                             input_depth=128, input_scale=0.1, **_TORCH_CODE),
     # Paper 004 (Liu et al.): 2-level hourglass of width 32 / 64 / 128.
-    **{f"faster-dip-{w}": ArchSpec(kind="hourglass", depth=2, width=w, skip=4, upsampler="bilinear") for w in (32, 64, 128)},
+    **{f"faster-dip-{w}": ArchSpec(kind="hourglass", depth=2, width=w, skip=4, upsampler="bilinear", **_TORCH_CODE)
+       for w in (32, 64, 128)},
     # archlab's default: a small controlled decoder (paper 000 §4 with 3 levels of width 64, λ = 2, mean-only BN,
     # bilinear). An hourglass with skips under the same λ still overfits the noise (peak 25.0 dB at 450, 22.7 dB at
     # 1,480 on set12/01 σ = 25). Under λ = 2 and mean-only BN every block passes less than it receives, so a deeper
@@ -239,7 +259,8 @@ class _Block(nn.Sequential):
     def __init__(self, spec: ArchSpec, cin: int, cout: int, kernel: int | None = None, stride: int = 1):
         kernel = spec.kernel if kernel is None else kernel
         conv = LipschitzConv2d(cin, cout, kernel, lipschitz=spec.lipschitz, method=spec.lipschitz_method,
-                               pad=spec.pad, bias=spec.bias, stride=stride, detach_norm=spec.lipschitz_detach)
+                               pad=spec.pad, bias=spec.bias, stride=stride, detach_norm=spec.lipschitz_detach,
+                               init=spec.init)
         norm = {"batch": lambda: nn.BatchNorm2d(cout), "mean_only": lambda: MeanOnlyBatchNorm(cout),
                 "none": nn.Identity}[spec.norm]()
         act = nn.LeakyReLU(spec.leak) if spec.act == "leaky_relu" else nn.ReLU()
@@ -259,7 +280,7 @@ class _Concat(nn.Module):
 
 def _upsampler(spec: ArchSpec, channels: int, level: int) -> nn.Module:
     name = _per_level(spec.upsampler, spec.depth, "upsampler")[level]
-    return Upsampler(channels, name, factor=spec.factor, padding="reflect", gain=spec.upsampler_gain)
+    return Upsampler(channels, name, factor=spec.factor, padding=spec.upsampler_padding, gain=spec.upsampler_gain)
 
 
 def _downsampler(spec: ArchSpec, cin: int, cout: int) -> nn.Module:
@@ -297,7 +318,7 @@ def _hourglass(spec: ArchSpec, out_channels: int) -> nn.Module:
 def _output(spec: ArchSpec, cin: int, out_channels: int) -> nn.Module:
     conv = LipschitzConv2d(cin, out_channels, 1, lipschitz=spec.lipschitz if spec.bound_output else None,
                            method=spec.lipschitz_method, pad=spec.pad, bias=spec.bias,
-                           detach_norm=spec.lipschitz_detach)
+                           detach_norm=spec.lipschitz_detach, init=spec.init)
     return nn.Sequential(conv, nn.Sigmoid()) if spec.sigmoid else conv
 
 
@@ -313,7 +334,8 @@ def _decoder(spec: ArchSpec, out_channels: int) -> nn.Module:
     for i in reversed(range(spec.depth)):
         if spec.kind == "deep_decoder":
             layers += [LipschitzConv2d(cin, widths[i], 1, lipschitz=spec.lipschitz, method=spec.lipschitz_method,
-                                       bias=spec.bias, detach_norm=spec.lipschitz_detach), _upsampler(spec, widths[i], i),
+                                       bias=spec.bias, detach_norm=spec.lipschitz_detach, init=spec.init),
+                       _upsampler(spec, widths[i], i),
                        nn.LeakyReLU(spec.leak) if spec.act == "leaky_relu" else nn.ReLU(),
                        {"batch": nn.BatchNorm2d, "mean_only": MeanOnlyBatchNorm, "none": lambda c: nn.Identity()}[
                            spec.norm](widths[i])]
@@ -366,13 +388,56 @@ def check_size(spec: ArchSpec, size: tuple[int, int]) -> None:
                          f"(use a smaller depth or another image size)")
 
 
+#: Measured points of :func:`lipschitz_for_size`: (side of the decoder's input in pixels, λ).
+LIPSCHITZ_BY_INPUT_SIDE = ((2, 1.4), (4, 2.0))
+
+
+def lipschitz_for_size(spec: ArchSpec, size: tuple[int, int]) -> float:
+    """λ at which a bounded decoder neither underfits nor decays, for an output of ``size``.
+
+    What decides it is how few pixels feed the coarsest level: the side of the decoder's input,
+    ``n = min(H, W) / spec.scale``. Paper 000's decoder (5 levels, input at H/32) at σ = 25 fits
+    a 128-px image (n = 4) at λ = 2 without decay by 4,000 iterations (its code: F16 ×¼ 27.60 dB at
+    4,000, peak 27.64), while a 64-px image (n = 2) overfits at λ = 2 (House ×¼: 27.83 dB at 180,
+    25.98 at 500) and holds at λ = 1.4 (REFERENCE §5b; ``results/denoise-set9``). Between and
+    beyond the measured points of :data:`LIPSCHITZ_BY_INPUT_SIDE` λ is interpolated linearly in
+    log₂ n and held constant outside them.
+
+    Parameters
+    ----------
+    spec : ArchSpec
+        The architecture (its :attr:`~ArchSpec.scale`).
+    size : (int, int)
+        Output height and width.
+
+    Returns
+    -------
+    float
+        λ for every bounded convolution.
+
+    Examples
+    --------
+    >>> lipschitz_for_size(preset("shi-decoder"), (128, 128)), lipschitz_for_size(preset("shi-decoder"), (64, 64))
+    (2.0, 1.4)
+    """
+    side = max(1.0, min(size) / spec.scale)
+    (n0, l0), (n1, l1) = LIPSCHITZ_BY_INPUT_SIDE
+    t = min(1.0, max(0.0, (math.log2(side) - math.log2(n0)) / (math.log2(n1) - math.log2(n0))))
+    return round(l0 + t * (l1 - l0), 4)
+
+
+def for_size(spec: ArchSpec, size: tuple[int, int]) -> ArchSpec:
+    """``spec`` with its size-dependent choices (``lipschitz = "auto"``) resolved for an output of ``size``."""
+    return spec.replace(lipschitz=lipschitz_for_size(spec, size)) if spec.lipschitz == "auto" else spec
+
+
 def build(spec: ArchSpec | str, out_channels: int, out_size: tuple[int, int], seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
     """Build the network and its fixed input for an output of ``out_channels × out_size``.
 
     The same ``seed`` gives the same initial weights and the same input. Returns
     ``(module, input)`` with ``module(input)`` of shape ``(1, out_channels, *out_size)``.
     """
-    spec = load_spec(spec)
+    spec = for_size(load_spec(spec), tuple(out_size))
     check_size(spec, tuple(out_size))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -39,11 +40,8 @@ class Run:
     downscale: int = 4
     size: int = 0
     seed: int = 0
+    resize: str = "torch"
     extra: dict = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        return f"{self.config}|{self.image}"
 
 
 def _short(image: str) -> str:
@@ -51,48 +49,32 @@ def _short(image: str) -> str:
     return stem.replace("image_", "").replace("512rgb", "").replace("256rgb", "").replace("_", "")
 
 
-#: λ of the controlled decoder in the evidence: paper 000's released denoising code uses ``ln_lambda = 1.4``
-#: (its text: λ = 2). On House ×¼ (64 px, σ 25, 4,000 iterations, ``results/denoise-set9``) λ = 2 overfits
-#: (peak 28.02 dB at 200, 21.27 dB at the end) and λ = 1.4 holds (27.74 dB at 3,950, 27.70 at the end).
-#: At 128 px λ = 1.4 is still rising at 4,000.
-CONTROLLED_LAMBDA = 1.4
-
-#: Bounds between the code's 1.4 and the text's 2 that the Set9 evidence also runs on every image: the
-#: larger λ, the sooner the 128-px images fit and the more House (64 px) loses after its peak.
-LAMBDA_SWEEP = (1.5, 1.6)
-
-
-def controlled_decoder(lipschitz: float = CONTROLLED_LAMBDA, preset: str = "shi-decoder") -> dict:
-    """A controlled-decoder preset with bound λ, as a spec dict (what a :class:`Run` stores)."""
+def controlled_decoder(lipschitz: float | str = "auto", preset: str = "shi-decoder") -> dict:
+    """A controlled-decoder preset with bound λ (``"auto"``: chosen for the image size), as a spec dict."""
     return models.preset(preset).replace(lipschitz=lipschitz).to_dict()
 
 
-def denoise_set9_runs(iterations_dip: int = 3000, iterations_controlled: int = 4000) -> list[Run]:
-    """Issue evidence: Ulyanov's DIP vs the controlled decoder on Set9 ×¼, σ = 25, seed 0.
+#: The degradation of the papers' reference runs (REFERENCE §5b): NumPy's normal noise, clipped.
+REFERENCE_DENOISE = {"task": "denoise", "sigma": 25.0, "rng": "numpy"}
 
-    The controlled decoder runs as paper 000's code does (lr 0.001, no input jitter) with λ =
-    :data:`CONTROLLED_LAMBDA` on every image; the preset's λ = 2 is kept on House alone (the smallest
-    image, the quickest to overfit). The same decoder as the paper's text describes it
-    (``shi-decoder-text``, λ = :data:`CONTROLLED_LAMBDA`, input jitter 1/30) runs beside it, and the code
-    decoder again at each λ of :data:`LAMBDA_SWEEP`.
+
+def denoise_set9_runs(iterations_dip: int = 3000, iterations_controlled: int = 4000) -> list[Run]:
+    """Ulyanov's DIP beside paper 000's controlled decoder on Set9 ×¼, σ = 25, seed 0.
+
+    The images and the noise are those of the papers' reference runs (Pillow bicubic ×¼ on
+    8-bit values, NumPy noise; REFERENCE §5b), so each row compares with their code. ``ulyanov-dip``
+    runs Ulyanov et al.'s denoising settings (lr 0.01, input jitter 1/30, EMA 0.99); ``shi-decoder``
+    runs as paper 000's code does (lr 0.001, no jitter), λ chosen for the image size
+    (:func:`archlab.models.lipschitz_for_size`), the ratio rule recording where it stops.
     """
-    runs = []
     controlled = {"iterations": iterations_controlled, "lr": 0.001, "input_jitter": 0.0, "ema": 0.99,
                   "stop": "record"}
-    text = controlled_decoder(preset="shi-decoder-text")
+    dip = {"iterations": iterations_dip, "lr": 0.01, "input_jitter": 1 / 30, "ema": 0.99, "stop": "record"}
+    runs = []
     for image in SET9_DENOISE:
         path = f"set9/{image}"
-        runs.append(Run("ulyanov-dip", path, "ulyanov-dip", {"task": "denoise", "sigma": 25.0},
-                        {"iterations": iterations_dip, "lr": 0.01, "input_jitter": 1 / 30, "ema": 0.99}))
-        runs.append(Run(f"shi-decoder λ={CONTROLLED_LAMBDA:g}", path, controlled_decoder(),
-                        {"task": "denoise", "sigma": 25.0}, controlled))
-        runs.append(Run(f"shi-decoder-text λ={CONTROLLED_LAMBDA:g}", path, text, {"task": "denoise", "sigma": 25.0},
-                        controlled | {"input_jitter": 1 / 30}))
-    house = next(image for image in SET9_DENOISE if "House" in image)
-    runs.append(Run("shi-decoder λ=2", f"set9/{house}", "shi-decoder", {"task": "denoise", "sigma": 25.0}, controlled))
-    runs += [Run(f"shi-decoder λ={lipschitz:g}", f"set9/{image}", controlled_decoder(lipschitz),
-                 {"task": "denoise", "sigma": 25.0}, controlled)
-             for lipschitz in LAMBDA_SWEEP for image in SET9_DENOISE]
+        runs.append(Run("ulyanov-dip", path, "ulyanov-dip", REFERENCE_DENOISE, dip, resize="pil"))
+        runs.append(Run("shi-decoder", path, controlled_decoder(), REFERENCE_DENOISE, controlled, resize="pil"))
     return runs
 
 
@@ -101,12 +83,11 @@ DIP_BASELINE = " · DIP"
 
 
 def tasks_runs(iterations: int = 2000) -> list[Run]:
-    """Issue evidence: every task through the controlled decoder as paper 000's text describes it
-    (``shi-decoder-text`` at λ = :data:`CONTROLLED_LAMBDA`, lr 0.001, input jitter 1/30), auto-stop at the
-    ratio rule within ``iterations``, seed 0, images of 128 px (SR: 128 px output); then the same through
+    """Every task through paper 000's controlled decoder as its code builds it (``shi-decoder``, λ chosen
+    for the image size, lr 0.001, no input jitter), auto-stop at the ratio rule within ``iterations``, seed 0, images of 128 px (SR: 128 px output); then the same through
     ``ulyanov-dip`` (lr 0.01, ``iterations``, the papers' DIP baseline; not for enhancement)."""
-    fit_settings = {"iterations": iterations, "lr": 0.001, "input_jitter": 1 / 30, "ema": 0.99, "stop": "auto"}
-    decoder = controlled_decoder(preset="shi-decoder-text")
+    fit_settings = {"iterations": iterations, "lr": 0.001, "input_jitter": 0.0, "ema": 0.99, "stop": "auto"}
+    decoder = controlled_decoder()
     table = [
         ("denoise σ=25", {"task": "denoise", "sigma": 25.0}, ("cbsd68/0000.png", 2, 128)),
         ("poisson ζ=0.1", {"task": "poisson", "scale": 0.1}, ("set12/02.png", 2, 0)),
@@ -133,7 +114,7 @@ def load_clean(run: Run) -> torch.Tensor:
     source = run.image if run.image in images.builtin_names() else images.datasets_root() / run.image
     x = images.load(source)
     if run.downscale > 1:
-        x = images.resize(x, scale=1 / run.downscale)
+        x = images.resize(x, scale=1 / run.downscale, method=run.resize)
     if run.size:
         x = images.center_crop(x, size=(run.size, run.size))
     task = tasks.task_from_dict(run.task)
@@ -184,14 +165,30 @@ def _append_row(csv: Path, row: dict) -> pd.DataFrame:
     return done
 
 
-def execute(run: Run, device: str = "auto", fast: bool = True) -> dict:
-    """Fit one run and return its table row (PSNRs against the clean image)."""
+#: Iterations at which a row keeps the PSNR of the network output (the papers' curves are quoted there).
+CHECKPOINTS = (250, 500, 1000, 2000, 3000, 4000)
+
+
+def execute(run: Run, device: str = "auto", fast: bool = False, trajectory: Path | None = None) -> dict:
+    """Fit one run and return its table row (PSNRs against the clean image).
+
+    ``fast=False`` (the default) fits in eager fp32. With ``trajectory`` the network's output at every
+    evaluation is saved there (``.npz``: ``iteration`` and ``output`` as float16), for measures computed
+    after the fit (stopping rules, their calibration).
+    """
     task = tasks.task_from_dict(run.task)
     x = load_clean(run)
     y = task.degrade(x, seed=run.seed)
     reference = task.reference(x)
+    frames: list[tuple[int, torch.Tensor]] = []
+    record = (lambda i, out: frames.append((i, out.detach().to("cpu", torch.float16)))) if trajectory else None
     result = fit(run.arch, task, y, seed=run.seed, device=device, reference=reference, progress=False, fast=fast,
-                 **run.fit)
+                 on_evaluation=record, **run.fit)
+    if trajectory is not None:
+        with images.atomic_path(trajectory) as tmp, open(tmp, "wb") as handle:
+            np.savez_compressed(handle, iteration=np.array([i for i, _ in frames]),
+                                output=torch.cat([o for _, o in frames]).numpy(), observation=y.numpy(),
+                                reference=reference.numpy())
     s = result.summary()
     baseline = task.physics(tuple(y.shape)).baseline(y)
     row = {"config": run.config, "image": _short(run.image), "size": f"{x.shape[-1]}x{x.shape[-2]}",
@@ -199,7 +196,12 @@ def execute(run: Run, device: str = "auto", fast: bool = True) -> dict:
            "peak_psnr": s["peak_psnr"], "peak_iteration": s["peak_iteration"], "final_psnr": s["final_psnr"],
            "peak_psnr_ema": s["peak_psnr_ema"], "final_psnr_ema": s["final_psnr_ema"],
            "stop_iteration": s["auto_stop_iteration"], "stop_psnr": s.get("stop_psnr", math.nan),
-           "iterations": s["iterations"], "seconds": s["seconds"], "engine": result.settings["precision"]}
+           "iterations": s["iterations"], "seconds": s["seconds"], "engine": result.settings["precision"],
+           "lipschitz": result.spec.get("lipschitz")}
+    psnr = result.history.set_index("iteration")["psnr"] if "psnr" in result.history else None
+    for checkpoint in CHECKPOINTS:
+        if psnr is not None and checkpoint in psnr.index:
+            row[f"psnr_{checkpoint}"] = float(psnr[checkpoint])
     if task.name == "enhance":
         row["sharpness_observed"] = float(stopping.mlv_sharpness(y))
         row["sharpness_restored"] = float(stopping.mlv_sharpness(result.output))
@@ -207,15 +209,16 @@ def execute(run: Run, device: str = "auto", fast: bool = True) -> dict:
 
 
 def run_experiment(name: str, out: str | Path, device: str = "auto", only: str | None = None,
-                   fast: bool = True, log=print) -> pd.DataFrame:
+                   fast: bool = False, log=print, trajectories: bool = False) -> pd.DataFrame:
     """Run (or resume) experiment ``name``, appending rows to ``out/results.csv``; return the table.
 
     Processes that share ``out`` split the runs: each claims a run before fitting it
     (``out/claims/``) and appends its row under a file lock; ``only`` restricts a process to
     one configuration.
-    ``fast`` runs the fits on archlab's engine (bf16 autocast and channels-last where the
-    hardware has them, :func:`archlab.engine.fast_settings`); ``fast=False`` is the fp32
-    eager reference. The engine used is recorded in every row.
+    The fits run in eager fp32 (the reference precision of every published number); ``fast``
+    runs them on archlab's engine instead (:func:`archlab.engine.fast_settings`). The engine used
+    is recorded in every row. ``trajectories`` saves each fit's outputs at every evaluation to
+    ``out/trajectories/`` (see :func:`execute`).
     """
     if name not in EXPERIMENTS:
         raise ValueError(f"reproduce: unknown experiment {name!r}; known: {', '.join(sorted(EXPERIMENTS))}")
@@ -237,7 +240,11 @@ def run_experiment(name: str, out: str | Path, device: str = "auto", only: str |
         with _claim(out, key) as mine:
             if not mine or key in _finished(csv):
                 continue
-            row = execute(run, device, fast=fast)
+            path = None
+            if trajectories:
+                path = out / "trajectories" / (re.sub(r"[^A-Za-z0-9._=-]+", "_", key) + ".npz")
+                path.parent.mkdir(exist_ok=True)
+            row = execute(run, device, fast=fast, trajectory=path)
             _append_row(csv, row)
         log(f"{run.config} {row['image']}: peak {row['peak_psnr']:.2f} @ {row['peak_iteration']}, "
             f"final {row['final_psnr']:.2f}, {row['seconds']:.0f} s")
@@ -263,50 +270,45 @@ def _generic_text(table: pd.DataFrame) -> str:
                         for config, group in table.groupby("config", sort=False)) + "\n"
 
 
+#: The papers' own code run on the same images and noise (REFERENCE §5b; fp32, seed 0): the oracle peak of
+#: Ulyanov et al.'s ``skip`` network, and paper 000's ``decoder`` (λ 2, Gaussian) at the checkpoints.
+REFERENCE_CODE = {
+    "ulyanov-dip": {"Baboon": {"peak_psnr": 24.85}, "F16": {"peak_psnr": 26.59}, "House": {"peak_psnr": 27.27},
+                    "Peppers": {"peak_psnr": 26.19}},
+    "shi-decoder": {"F16": dict(zip((f"psnr_{c}" for c in CHECKPOINTS), (24.25, 25.85, 26.75, 27.21, 27.45, 27.60))),
+                    "Peppers": dict(zip((f"psnr_{c}" for c in CHECKPOINTS),
+                                        (24.42, 25.99, 27.05, 27.31, 27.68, 27.66)))},
+}
+
+
 def _denoise_set9_text(table: pd.DataFrame) -> str:
-    """Issue 3's evidence: (a) the DIP's oracle peak and final PSNR, (b) the controlled decoder at its auto-stop
-    point and at the end, paper 001 Table 2 beside them, and the three bars checked."""
-    parts, dip, controlled, summary = [], None, {}, {}
-    order = list(dict.fromkeys(run.config for run in denoise_set9_runs()))
-    configs = sorted(table["config"].unique(), key=lambda c: order.index(c) if c in order else len(order))
-    for config in configs:
-        group = table[table["config"] == config].set_index("image")
+    """Per configuration: the oracle peak and the last iterate (raw and EMA), where the ratio rule
+    stopped, the PSNR at the checkpoints, and the papers' own code on the same images beside them."""
+    parts = []
+    for config, group in table.groupby("config", sort=False):
+        group = group.set_index("image")
+        cols = ["observation_psnr", "peak_psnr", "peak_iteration", "final_psnr", "peak_psnr_ema", "final_psnr_ema",
+                "stop_iteration", "stop_psnr", "lipschitz", "seconds", "engine"]
+        frame = group[[c for c in cols if c in group]].copy()
+        frame.insert(frame.columns.get_loc("final_psnr") + 1, "drop", frame["peak_psnr"] - frame["final_psnr"])
+        reference = REFERENCE_CODE.get(config, {})
         if config == "ulyanov-dip":
-            frame = group[["observation_psnr", "peak_psnr", "peak_iteration", "final_psnr", "peak_psnr_ema",
-                           "final_psnr_ema", "seconds"]].copy()
-            frame["paper_001_dip_oracle"] = [PAPER_001_TABLE_2.get(i, math.nan) for i in frame.index]
-            dip = group
-        else:
-            frame = group[["observation_psnr", "stop_psnr", "stop_iteration", "peak_psnr", "peak_iteration",
-                           "final_psnr", "final_psnr_ema", "seconds"]].copy()
-            controlled[config] = group
+            frame.insert(2, "their code: peak", [reference.get(i, {}).get("peak_psnr", math.nan) for i in frame.index])
         parts.append(f"### {config}\n\n" + report.markdown_table(_with_mean(frame)))
-    for config, group in controlled.items():
-        images_ = [] if dip is None else [i for i in dip.index if i in group.index]
-        if len(images_) < 2:
-            continue
-        a, b = dip.loc[images_], group.loc[images_]
-        drop = b["peak_psnr"] - b["final_psnr"]
-        decayed = int(((a["peak_psnr"] - a["final_psnr"]) >= 1.0).sum())
-        stop = b["stop_psnr"].fillna(b["final_psnr"])  # where the rule never fired a run ends at its last iterate
-        unfired = f" (the last iterate where the rule did not fire: {int(b['stop_psnr'].isna().sum())})" \
-            if b["stop_psnr"].isna().any() else ""
-        bar_1 = "met" if stop.mean() >= a["peak_psnr"].mean() else "NOT met"
-        bar_2 = "met" if (drop <= 0.5).all() else "NOT met"
-        bars = [f"(b) mean PSNR at the auto-stop point{unfired} {stop.mean():.2f} dB vs (a) mean oracle peak "
-                f"{a['peak_psnr'].mean():.2f} dB: {bar_1}",
-                f"(b) PSNR at the last iteration within 0.5 dB of its peak on every image (largest drop "
-                f"{drop.max():.2f} dB): {bar_2}",
-                f"(a) last iterate ≥ 1 dB below its peak on {decayed} of {len(images_)} images (bar: ≥ 3): "
-                f"{'met' if decayed >= 3 else 'NOT met'}"]
-        parts.append(f"### Bars ({len(images_)} images, (b) = {config})\n\n"
-                     + "\n".join(f"- {line}" for line in bars))
-        summary[config] = {"mean at stop": stop.mean(), "(a) mean oracle peak": a["peak_psnr"].mean(),
-                           "bar 1": bar_1, "largest drop": drop.max(), "on": drop.idxmax(), "bar 2": bar_2}
-    if len(summary) > 1:
-        frame = pd.DataFrame.from_dict(summary, orient="index")
-        frame.index.name = "(b)"
-        parts.append("### Every controlled configuration against both bars\n\n" + report.markdown_table(frame))
+        checkpoints = [c for c in (f"psnr_{k}" for k in CHECKPOINTS) if c in group]
+        if checkpoints and config != "ulyanov-dip":
+            curve = group[checkpoints].copy()
+            curve.columns = [c.removeprefix("psnr_") for c in checkpoints]
+            rows = []
+            for image, values in curve.iterrows():
+                rows.append(values.rename(f"{image}"))
+                if image in reference:
+                    theirs = pd.Series({c.removeprefix("psnr_"): v for c, v in reference[image].items()})
+                    rows.append(theirs.reindex(curve.columns).rename(f"{image}: their code"))
+                    rows.append((values - theirs.reindex(curve.columns)).rename(f"{image}: difference"))
+            frame = pd.DataFrame(rows)
+            frame.index.name = "PSNR at iteration"
+            parts.append(f"### {config}: PSNR at the checkpoints\n\n" + report.markdown_table(frame))
     return "\n\n".join(parts) + "\n"
 
 

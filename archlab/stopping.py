@@ -1,4 +1,4 @@
-"""Automatic stopping for the deep image prior: blur, sharpness, the ratio rule, a divergence guard.
+"""Automatic stopping for the deep image prior: blur, sharpness, and the stop rules.
 
 Paper 000 (Shi et al., IJCV 2022), §4.3, eq. 8, stops a fit when the ratio of the
 output's blur to its sharpness, r = B / S, has stopped moving:
@@ -6,15 +6,34 @@ output's blur to its sharpness, r = B / S, has stopped moving:
     Δr_t = | mean(r_{t-1} .. r_{t-n}) − mean(r_{t-n-1} .. r_{t-2n}) | < ε,   n = 100, ε = 0.01.
 
 B is the no-reference blur of Crete et al. (2007) exactly as ``skimage.measure.blur_effect``
-computes it; S is the maximum-local-variation sharpness of Bahrami & Kot (2014). Everything
-here is torch, batched over N and on the input's device, with no host synchronisation,
-except :class:`DivergenceGuard`, which takes the scalar loss at evaluation points.
+computes it; S is the maximum-local-variation sharpness of Bahrami & Kot (2014).
+
+Wang et al. (TMLR 2023) stop at the minimum of the variance of the recent outputs, over a
+window (:class:`WMVRule`, ES-WMV) or exponentially weighted (:class:`EMVRule`, ES-EMV); the
+discrepancy principle (:class:`DiscrepancyRule`) stops when the data-fit residual reaches the
+noise level, given or estimated by :func:`estimate_sigma`. :class:`EMA` is the bias-corrected
+moving average of the outputs and :class:`DivergenceGuard` the backtracking of paper 000's code.
+
+Every stop rule, for K runs at once, has the same small interface:
+
+    flags = rule.update(iteration, value)   # bool (K,): runs that have stopped (a flag stays set)
+    rule.stopped, rule.stop_iteration       # bool (K,), int64 (K,) (−1 while running)
+    rule.detected_iteration                 # int64 (K,): the iteration whose output to keep (−1: none yet)
+    rule.reset(); rule.to_dict()            # forget everything; settings and state as plain numbers
+
+``value`` is what the rule watches: r (K,) for :class:`RatioRule`, the outputs (K, C, H, W)
+for :class:`WMVRule` and :class:`EMVRule`, the residual (K,) for :class:`DiscrepancyRule`;
+``iteration`` must increase from call to call. ``update`` is device-tensor work only, on the
+input's device, with no host synchronisation; read the state (``to_dict``, ``.tolist()``,
+``detected_output``) at evaluation points. :class:`DivergenceGuard` alone takes host scalars.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import numbers
+import statistics
 from typing import Literal
 
 import torch
@@ -260,6 +279,103 @@ def blur_sharpness_ratio(
     return blur_effect(x, h_size) / mlv_sharpness(x, top, decay)
 
 
+#: Paper 000's code converts colour with these weights (``rgb2gray``) and clips the grey image to [0, 1].
+_PAPER_GREY = (0.2989, 0.5870, 0.1140)
+
+
+def _paper_grey(x: torch.Tensor) -> torch.Tensor:
+    return _grey(x, _PAPER_GREY).clamp(0.0, 1.0)[:, 0] if x.shape[1] == 3 else x[:, 0]
+
+
+def blur_effect_paper(x: torch.Tensor, h_size: int = DEFAULT_H_SIZE) -> torch.Tensor:
+    """The Crete et al. (2007) blur exactly as paper 000's code computes it (its ``PerceptualBlurMetric``).
+
+    Differs from :func:`blur_effect` (scikit-image's form) in three ways: the re-blur is a 1×``h_size``
+    box with zeros beyond the border, after which both images lose ⌈h/2⌉ rows/columns at the start and
+    ⌊h/2⌋ at the end; the derivatives are first differences |x_j − x_{j−1}| (not Sobel), kept on the
+    interior of that crop; grey is ``0.2989 R + 0.5870 G + 0.1140 B`` clipped to [0, 1]. Per axis,
+    with D_F the differences of the image and D_B those of its re-blurred copy,
+
+        b = (Σ D_F − Σ max(0, D_F − D_B)) / Σ D_F,   B = max(b_rows, b_columns).
+
+    On the same image it is 0.7-0.85× the scikit-image value (REFERENCE §4).
+
+    Parameters
+    ----------
+    x : Tensor (N, C, H, W)
+        Images in [0, 1], C = 1 or 3, H, W ≥ h_size + 3.
+
+    Returns
+    -------
+    Tensor (N,)
+
+    References
+    ----------
+    Crete, Dolmiere, Ladret, Nicolas, "The blur effect: perception and estimation with a new
+    no-reference perceptual blur metric", Proc. SPIE 6492 (2007). Shi et al., "On Measuring and
+    Controlling the Spectral Bias of the Deep Image Prior", IJCV 130 (2022), §4.3.
+    """
+    _check_positive_int(h_size, "blur_effect_paper: h_size")
+    _check_image(x, "blur_effect_paper", h_size + 3)
+    grey = _paper_grey(x.float()).double()
+    start, end = (h_size + 1) // 2, h_size // 2
+    box = torch.ones(1, 1, 1, h_size, dtype=grey.dtype, device=grey.device) / h_size
+    image = grey[:, None]
+    blurred_w = F.conv2d(image, box, padding=(0, h_size // 2))
+    blurred_h = F.conv2d(image, box.transpose(2, 3), padding=(h_size // 2, 0))
+    crop = (..., slice(start, grey.shape[-2] - end), slice(start, grey.shape[-1] - end))
+    image, blurred_w, blurred_h = image[crop], blurred_w[crop], blurred_h[crop]
+    axes = []
+    for blurred, dim in ((blurred_w, 3), (blurred_h, 2)):
+        def difference(t):
+            d = (t.narrow(dim, 1, t.shape[dim] - 1) - t.narrow(dim, 0, t.shape[dim] - 1)).abs()
+            other = 2 if dim == 3 else 3  # interior on both axes: rows/columns 1 .. len − 2
+            return d.narrow(dim, 0, t.shape[dim] - 2).narrow(other, 1, t.shape[other] - 2)
+        d_image, d_blurred = difference(image), difference(blurred)
+        total = d_image.sum((1, 2, 3))
+        lost = (d_image - d_blurred).clamp_min(0).sum((1, 2, 3))
+        axes.append((total - lost) / total)
+    return torch.stack(axes).amax(0).to(x.dtype)
+
+
+def mlv_sharpness_paper(x: torch.Tensor, top: int = DEFAULT_TOP, decay: float = DEFAULT_DECAY) -> torch.Tensor:
+    """MLV sharpness exactly as paper 000's code computes it (its ``MLVSharpnessMeasure``).
+
+    Differs from :func:`mlv_sharpness`: the local variation is signed, ψ = max over the 8 neighbours
+    of (x_nb − x_c), on the region R that drops two rows/columns at the start and one at the end,
+    with neighbours outside R counted as 0; of the values sorted in descending order,
+    ψ_(0) ≥ ψ_(1) ≥ ..., the two largest are dropped and the rank weights start at exp(−2·decay):
+
+        S = sqrt( (1/(top−1)) Σ_{i=2..top} (exp(−decay·i) ψ_(i))² );
+
+    grey as in :func:`blur_effect_paper`.
+
+    Returns
+    -------
+    Tensor (N,)
+
+    References
+    ----------
+    Bahrami, Kot, IEEE Signal Processing Letters 21(6):751-755 (2014); Shi et al., IJCV 130 (2022), §4.3.
+    """
+    _check_positive_int(top, "mlv_sharpness_paper: top")
+    _check_image(x, "mlv_sharpness_paper", 6)
+    region = _paper_grey(x.float())[:, 2:-1, 2:-1]
+    padded = F.pad(region, (1, 1, 1, 1))
+    h, w = region.shape[-2:]
+    variation = torch.stack([padded[:, 1 + di : 1 + di + h, 1 + dj : 1 + dj + w] - region
+                             for di in (-1, 0, 1) for dj in (-1, 0, 1) if di or dj]).amax(0).flatten(1)
+    k = min(top + 1, variation.shape[1])
+    ranked = variation.topk(k, dim=1).values[:, 2:]  # ψ_(2) .. ψ_(top): the code drops the two largest
+    weights = torch.exp(-decay * torch.arange(2, k, device=x.device, dtype=ranked.dtype))
+    return (ranked * weights).square().mean(1).sqrt().to(x.dtype)
+
+
+#: The blur/sharpness pairs the ratio rule can use: scikit-image's Crete blur with Bahrami & Kot's MLV
+#: (``"skimage"``, archlab's default), or paper 000's code's own (``"paper"``).
+MEASURES = {"skimage": (blur_effect, mlv_sharpness), "paper": (blur_effect_paper, mlv_sharpness_paper)}
+
+
 def ratio_rule_delta(r_history: torch.Tensor, samples_per_window: int) -> torch.Tensor:
     """Δr of paper 000, eq. 8, at every sample that has two full windows behind it.
 
@@ -370,6 +486,11 @@ class RatioRule:
             self.stopped = self.stopped | fire
         return self.stopped.clone()
 
+    @property
+    def detected_iteration(self) -> torch.Tensor | None:
+        """The iteration whose output the rule picks: where it fired (the common stop-rule interface)."""
+        return self.stop_iteration
+
     def to_dict(self) -> dict:
         """The settings as a plain dict (``RatioRule.from_dict`` rebuilds an equal, fresh rule)."""
         return {"window": self.window, "eps": self.eps, "eval_every": self.eval_every}
@@ -439,3 +560,551 @@ class DivergenceGuard:
         if unknown:
             raise ValueError(f"DivergenceGuard: unknown fields {sorted(unknown)}; accepted: jump_db, max_restores")
         return cls(**data)
+
+
+#: W of ES-WMV: outputs in the variance window, one per iteration (Wang et al.'s code: 100).
+DEFAULT_VARIANCE_WINDOW = 100
+#: P of ES-WMV/EMV: iterations without a new variance minimum before stopping (their code: 1000).
+DEFAULT_PATIENCE = 1000
+#: α of ES-EMV, the weight of the newest output in the moving mean and variance (their code: 0.1).
+DEFAULT_EMV_DECAY = 0.1
+#: ES-EMV ignores the variance up to this iteration while it builds up from 0 (their code: 100).
+DEFAULT_EMV_WARMUP = 100
+#: τ of the discrepancy principle. The clean image itself leaves E‖x − y‖²/N = σ² (Gaussian noise,
+#: every value observed), so a fit below σ² is explaining noise; τ = 1 stops where the fit is as close
+#: to y as the clean image is. A DIP output at its PSNR peak leaves about σ² + MSE(peak), so τ > 1 stops
+#: earlier, nearer the peak; regularisation theory asks for τ > 1 (Engl, Hanke, Neubauer 1996, §4.3).
+DEFAULT_TAU = 1.0
+#: β of :class:`EMA` (Ulyanov et al.'s ``exp_weight``: 0.99).
+DEFAULT_EMA_BETA = 0.99
+
+# Daubechies-2 high-pass decomposition taps (PyWavelets' ``Wavelet("db2").dec_hi``) from their closed
+# form, and Φ⁻¹(0.75), the MAD of a unit normal.
+_DB2_HIGH = tuple(c / (4 * math.sqrt(2)) for c in (-1 - math.sqrt(3), 3 + math.sqrt(3), math.sqrt(3) - 3, 1 - math.sqrt(3)))
+_NORMAL_MAD = statistics.NormalDist().inv_cdf(0.75)
+
+
+def _check_fraction(value, name: str, low_open: bool) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (0 < value < 1 if low_open else 0 <= value < 1)
+    if not ok:
+        raise ValueError(f"{name} must be a number in {'(0, 1)' if low_open else '[0, 1)'}, got {value!r}")
+    return float(value)
+
+
+def _check_outputs(name: str, outputs, shape: tuple | None) -> torch.Tensor:
+    if not isinstance(outputs, torch.Tensor) or outputs.ndim != 4:
+        got = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs).__name__
+        raise ValueError(f"{name}: outputs must be a (K, C, H, W) tensor, got {got}")
+    if shape is not None and tuple(outputs.shape) != shape:
+        raise ValueError(f"{name}: outputs must keep the shape {shape} of the first update, got {tuple(outputs.shape)}")
+    return outputs.detach()
+
+
+def _check_iteration(name: str, iteration, last: int | None) -> int:
+    if isinstance(iteration, bool) or not isinstance(iteration, numbers.Integral):
+        raise ValueError(f"{name}: iteration must be an integer, got {iteration!r}")
+    if last is not None and iteration <= last:
+        raise ValueError(f"{name}: iteration must be > {last} (the previous update's), got {iteration}")
+    return int(iteration)
+
+
+def _plain(values: torch.Tensor | None) -> list | None:
+    """A (K,) tensor as a JSON-ready list: floats/ints/bools, None for inf and NaN (host sync: evaluation time)."""
+    if values is None:
+        return None
+    return [v if not isinstance(v, float) or math.isfinite(v) else None for v in values.tolist()]
+
+
+def estimate_sigma(y: torch.Tensor) -> torch.Tensor:
+    """Robust estimate of the standard deviation of additive white Gaussian noise in ``y``.
+
+    The median absolute deviation of the finest diagonal wavelet detail coefficients d of each
+    channel (Daubechies-2, the 'dd' band of one level of the separable transform, symmetric border,
+    exactly zero coefficients left out), divided by the MAD of a unit normal:
+
+        σ̂_c = median_i |d_i| / Φ⁻¹(0.75),   Φ⁻¹(0.75) ≈ 0.6745,      σ̂ = mean_c σ̂_c.
+
+    The finest diagonal band of a natural image holds almost only noise; the image content that
+    leaks into it makes σ̂ slightly high on textured images. This is
+    ``skimage.restoration.estimate_sigma(y, average_sigmas=True, channel_axis=-1)``, batched, in torch.
+
+    Parameters
+    ----------
+    y : Tensor (N, C, H, W)
+        Observations, C = 1 or 3, on the [0, 1] scale (σ̂ is on the same scale: 25/255 for σ = 25).
+
+    Returns
+    -------
+    Tensor (N,)
+        σ̂ of each image (the mean of its channels' estimates), in ``y``'s dtype, on its device.
+
+    References
+    ----------
+    Donoho, Johnstone, "Ideal spatial adaptation by wavelet shrinkage", Biometrika 81(3):425-455
+    (1994), §4.2.
+    """
+    _check_image(y, "estimate_sigma", 1)
+    n, c, h, w = y.shape
+    taps = torch.tensor(_DB2_HIGH[::-1], dtype=y.dtype, device=y.device)
+    detail = y.reshape(n * c, 1, h, w)
+    for dim, kernel, stride in ((-2, taps.view(1, 1, 4, 1), (2, 1)), (-1, taps.view(1, 1, 1, 4), (1, 2))):
+        # PyWavelets' symmetric-mode DWT: extend by 3 on each side, filter, keep every other sample from the second.
+        length = detail.shape[dim]
+        detail = F.conv2d(_symmetric_pad(detail, dim, 3, 3).narrow(dim, 1, length + 5), kernel, stride=stride)
+    magnitude = detail.flatten(1).abs()
+    magnitude = torch.where(magnitude > 0, magnitude, math.nan)
+    return (magnitude.nanquantile(0.5, dim=1) / _NORMAL_MAD).view(n, c).mean(1)
+
+
+class EMA:
+    """Exponential moving average with the start-up bias correction of Adam (Kingma & Ba 2015, §3).
+
+        m_t = β m_{t−1} + (1 − β) x_t,   m_0 = 0,        value_t = m_t / (1 − β^t),   t ≥ 1,
+
+    the average of x_1 .. x_t with weights β^{t−i} normalised to sum to 1; without the division the
+    first values are pulled towards 0. Computed in the equivalent corrected form
+
+        value_t = value_{t−1} + (x_t − value_{t−1}) · (1 − β) / (1 − β^t),
+
+    whose gain is exactly 1 at t = 1, so a constant sequence gives exactly the constant.
+
+    Parameters
+    ----------
+    beta : float
+        Decay β in [0, 1) (Ulyanov et al.'s ``exp_weight`` 0.99; β = 0 keeps the latest x).
+
+    Attributes
+    ----------
+    value : Tensor or None
+        The corrected average (None before the first update); :meth:`update` returns this tensor
+        itself and changes it in place afterwards, so clone it to keep it.
+    count : int
+        t, the number of updates.
+    """
+
+    def __init__(self, beta: float = DEFAULT_EMA_BETA):
+        self.beta = _check_fraction(beta, "EMA: beta", low_open=False)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the average."""
+        self.value: torch.Tensor | None = None
+        self.count = 0
+
+    def update(self, x: torch.Tensor) -> torch.Tensor:
+        """Fold in x (any shape, fixed after the first update); return value_t, on x's device."""
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"EMA.update: x must be a tensor, got {type(x).__name__}")
+        if self.value is not None and x.shape != self.value.shape:
+            raise ValueError(f"EMA.update: x must keep the shape {tuple(self.value.shape)}, got {tuple(x.shape)}")
+        self.count += 1
+        if self.value is None:
+            self.value = x.detach().clone()
+        else:
+            self.value.lerp_(x.detach().to(self.value.dtype), (1 - self.beta) / (1 - self.beta**self.count))
+        return self.value
+
+    def to_dict(self) -> dict:
+        """Settings and state as plain numbers: ``{"beta": β, "count": t}``."""
+        return {"beta": self.beta, "count": self.count}
+
+
+class _ArgminPatience:
+    """The detection and stop of ES-WMV/EMV for K runs, all (K,) device tensors.
+
+    A candidate update with v_t < the best so far (strictly: ties keep the earlier) records t as the
+    detected iteration, with the output and the mean at t. A run stops once ``patience`` iterations
+    have passed since its detection, t − t* ≥ P, and then keeps its detection.
+    """
+
+    def __init__(self, patience: int, flat: torch.Tensor):
+        k, device = flat.shape[0], flat.device
+        self.patience = patience
+        self.best = torch.full((k,), math.inf, dtype=torch.float64, device=device)
+        self.detected = torch.full((k,), -1, dtype=torch.int64, device=device)
+        self.stopped = torch.zeros(k, dtype=torch.bool, device=device)
+        self.stop_iteration = torch.full((k,), -1, dtype=torch.int64, device=device)
+        self.output = torch.full_like(flat, math.nan)
+        self.mean = torch.full_like(flat, math.nan)
+
+    def step(self, iteration: int, value: torch.Tensor | None, output: torch.Tensor, mean: torch.Tensor | None) -> None:
+        if value is not None:
+            improved = (value < self.best) & ~self.stopped
+            self.best = torch.where(improved, value, self.best)
+            self.detected = torch.where(improved, iteration, self.detected)
+            self.output = torch.where(improved[:, None], output, self.output)
+            self.mean = torch.where(improved[:, None], mean, self.mean)
+        fire = ~self.stopped & (self.detected >= 0) & (iteration - self.detected >= self.patience)
+        self.stop_iteration = torch.where(fire, iteration, self.stop_iteration)
+        self.stopped = self.stopped | fire
+
+    def state(self) -> dict:
+        return {"best_variance": _plain(self.best), "detected_iteration": _plain(self.detected),
+                "stopped": _plain(self.stopped), "stop_iteration": _plain(self.stop_iteration)}
+
+
+class _VarianceRule:
+    """What :class:`WMVRule` and :class:`EMVRule` share: the checks, the detection, the readers."""
+
+    _name = ""
+    _fields: tuple[str, ...] = ()
+
+    def reset(self) -> None:
+        """Forget all history, the detection and the stop flags."""
+        self._shape: tuple | None = None
+        self._count = 0
+        self._last_iteration: int | None = None
+        self._track: _ArgminPatience | None = None
+        self.variance: torch.Tensor | None = None
+
+    def _begin(self, iteration, outputs) -> torch.Tensor:
+        """Check an update's arguments; return the outputs as (K, N) in the working dtype (fp32 or fp64)."""
+        outputs = _check_outputs(f"{self._name}.update", outputs, self._shape)
+        self._last_iteration = _check_iteration(f"{self._name}.update", iteration, self._last_iteration)
+        self._shape = tuple(outputs.shape)
+        return outputs.reshape(outputs.shape[0], -1).to(torch.promote_types(outputs.dtype, torch.float32))
+
+    @property
+    def stopped(self) -> torch.Tensor | None:
+        """bool (K,): runs that have stopped (None before the first update)."""
+        return None if self._track is None else self._track.stopped
+
+    @property
+    def stop_iteration(self) -> torch.Tensor | None:
+        """int64 (K,): the iteration at which each run stopped, −1 while it runs."""
+        return None if self._track is None else self._track.stop_iteration
+
+    @property
+    def detected_iteration(self) -> torch.Tensor | None:
+        """int64 (K,): argmin_t of the variance so far (the detected point), −1 before the first candidate."""
+        return None if self._track is None else self._track.detected
+
+    @property
+    def best_variance(self) -> torch.Tensor | None:
+        """float64 (K,): the variance at the detected point (inf before the first candidate)."""
+        return None if self._track is None else self._track.best
+
+    def detected_output(self, mean: bool = False) -> torch.Tensor | None:
+        """(K, C, H, W): the output at each run's detected iteration, or with ``mean`` the window/moving
+        mean there; NaN for a run without a detection yet. A device tensor; read it at evaluation time."""
+        if self._track is None:
+            return None
+        return (self._track.mean if mean else self._track.output).view(self._shape)
+
+    def to_dict(self) -> dict:
+        """Settings and, under ``"state"``, the state as plain numbers (None for inf/NaN; a host sync)."""
+        state = {"updates": self._count, "iteration": self._last_iteration}
+        if self._track is not None:
+            state.update(self._track.state(), variance=_plain(self.variance))
+        return {**{field: getattr(self, field) for field in self._fields}, "state": state}
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        """A fresh rule with the settings of :meth:`to_dict`'s output (its ``"state"`` is not restored)."""
+        unknown = set(data) - set(cls._fields) - {"state"}
+        if unknown:
+            raise ValueError(f"{cls._name}: unknown fields {sorted(unknown)}; accepted: {', '.join(cls._fields)}, state")
+        return cls(**{field: data[field] for field in cls._fields if field in data})
+
+
+class WMVRule(_VarianceRule):
+    """ES-WMV of Wang et al. (TMLR 2023): stop at the minimum of the windowed variance of the outputs.
+
+    With x_{t−W+1} .. x_t the last W outputs (one per update), x̄_t their mean and N the number of
+    values in one output,
+
+        VAR_t = (1/W) Σ_{i=t−W+1..t} ‖x_i − x̄_t‖² / N,
+
+    defined once W outputs are in. The detected point is t* = argmin_t VAR_t (the first of equal
+    minima); a run stops when VAR has found no new minimum for P iterations, t − t* ≥ P, and keeps
+    its t*. :meth:`detected_output` gives x_{t*} (what their code reports) or x̄_{t*}.
+
+    Each update costs O(N), whatever W: a ring buffer of the W outputs lives on the device, and
+    running sums of the shifted outputs, S1 = Σ (x_i − c) and S2 = Σ ‖x_i − c‖², give
+
+        VAR_t = (S2 − ‖S1‖² / W) / (W N).
+
+    The shift c (a recent window mean) keeps S2 and ‖S1‖²/W from being two large, nearly equal
+    numbers; every W updates c moves to the current window mean and S1, S2 are recomputed from the
+    buffer, so rounding cannot pile up (Chan, Golub, LeVeque 1983). S2 is kept in float64.
+    Memory: W outputs per run (W = 100 at 512×512×3 in fp32: 315 MB).
+
+    Call :meth:`update` every iteration, as the paper does; called every e iterations, the window
+    spans W·e iterations (the patience stays in iterations).
+
+    Parameters
+    ----------
+    window : int
+        W, outputs in the window (>= 2; their code: 100).
+    patience : int
+        P, in iterations (>= 1; their code: 1000).
+
+    Attributes
+    ----------
+    variance : Tensor float64 (K,) or None
+        The latest VAR_t, NaN until W outputs are in.
+
+    References
+    ----------
+    Wang, Li, Zhuang, Chen, Liang, Sun, "Early Stopping for Deep Image Prior", Transactions on
+    Machine Learning Research (2023), arXiv:2112.06074, ES-WMV. Chan, Golub, LeVeque, "Algorithms
+    for computing the sample variance: analysis and recommendations", The American Statistician
+    37(3):242-247 (1983).
+    """
+
+    _name = "WMVRule"
+    _fields = ("window", "patience")
+
+    def __init__(self, window: int = DEFAULT_VARIANCE_WINDOW, patience: int = DEFAULT_PATIENCE):
+        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+            raise ValueError(f"WMVRule: window must be an integer >= 2, got {window!r}")
+        self.window = window
+        self.patience = _check_positive_int(patience, "WMVRule: patience")
+        self.reset()
+
+    def reset(self) -> None:
+        super().reset()
+        self._buffer: torch.Tensor | None = None
+        self._centre: torch.Tensor | None = None
+        self._sum: torch.Tensor | None = None
+        self._sum_sq: torch.Tensor | None = None
+
+    def update(self, iteration: int, outputs: torch.Tensor) -> torch.Tensor:
+        """Add the outputs (K, C, H, W) of ``iteration``; return the stop flags, bool (K,)."""
+        x = self._begin(iteration, outputs)
+        w = self.window
+        if self._buffer is None:
+            self._buffer = x.new_empty((w, *x.shape))
+            self._centre = x.clone()
+            self._sum = torch.zeros_like(x)
+            self._sum_sq = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+            self._track = _ArgminPatience(self.patience, x)
+        slot = self._count % w
+        if self._count >= w:
+            leaving = self._buffer[slot] - self._centre
+            self._sum.sub_(leaving)
+            self._sum_sq.sub_(torch.linalg.vecdot(leaving, leaving))
+        arriving = x - self._centre
+        self._sum.add_(arriving)
+        self._sum_sq.add_(torch.linalg.vecdot(arriving, arriving))
+        self._buffer[slot] = x
+        self._count += 1
+        if self._count % w == 0:
+            self._recentre()
+        value = mean = None
+        if self._count >= w:
+            value = (self._sum_sq - torch.linalg.vecdot(self._sum, self._sum) / w) / (w * x.shape[1])
+            mean = torch.add(self._centre, self._sum, alpha=1 / w)
+        self.variance = value if value is not None else torch.full_like(self._sum_sq, math.nan)
+        self._track.step(self._last_iteration, value, x, mean)
+        return self._track.stopped.clone()
+
+    def _recentre(self) -> None:
+        """Move the shift to the window mean and recompute S1, S2 from the buffer (O(W N), every W updates)."""
+        self._centre = self._buffer.mean(0)
+        deviation = self._buffer - self._centre
+        self._sum = deviation.sum(0)
+        self._sum_sq = deviation.square().sum((0, 2), dtype=torch.float64)
+
+
+class EMVRule(_VarianceRule):
+    """ES-EMV of Wang et al. (TMLR 2023): stop at the minimum of the exponential moving variance.
+
+    With α the weight of the newest output and N the number of values in one output, from
+    μ_1 = x_1, v_1 = 0:
+
+        δ_t = x_t − μ_{t−1},
+        μ_t = clip(μ_{t−1} + α δ_t, 0, 1),
+        v_t = (1 − α) (v_{t−1} + α ‖δ_t‖² / N),
+
+    the exponentially weighted mean and variance (Finch 2009) as their code computes them (the clip
+    changes nothing for outputs in [0, 1]; their v is N times this one, which moves no minimum).
+    Updates at iterations ≤ ``warmup`` are no candidates, while v builds up from 0. Detection and
+    stop as :class:`WMVRule`: t* = argmin v_t, stop when t − t* ≥ P. No buffer: O(N) per update and
+    one mean per run. :meth:`detected_output` gives x_{t*} or μ_{t*}.
+
+    Parameters
+    ----------
+    decay : float
+        α in (0, 1) (their code: 0.1).
+    patience : int
+        P, in iterations (>= 1; their code: 1000).
+    warmup : int
+        Iterations ≤ ``warmup`` are never detected (>= 0; their code: 100, counting from 0).
+
+    Attributes
+    ----------
+    variance : Tensor float64 (K,) or None
+        The latest v_t.
+    ema : Tensor (K, C, H, W) or None
+        The latest μ_t.
+
+    References
+    ----------
+    Wang, Li, Zhuang, Chen, Liang, Sun, "Early Stopping for Deep Image Prior", Transactions on
+    Machine Learning Research (2023), arXiv:2112.06074, ES-EMV. Finch, "Incremental calculation of
+    weighted mean and variance", University of Cambridge (2009), §9.
+    """
+
+    _name = "EMVRule"
+    _fields = ("decay", "patience", "warmup")
+
+    def __init__(self, decay: float = DEFAULT_EMV_DECAY, patience: int = DEFAULT_PATIENCE,
+                 warmup: int = DEFAULT_EMV_WARMUP):
+        self.decay = _check_fraction(decay, "EMVRule: decay", low_open=True)
+        self.patience = _check_positive_int(patience, "EMVRule: patience")
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"EMVRule: warmup must be an integer >= 0, got {warmup!r}")
+        self.warmup = warmup
+        self.reset()
+
+    def reset(self) -> None:
+        super().reset()
+        self._mean: torch.Tensor | None = None
+
+    @property
+    def ema(self) -> torch.Tensor | None:
+        return None if self._mean is None else self._mean.view(self._shape)
+
+    def update(self, iteration: int, outputs: torch.Tensor) -> torch.Tensor:
+        """Add the outputs (K, C, H, W) of ``iteration``; return the stop flags, bool (K,)."""
+        x = self._begin(iteration, outputs)
+        if self._mean is None:
+            self._mean = x.clone()
+            self.variance = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+            self._track = _ArgminPatience(self.patience, x)
+        else:
+            delta = x - self._mean
+            self._mean.add_(delta, alpha=self.decay).clamp_(0.0, 1.0)
+            spread = torch.linalg.vecdot(delta, delta).double() / x.shape[1]
+            self.variance = (self.variance + self.decay * spread) * (1 - self.decay)
+        candidate = self._count > 0 and self._last_iteration > self.warmup
+        self._count += 1
+        self._track.step(self._last_iteration, self.variance if candidate else None, x, self._mean)
+        return self._track.stopped.clone()
+
+
+class DiscrepancyRule:
+    """The discrepancy principle of Morozov (1966): stop when the residual reaches the noise level.
+
+    With the per-value data-fit residual ρ_t = ‖A f(z_t) − y‖² / N of each run (the MSE loss of the
+    problem; for a mask, the mean over the observed values) and the noise level
+
+        ρ_noise = E‖A x − y‖² / N = σ²   (additive Gaussian noise of std σ),
+
+    a run stops at the first update with ρ_t ≤ τ · ρ_noise; the detected iteration is that one.
+    Fitting below the noise level means fitting the noise. ``σ`` is on the [0, 1] scale (25/255 for
+    σ = 25); when it is not given, :func:`estimate_sigma` estimates it from y. Clipping y to [0, 1]
+    lowers the true level near black and white, so the rule then fires a little later.
+
+    For Poisson noise of scale ζ, y = ζ · Poisson(x/ζ), Var(y_i) = ζ x_i, so
+    ρ_noise = ζ · mean(x), estimated by ζ · mean(y) (:meth:`poisson`).
+
+    Parameters
+    ----------
+    sigma : float, sequence or Tensor (K,), optional
+        Noise standard deviation(s) > 0 on the [0, 1] scale, one for all runs or one per run.
+    y : Tensor (K, C, H, W), optional
+        The observations, to estimate σ from when ``sigma`` is None.
+    tau : float
+        Safety factor τ > 0 (default 1: see :data:`DEFAULT_TAU`).
+
+    Attributes
+    ----------
+    sigma : Tensor float64 (K,) or 0-d
+        The effective σ, √ρ_noise.
+    residual : Tensor (K,) or None
+        The latest residual.
+
+    References
+    ----------
+    Morozov, "On the solution of functional equations by the method of regularization", Soviet
+    Math. Doklady 7:414-417 (1966); Engl, Hanke, Neubauer, "Regularization of Inverse Problems",
+    Kluwer (1996), §4.3.
+    """
+
+    def __init__(self, sigma=None, y: torch.Tensor | None = None, tau: float = DEFAULT_TAU):
+        if not (isinstance(tau, (int, float)) and not isinstance(tau, bool) and math.isfinite(tau) and tau > 0):
+            raise ValueError(f"DiscrepancyRule: tau must be a finite number > 0, got {tau!r}")
+        if sigma is None:
+            if y is None:
+                raise ValueError("DiscrepancyRule: give sigma (> 0, the [0, 1] scale) or y to estimate it from")
+            sigma = estimate_sigma(y)
+        sigma = torch.as_tensor(sigma, dtype=torch.float64).detach()
+        if sigma.ndim > 1 or not (torch.isfinite(sigma) & (sigma > 0)).all():
+            raise ValueError(f"DiscrepancyRule: sigma must be a number > 0 or one per run (K,), got {sigma.tolist()}")
+        self.sigma, self.tau = sigma, float(tau)
+        self.reset()
+
+    @classmethod
+    def poisson(cls, scale: float, y: torch.Tensor, tau: float = DEFAULT_TAU) -> DiscrepancyRule:
+        """The rule for Poisson noise of scale ζ = ``scale`` (> 0): ρ_noise = ζ · mean(y) per run."""
+        if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"DiscrepancyRule.poisson: scale must be a finite number > 0, got {scale!r}")
+        _check_image(y, "DiscrepancyRule.poisson", 1)
+        return cls(sigma=(scale * y.double().mean((1, 2, 3))).sqrt(), tau=tau)
+
+    def reset(self) -> None:
+        """Forget the stop flags and the kept outputs."""
+        self._threshold: torch.Tensor | None = None
+        self._last_iteration: int | None = None
+        self._output: torch.Tensor | None = None
+        self.residual: torch.Tensor | None = None
+        self.stopped: torch.Tensor | None = None
+        self.stop_iteration: torch.Tensor | None = None
+
+    def update(self, iteration: int, residual: torch.Tensor, outputs: torch.Tensor | None = None) -> torch.Tensor:
+        """Record the residual (K,) of ``iteration``; return the stop flags, bool (K,).
+
+        With ``outputs`` (K, C, H, W), each run's output at its stop is kept for :meth:`detected_output`.
+        """
+        name = "DiscrepancyRule.update"
+        iteration = _check_iteration(name, iteration, self._last_iteration)
+        if not isinstance(residual, torch.Tensor) or residual.ndim != 1:
+            raise ValueError(f"{name}: residual must be a 1-D tensor (K,), got {getattr(residual, 'shape', type(residual))}")
+        k = residual.shape[0] if self.stopped is None else self.stopped.shape[0]
+        if self.sigma.ndim == 1:
+            k = self.sigma.shape[0]
+        if residual.shape[0] != k:
+            raise ValueError(f"{name}: residual must have K={k} values (one per run), got {residual.shape[0]}")
+        if outputs is not None:
+            outputs = _check_outputs(name, outputs, None if self._output is None else tuple(self._output.shape))
+            if outputs.shape[0] != k:
+                raise ValueError(f"{name}: outputs must have K={k} runs, got {outputs.shape[0]}")
+        if self.stopped is None:
+            self._threshold = (self.tau * self.sigma.square()).to(residual.device)
+            self.stopped = torch.zeros(residual.shape, dtype=torch.bool, device=residual.device)
+            self.stop_iteration = torch.full(residual.shape, -1, dtype=torch.int64, device=residual.device)
+        self._last_iteration = iteration
+        self.residual = residual.detach()
+        fire = (self.residual <= self._threshold) & ~self.stopped
+        self.stop_iteration = torch.where(fire, iteration, self.stop_iteration)
+        self.stopped = self.stopped | fire
+        if outputs is not None:
+            kept = torch.full_like(outputs, math.nan) if self._output is None else self._output
+            self._output = torch.where(fire.view(-1, 1, 1, 1), outputs, kept)
+        return self.stopped.clone()
+
+    @property
+    def detected_iteration(self) -> torch.Tensor | None:
+        """int64 (K,): where each run stopped (the discrepancy principle keeps that output), −1 while running."""
+        return self.stop_iteration
+
+    def detected_output(self) -> torch.Tensor | None:
+        """(K, C, H, W): the output at each run's stop, NaN while it runs (None if no outputs were given)."""
+        return self._output
+
+    def to_dict(self) -> dict:
+        """Settings (``sigma``: the effective σ) and, under ``"state"``, the state as plain numbers."""
+        sigma = self.sigma.tolist()
+        state = {"iteration": self._last_iteration, "stopped": _plain(self.stopped),
+                 "stop_iteration": _plain(self.stop_iteration), "residual": _plain(self.residual)}
+        return {"sigma": sigma, "tau": self.tau, "state": state}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DiscrepancyRule:
+        """A fresh rule with the settings of :meth:`to_dict`'s output (its ``"state"`` is not restored)."""
+        unknown = set(data) - {"sigma", "tau", "state"}
+        if unknown:
+            raise ValueError(f"DiscrepancyRule: unknown fields {sorted(unknown)}; accepted: sigma, tau, state")
+        return cls(sigma=data.get("sigma"), tau=data.get("tau", DEFAULT_TAU))

@@ -252,21 +252,31 @@ class Denoise(Task):
     ``get_noisy_image``) clips, so PSNRs compare with the published tables, and the observation
     stays an image in [0, 1]. ``clip=False`` gives the exact additive model (clipping lowers the
     effective σ and biases the mean near 0 and 1). Noise comes from a seeded CPU
-    ``torch.Generator``, so it does not depend on the device.
+    ``torch.Generator`` (``rng="torch"``), so it does not depend on the device, or from NumPy's
+    ``default_rng(seed).normal`` drawn in (C, H, W) order (``rng="numpy"``), the noise of the
+    papers' reference runs (REFERENCE §5b), so a fit can be compared with their code on the same y.
     """
 
+    RNGS: ClassVar[tuple[str, ...]] = ("torch", "numpy")
     name: ClassVar[str] = "denoise"
     sigma: float = field(default=25.0, metadata={"help": "noise standard deviation on the 0..255 scale (>= 0)"})
     clip: bool = field(default=True, metadata={"help": "clip the noisy image to [0, 1] as the papers' code does"})
+    rng: str = field(default="torch", metadata={"help": "noise generator: torch, or numpy (the reference runs')"})
 
     def __post_init__(self):
         object.__setattr__(self, "sigma", _number(self.name, "sigma", self.sigma, low=0, accepted="a number >= 0"))
         object.__setattr__(self, "clip", _flag(self.name, "clip", self.clip))
+        if self.rng not in self.RNGS:
+            raise ValueError(f"{self.name}.rng: {self.rng!r} is invalid; allowed: {', '.join(self.RNGS)}")
 
     def degrade(self, x, seed=0):
         """``x + N(0, (σ/255)²)``, clipped to [0, 1] when ``clip``."""
         _check_image(self.name, x)
-        noise = torch.randn(x.shape, generator=_generator(seed)).to(x.device, x.dtype)
+        if self.rng == "numpy":
+            draw = np.random.default_rng(int(seed)).normal(size=tuple(x.shape[1:]))
+            noise = torch.from_numpy(draw)[None].to(x.device, x.dtype)
+        else:
+            noise = torch.randn(x.shape, generator=_generator(seed)).to(x.device, x.dtype)
         y = x + noise * (self.sigma / 255.0)
         return y.clamp(0.0, 1.0) if self.clip else y
 

@@ -12,11 +12,15 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--out", required=True, help="output folder (results.csv, table.md); reruns resume")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--only", default=None, help="run only this configuration (e.g. to split over processes)")
-    p.add_argument("--fp32", action="store_true", help="fit in eager fp32 instead of the fast engine (bf16 where native)")
+    p.add_argument("--fast", action="store_true",
+                   help="fit on the fast engine (bf16 where native) instead of eager fp32, the evidence's precision")
+    p.add_argument("--trajectories", action="store_true",
+                   help="also save every fit's outputs at each evaluation (OUT/trajectories/*.npz)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    table = reproduce.run_experiment(args.name, args.out, device=args.device, only=args.only, fast=not args.fp32)
+    table = reproduce.run_experiment(args.name, args.out, device=args.device, only=args.only, fast=args.fast,
+                                     trajectories=args.trajectories)
     print(reproduce.write_table(args.name, table, args.out))
     return 0
