@@ -12,6 +12,9 @@ is fitted from. Kinds:
   (Darestani & Heckel 2021; paper 004 §4);
 * ``mlp_decoder`` - the same with 1×1 convolutions (paper 004);
 * ``deep_decoder`` - Deep Decoder, [1×1 conv, upsample, act, norm] per level (Heckel & Hand 2019).
+
+In these three, as in their codes, ``depth`` counts layers and the last (full-resolution) layer has no
+upsampler: ``depth - 1`` upsamplings (ConvDecoder's ``num_layers``, the Deep Decoder's d).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from archlab import filters
 from archlab.layers import PADDINGS, LipschitzConv2d, MeanOnlyBatchNorm, Upsampler
 
 KINDS = ("hourglass", "decoder", "convnet", "conv_decoder", "mlp_decoder", "deep_decoder")
+#: Kinds built layer by layer as their codes are: the last layer runs at full resolution, without upsampler.
+LAYERED = ("conv_decoder", "mlp_decoder", "deep_decoder")
 NORMS = ("batch", "mean_only", "none")
 ACTS = ("leaky_relu", "relu")
 PADS = ("reflect", "zero")
@@ -66,7 +71,8 @@ class ArchSpec:
     weights (:class:`~archlab.layers.LipschitzConv2d`: ``torch`` for the codes built on
     Ulyanov et al.'s, ``kaiming`` for paper 000's). The input
     is ``input_depth`` channels of noise (``input_noise``, scaled by ``input_scale``) at
-    the output size divided by ``factor**depth`` for decoders; a decoder first runs
+    the output size divided by :attr:`scale` for decoders (``factor**depth``; ``factor**(depth - 1)``
+    for the layered ones); a decoder first runs
     ``stem`` blocks at that input size (paper 000's decoder: 2) before its first upsampler.
     """
 
@@ -144,13 +150,16 @@ class ArchSpec:
 
     @property
     def scale(self) -> int:
-        """How much smaller the input is than the output (``factor**depth``; 1 for hourglass and convnet)."""
-        return 1 if self.kind in ("hourglass", "convnet") else self.factor**self.depth
+        """How much smaller the input is than the output: ``factor**depth``, ``factor**(depth - 1)`` for the
+        :data:`LAYERED` decoders (no upsampler in the last layer), 1 for hourglass and convnet."""
+        if self.kind in ("hourglass", "convnet"):
+            return 1
+        return self.factor ** (self.depth - 1 if self.kind in LAYERED else self.depth)
 
     @property
     def multiple(self) -> int:
-        """Image sides must be multiples of this (``factor**depth``; 1 for convnet)."""
-        return 1 if self.kind == "convnet" else self.factor**self.depth
+        """Image sides must be multiples of this (``factor**depth`` for hourglass, else :attr:`scale`)."""
+        return self.factor**self.depth if self.kind == "hourglass" else self.scale
 
     def to_dict(self) -> dict:
         """Plain dict (tuples as lists, ``lipschitz=None`` kept) for JSON and TOML."""
@@ -208,10 +217,12 @@ PRESETS: dict[str, ArchSpec] = {
     # λ follows the image size (lipschitz_for_size): 2 from 128 px up, 1.4 at 64 px.
     "shi-decoder": _SHI_TEXT.replace(stem=2, bound_output=False, lipschitz_detach=True, lipschitz="auto"),
     "shi-decoder-text": _SHI_TEXT,
-    # ConvDecoder (Darestani & Heckel): 6 × [upsample, conv 3×3 128, ReLU, BN] + 1×1 output.
-    "convdecoder": ArchSpec(kind="conv_decoder", depth=6, width=128, skip=0, act="relu", input_depth=128,
+    # ConvDecoder (Darestani & Heckel; paper 004's light_cnn.py, num_layers = 6): 6 × [upsample, conv 3×3 128
+    # zero-padded, ReLU, BN], the last layer at full size without upsampling, + 1×1 output.
+    "convdecoder": ArchSpec(kind="conv_decoder", depth=6, width=128, skip=0, act="relu", pad="zero", input_depth=128,
                             input_noise="normal", input_scale=1.0, sigmoid=False, **_TORCH_CODE),
-    # Deep Decoder (Heckel & Hand): 6 × [1×1 conv 128, bilinear, ReLU, BN], no conv bias.
+    # Deep Decoder (Heckel & Hand; decodernw with [128] * 5, d = 6): 6 × [1×1 conv 128, bilinear, ReLU, BN], the
+    # last without upsampling, no conv bias.
     "deep-decoder": ArchSpec(kind="deep_decoder", depth=6, width=128, skip=0, kernel=1, act="relu", bias=False,
                              input_depth=128, input_scale=0.1, **_TORCH_CODE),
     # Paper 004 (Liu et al.): 2-level hourglass of width 32 / 64 / 128.
@@ -335,13 +346,13 @@ def _decoder(spec: ArchSpec, out_channels: int) -> nn.Module:
         if spec.kind == "deep_decoder":
             layers += [LipschitzConv2d(cin, widths[i], 1, lipschitz=spec.lipschitz, method=spec.lipschitz_method,
                                        bias=spec.bias, detach_norm=spec.lipschitz_detach, init=spec.init),
-                       _upsampler(spec, widths[i], i),
+                       *([_upsampler(spec, widths[i], i)] if i else []),
                        nn.LeakyReLU(spec.leak) if spec.act == "leaky_relu" else nn.ReLU(),
                        {"batch": nn.BatchNorm2d, "mean_only": MeanOnlyBatchNorm, "none": lambda c: nn.Identity()}[
                            spec.norm](widths[i])]
         elif spec.kind in ("conv_decoder", "mlp_decoder"):
             block = _Block(spec, cin, widths[i], kernel=kernel)
-            layers += [_upsampler(spec, cin, i), block[0], block[2], block[1]]
+            layers += [*([_upsampler(spec, cin, i)] if i else []), block[0], block[2], block[1]]
         else:
             if spec.kind == "decoder":
                 layers.append(_upsampler(spec, cin, i))

@@ -580,13 +580,14 @@ DEFAULT_EMA_BETA = 0.99
 
 # Daubechies-2 high-pass decomposition taps (PyWavelets' ``Wavelet("db2").dec_hi``) from their closed
 # form, and Φ⁻¹(0.75), the MAD of a unit normal.
-_DB2_HIGH = tuple(c / (4 * math.sqrt(2)) for c in (-1 - math.sqrt(3), 3 + math.sqrt(3), math.sqrt(3) - 3, 1 - math.sqrt(3)))
+_SQRT3 = math.sqrt(3)
+_DB2_HIGH = tuple(c / (4 * math.sqrt(2)) for c in (-1 - _SQRT3, 3 + _SQRT3, _SQRT3 - 3, 1 - _SQRT3))
 _NORMAL_MAD = statistics.NormalDist().inv_cdf(0.75)
 
 
 def _check_fraction(value, name: str, low_open: bool) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (0 < value < 1 if low_open else 0 <= value < 1)
-    if not ok:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and (0 < value < 1 if low_open else 0 <= value < 1)):
         raise ValueError(f"{name} must be a number in {'(0, 1)' if low_open else '[0, 1)'}, got {value!r}")
     return float(value)
 
@@ -803,7 +804,8 @@ class _VarianceRule:
         """A fresh rule with the settings of :meth:`to_dict`'s output (its ``"state"`` is not restored)."""
         unknown = set(data) - set(cls._fields) - {"state"}
         if unknown:
-            raise ValueError(f"{cls._name}: unknown fields {sorted(unknown)}; accepted: {', '.join(cls._fields)}, state")
+            accepted = ", ".join((*cls._fields, "state"))
+            raise ValueError(f"{cls._name}: unknown fields {sorted(unknown)}; accepted: {accepted}")
         return cls(**{field: data[field] for field in cls._fields if field in data})
 
 
@@ -902,9 +904,15 @@ class WMVRule(_VarianceRule):
     def _recentre(self) -> None:
         """Move the shift to the window mean and recompute S1, S2 from the buffer (O(W N), every W updates)."""
         self._centre = self._buffer.mean(0)
-        deviation = self._buffer - self._centre
-        self._sum = deviation.sum(0)
-        self._sum_sq = deviation.square().sum((0, 2), dtype=torch.float64)
+        self._sum.zero_()
+        dots = self._sum.new_empty((self.window, self._sum.shape[0]))
+        # One output at a time into one scratch row: a (W, K, N) temporary costs more in fresh memory than in work.
+        deviation = torch.empty_like(self._sum)
+        for row, dot in zip(self._buffer, dots):
+            torch.sub(row, self._centre, out=deviation)
+            self._sum.add_(deviation)
+            torch.linalg.vecdot(deviation, deviation, out=dot)
+        self._sum_sq = dots.sum(0, dtype=torch.float64)
 
 
 class EMVRule(_VarianceRule):
@@ -964,6 +972,7 @@ class EMVRule(_VarianceRule):
 
     @property
     def ema(self) -> torch.Tensor | None:
+        """(K, C, H, W): the latest moving mean μ_t (None before the first update)."""
         return None if self._mean is None else self._mean.view(self._shape)
 
     def update(self, iteration: int, outputs: torch.Tensor) -> torch.Tensor:
@@ -1061,7 +1070,8 @@ class DiscrepancyRule:
         name = "DiscrepancyRule.update"
         iteration = _check_iteration(name, iteration, self._last_iteration)
         if not isinstance(residual, torch.Tensor) or residual.ndim != 1:
-            raise ValueError(f"{name}: residual must be a 1-D tensor (K,), got {getattr(residual, 'shape', type(residual))}")
+            got = tuple(residual.shape) if isinstance(residual, torch.Tensor) else type(residual).__name__
+            raise ValueError(f"{name}: residual must be a 1-D tensor (K,), got {got}")
         k = residual.shape[0] if self.stopped is None else self.stopped.shape[0]
         if self.sigma.ndim == 1:
             k = self.sigma.shape[0]

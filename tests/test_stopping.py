@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -8,13 +9,21 @@ from skimage.measure import blur_effect as skimage_blur_effect
 
 from archlab.images import from_numpy
 from archlab.stopping import (
+    DEFAULT_EMV_DECAY,
     DEFAULT_EPS,
     DEFAULT_H_SIZE,
+    DEFAULT_PATIENCE,
+    DEFAULT_VARIANCE_WINDOW,
     DEFAULT_WINDOW,
+    EMA,
+    DiscrepancyRule,
     DivergenceGuard,
+    EMVRule,
     RatioRule,
+    WMVRule,
     blur_effect,
     blur_sharpness_ratio,
+    estimate_sigma,
     mlv_map,
     mlv_sharpness,
     ratio_rule_delta,
@@ -296,3 +305,371 @@ def test_blur_of_an_image_without_gradient_along_one_axis_matches_skimage():
     stripes = torch.rand(1, 1, 1, 24, generator=torch.Generator().manual_seed(2)).expand(1, 1, 20, 24).contiguous()
     assert blur_effect(stripes, 9).item() == pytest.approx(skimage_reference(stripes, 9), abs=1e-6)
     assert blur_effect(stripes.transpose(-1, -2), 9).item() == pytest.approx(1.0)
+
+
+# ---- ES-WMV / ES-EMV, the discrepancy principle, the bias-corrected EMA ------------------------------------
+
+
+def numpy_wmv(xs: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """VAR_t of Wang et al. written out on (T, K, N) outputs: NaN until W are in; also the window means."""
+    var = np.full(xs.shape[:2], np.nan)
+    means = np.full(xs.shape, np.nan)
+    for t in range(window - 1, len(xs)):
+        recent = xs[t - window + 1 : t + 1]
+        means[t] = recent.mean(0)
+        var[t] = ((recent - means[t]) ** 2).sum(-1).mean(0) / xs.shape[-1]
+    return var, means
+
+
+def numpy_emv(xs: np.ndarray, decay: float) -> tuple[np.ndarray, np.ndarray]:
+    """Their ES-EMV recurrence on (T, K, N) outputs (variance per value: their v / N)."""
+    mean, var = xs[0].copy(), np.zeros(xs.shape[1])
+    variances, means = [var], [mean]
+    for x in xs[1:]:
+        delta = x - mean
+        mean = np.clip(mean + decay * delta, 0, 1)
+        var = (1 - decay) * (var + decay * (delta**2).sum(-1) / xs.shape[-1])
+        variances.append(var)
+        means.append(mean)
+    return np.array(variances), np.array(means)
+
+
+def first_argmin_and_stop(values: np.ndarray, candidates: np.ndarray, patience: int) -> tuple[int, int]:
+    """Their bookkeeping for one run, one update per iteration t = 0, 1, ...: (t*, stop iteration or -1)."""
+    best, best_t, wait = math.inf, -1, 0
+    for t in np.flatnonzero(candidates):
+        if values[t] < best:
+            best, best_t, wait = values[t], t, 0
+        else:
+            wait += 1
+            if wait >= patience:
+                return best_t, t
+    return best_t, -1
+
+
+def u_shaped_outputs(steps: int, shape: tuple, turn: float, seed: int, dtype=np.float64) -> np.ndarray:
+    """Outputs that settle until ``turn`` and then spread: per-step noise of size ∝ |t - turn| + floor."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.3, 0.7, shape)
+    scale = 0.02 * (np.abs(np.arange(steps) - turn) / turn + 0.1)
+    noise = rng.standard_normal((steps, *shape))
+    return (base + scale.reshape(-1, *[1] * len(shape)) * noise).astype(dtype)
+
+
+def feed(rule, outputs: np.ndarray) -> torch.Tensor:
+    """Update with outputs[t] at iteration t; the flags of every step, (T, K)."""
+    return torch.stack([rule.update(t, torch.from_numpy(x)) for t, x in enumerate(outputs)])
+
+
+def test_wmv_variance_and_window_mean_match_numpy_every_step():
+    xs = RNG.random((57, 2, 3, 5, 7))
+    rule = WMVRule(window=10, patience=1000)
+    variances = []
+    for t, x in enumerate(xs):
+        rule.update(t, torch.from_numpy(x))
+        variances.append(rule.variance.numpy())
+    expected, means = numpy_wmv(xs.reshape(57, 2, -1), 10)
+    np.testing.assert_allclose(np.array(variances), expected, rtol=1e-12, equal_nan=True)
+    best = np.nanargmin(expected, axis=0)
+    assert rule.detected_iteration.tolist() == best.tolist()
+    assert rule.best_variance.tolist() == pytest.approx(expected[best, [0, 1]], rel=1e-12)
+    assert torch.equal(rule.detected_output(), torch.from_numpy(xs[best, [0, 1]]))
+    expected_means = means[best, [0, 1]].reshape(2, 3, 5, 7)
+    np.testing.assert_allclose(rule.detected_output(mean=True).numpy(), expected_means, rtol=1e-12)
+
+
+def test_wmv_running_sums_stay_exact_over_many_fp32_steps():
+    # Outputs near 0.5 that drift slowly with tiny per-step changes: VAR ~ 1e-7 .. 5e-6 per value, where
+    # unshifted fp32 running sums (S2/W - |S1/W|^2, never recomputed) are off by up to 180 % (median 2 %).
+    # Checked at every step against float64; the shifted, recomputed sums stay within 6e-6.
+    steps, window = 3000, 100
+    rng = np.random.default_rng(11)
+    t = np.arange(steps)[:, None]
+    drift = 0.01 * np.sin(2 * np.pi * t / 700) * rng.uniform(0.5, 1.5, 192)
+    xs = (0.5 + drift + 1e-4 * (1 + t / steps) * rng.standard_normal((steps, 192))).astype(np.float32)
+    rule = WMVRule(window=window, patience=10**6)
+    got = []
+    for i, x in enumerate(xs):
+        rule.update(i, torch.from_numpy(x).view(1, 3, 8, 8))
+        got.append(rule.variance.item())
+    expected, _ = numpy_wmv(xs.astype(np.float64)[:, None], window)
+    np.testing.assert_allclose(np.array(got)[window - 1 :], expected[window - 1 :, 0], rtol=5e-5)
+    assert expected[window - 1 :, 0].min() < 2e-7
+
+
+def test_wmv_finds_the_argmin_and_stops_after_patience_then_holds():
+    window, patience, steps = 20, 150, 900
+    xs = u_shaped_outputs(steps, (1, 1, 6, 6), turn=300, seed=1)
+    xs[700:] = xs[700]  # constant from 700 on: VAR reaches 0, after the stop
+    rule = WMVRule(window, patience)
+    flags = feed(rule, xs)[:, 0]
+    var, _ = numpy_wmv(xs.reshape(steps, 1, -1), window)
+    best, stop = first_argmin_and_stop(var[:, 0], ~np.isnan(var[:, 0]), patience)
+    assert 280 < best < 380 and stop == best + patience
+    assert rule.detected_iteration.tolist() == [best]
+    assert rule.stop_iteration.tolist() == [stop]
+    assert not flags[:stop].any() and flags[stop:].all()
+    assert torch.equal(rule.detected_output(), torch.from_numpy(xs[best]))
+    assert rule.best_variance.item() == pytest.approx(var[best, 0], rel=1e-12)
+
+
+def test_emv_matches_their_recurrence_warmup_argmin_and_patience():
+    decay, patience, warmup, steps = 0.1, 120, 100, 800
+    xs = u_shaped_outputs(steps, (2, 3, 4, 4), turn=300, seed=2)
+    xs[:, 1] = u_shaped_outputs(steps, (3, 4, 4), turn=200, seed=3)
+    rule = EMVRule(decay, patience, warmup)
+    variances, flags = [], []
+    for t, x in enumerate(xs):
+        flags.append(rule.update(t, torch.from_numpy(x)))
+        variances.append(rule.variance.numpy())
+    expected, means = numpy_emv(xs.reshape(steps, 2, -1), decay)
+    np.testing.assert_allclose(np.array(variances), expected, rtol=1e-12, atol=1e-300)
+    flags = torch.stack(flags)
+    for run in range(2):
+        best, stop = first_argmin_and_stop(expected[:, run], np.arange(steps) > warmup, patience)
+        assert rule.detected_iteration[run] == best and rule.stop_iteration[run] == stop > 0
+        assert not flags[:stop, run].any() and flags[stop:, run].all()
+        assert torch.equal(rule.detected_output()[run], torch.from_numpy(xs[best, run]))
+        np.testing.assert_allclose(rule.detected_output(mean=True)[run].numpy().ravel(), means[best, run], rtol=1e-12)
+    assert rule.detected_iteration[1] < rule.detected_iteration[0]
+
+
+def test_emv_never_detects_the_first_update_or_inside_the_warmup():
+    xs = u_shaped_outputs(30, (1, 1, 4, 4), turn=10, seed=4)
+    rule = EMVRule(decay=0.5, patience=5, warmup=0)
+    rule.update(0, torch.from_numpy(xs[0]))
+    assert rule.detected_iteration.tolist() == [-1]  # v_1 = 0 would be an unbeatable minimum
+    feed_from = [rule.update(t, torch.from_numpy(x)) for t, x in enumerate(xs[1:], start=1)]
+    assert rule.detected_iteration.item() >= 1 and feed_from[-1].all()
+    late = EMVRule(decay=0.5, patience=5, warmup=25)
+    feed(late, xs)
+    assert late.detected_iteration.item() > 25 and not late.stopped.any()
+
+
+@pytest.mark.parametrize("make", [lambda: WMVRule(window=15, patience=60), lambda: EMVRule(0.2, 60, 20)])
+def test_variance_rules_batched_equal_separate_runs(make):
+    steps = 400
+    runs = [u_shaped_outputs(steps, (3, 6, 5), turn=turn, seed=seed, dtype=np.float32)
+            for turn, seed in ((100, 5), (180, 6), (390, 7))]
+    together = make()
+    feed(together, np.stack(runs, axis=1))
+    assert together.stopped.tolist() == [True, True, False]
+    for k, xs in enumerate(runs):
+        alone = make()
+        feed(alone, xs[:, None])
+        assert together.detected_iteration[k] == alone.detected_iteration[0]
+        assert together.stop_iteration[k] == alone.stop_iteration[0]
+        assert together.best_variance[k].item() == pytest.approx(alone.best_variance[0].item(), rel=1e-6)
+        assert torch.equal(together.detected_output()[k], alone.detected_output()[0])
+        torch.testing.assert_close(together.detected_output(mean=True)[k], alone.detected_output(mean=True)[0])
+
+
+def test_discrepancy_rule_fires_at_the_noise_level_per_run_and_keeps_the_output():
+    sigma = np.array([0.1, 0.05])
+    t = np.arange(400)
+    residual = sigma**2 * (0.5 + 2 * np.exp(-t[:, None] / np.array([100.0, 40.0])))
+    rule = DiscrepancyRule(sigma=torch.from_numpy(sigma), tau=1.0)
+    flags = []
+    for i, r in enumerate(residual):
+        outputs = torch.full((2, 1, 4, 4), float(i))
+        flags.append(rule.update(i, torch.from_numpy(r), outputs))
+    flags = torch.stack(flags)
+    first = [int(np.flatnonzero(residual[:, k] <= sigma[k] ** 2)[0]) for k in range(2)]
+    assert first == [139, 56]
+    assert rule.stop_iteration.tolist() == rule.detected_iteration.tolist() == first
+    for k in range(2):
+        assert not flags[: first[k], k].any() and flags[first[k] :, k].all()
+        assert torch.equal(rule.detected_output()[k], torch.full((1, 4, 4), float(first[k])))
+    loose = DiscrepancyRule(sigma=0.1, tau=1.5)
+    fired = [loose.update(i, torch.tensor([r])).item() for i, r in enumerate(residual[:, 0])]
+    assert fired.index(True) == int(np.flatnonzero(residual[:, 0] <= 1.5 * 0.01)[0]) < 139
+
+
+@pytest.mark.parametrize("sigma", [5, 25, 50])
+def test_estimate_sigma_recovers_a_known_sigma(sigma):
+    generator = torch.Generator().manual_seed(sigma)
+    ramp = torch.linspace(0.3, 0.7, 256, dtype=torch.float64)
+    clean = (ramp[:, None] + 0.1 * torch.sin(ramp[None, :] * 20)).expand(2, 3, 256, 256)
+    y = clean + sigma / 255 * torch.randn(clean.shape, generator=generator, dtype=torch.float64)
+    estimate = estimate_sigma(y)
+    assert estimate.shape == (2,)
+    assert estimate.tolist() == pytest.approx([sigma / 255] * 2, rel=0.03)
+    assert torch.equal(estimate[1:], estimate_sigma(y[1:]))
+
+
+@pytest.mark.parametrize("name, size", [("camera", (64, 64)), ("camera", (101, 77)), ("astronaut-rgb", (90, 67)),
+                                        ("random-rgb", (40, 53))])
+def test_estimate_sigma_matches_skimage(name, size):
+    restoration = pytest.importorskip("skimage.restoration")
+    pytest.importorskip("pywt")
+    image = IMAGES[name][: size[0], : size[1]] / (255.0 if IMAGES[name].dtype == np.uint8 else 1.0)
+    noisy = image + 0.08 * np.random.default_rng(3).standard_normal(image.shape)
+    if noisy.ndim == 2:
+        expected = restoration.estimate_sigma(noisy)
+    else:
+        expected = restoration.estimate_sigma(noisy, average_sigmas=True, channel_axis=-1)
+    y = torch.from_numpy(noisy.reshape(*noisy.shape[:2], -1)).permute(2, 0, 1)[None]  # float64, not clipped
+    assert estimate_sigma(y).item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_discrepancy_rule_estimates_sigma_from_y_when_not_given():
+    y = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    assert torch.equal(DiscrepancyRule(y=y).sigma, estimate_sigma(y))
+
+
+def test_poisson_noise_level_is_scale_times_mean():
+    scale = 0.05
+    x = torch.linspace(0.1, 0.9, 128, dtype=torch.float64).expand(1, 3, 128, 128)
+    y = scale * torch.poisson(x / scale, generator=torch.Generator().manual_seed(9))
+    clean_residual = (y - x).square().mean().item()
+    assert clean_residual == pytest.approx(scale * x.mean().item(), rel=0.03)  # E|y - x|^2 / N = ζ mean(x)
+    rule = DiscrepancyRule.poisson(scale, y, tau=1.0)
+    assert rule.sigma.square().tolist() == pytest.approx([scale * y.mean().item()], rel=1e-12)
+    assert rule.update(0, torch.tensor([clean_residual * 1.1])).tolist() == [False]
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 0.9, 0.99, 0.999])
+def test_ema_of_a_constant_is_exactly_the_constant(beta):
+    ema = EMA(beta)
+    constant = torch.tensor([[0.3, 1 / 3, 0.7], [1e-3, 0.999, 0.5]])
+    for _ in range(300):
+        assert torch.equal(ema.update(constant), constant)
+
+
+def test_ema_equals_the_normalised_weighted_average():
+    beta = 0.9
+    xs = torch.from_numpy(RNG.random((60, 4)))
+    ema = EMA(beta)
+    for t in range(1, 61):
+        got = ema.update(xs[t - 1]).clone()
+        weights = beta ** torch.arange(t - 1, -1, -1, dtype=torch.float64)
+        torch.testing.assert_close(got, (weights[:, None] * xs[:t]).sum(0) / weights.sum(), rtol=1e-12, atol=0)
+        adam = sum((1 - beta) * beta ** (t - i) * xs[i - 1] for i in range(1, t + 1)) / (1 - beta**t)
+        torch.testing.assert_close(got, adam, rtol=1e-12, atol=0)
+    assert ema.to_dict() == {"beta": 0.9, "count": 60}
+    ema.reset()
+    assert ema.value is None and ema.count == 0
+
+
+def test_updates_are_device_work_only(monkeypatch):
+    """No rule reads a device value back on the host in ``update``: every reader of tensors raises."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("host read of a tensor inside update")
+
+    xs = torch.from_numpy(u_shaped_outputs(80, (2, 3, 4, 4), turn=20, seed=10, dtype=np.float32))
+    rules = [WMVRule(window=8, patience=10), EMVRule(0.2, patience=10, warmup=5)]
+    discrepancy, ema = DiscrepancyRule(sigma=0.1), EMA(0.9)
+    for name in ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, forbidden)
+    for t, x in enumerate(xs):
+        for rule in rules:
+            flags = rule.update(t, x)
+            assert isinstance(flags, torch.Tensor) and flags.dtype == torch.bool and flags.shape == (2,)
+        flags = discrepancy.update(t, torch.full((2,), 0.012 - t * 1e-4), x)
+        assert isinstance(flags, torch.Tensor) and flags.dtype == torch.bool
+        assert isinstance(ema.update(x), torch.Tensor)
+    monkeypatch.undo()
+    assert all(rule.stopped.all() for rule in rules) and discrepancy.stopped.all()
+
+
+def test_state_is_plain_json_and_settings_round_trip():
+    xs = u_shaped_outputs(40, (2, 1, 4, 4), turn=10, seed=12)
+    for rule in (WMVRule(window=10, patience=5), EMVRule(0.3, 5, 2)):
+        before = json.loads(json.dumps(rule.to_dict(), allow_nan=False))
+        assert before["state"] == {"updates": 0, "iteration": None}
+        rule.update(0, torch.from_numpy(xs[0]))
+        assert json.loads(json.dumps(rule.to_dict(), allow_nan=False))["state"]["best_variance"] == [None, None]
+        feed_rest = [rule.update(t, torch.from_numpy(x)) for t, x in enumerate(xs[1:], start=1)]
+        data = json.loads(json.dumps(rule.to_dict(), allow_nan=False))
+        state = data.pop("state")
+        assert state["updates"] == 40 and state["iteration"] == 39 and feed_rest[-1].tolist() == state["stopped"]
+        assert state["detected_iteration"] == rule.detected_iteration.tolist()
+        assert all(isinstance(v, float) for v in state["best_variance"] + state["variance"])
+        fresh = type(rule).from_dict(rule.to_dict())
+        assert {k: v for k, v in fresh.to_dict().items() if k != "state"} == data
+        rule.reset()
+        assert rule.stopped is None and rule.detected_output() is None
+    assert WMVRule().to_dict()["window"] == DEFAULT_VARIANCE_WINDOW == 100
+    assert (EMVRule().decay, EMVRule().patience, EMVRule().warmup) == (DEFAULT_EMV_DECAY, DEFAULT_PATIENCE, 100)
+    rule = DiscrepancyRule(sigma=[0.1, 0.2], tau=1.1)
+    rule.update(3, torch.tensor([0.5, 0.01]))
+    data = json.loads(json.dumps(rule.to_dict(), allow_nan=False))
+    assert data == {"sigma": [0.1, 0.2], "tau": 1.1,
+                    "state": {"iteration": 3, "stopped": [False, True], "stop_iteration": [-1, 3],
+                              "residual": [0.5, pytest.approx(0.01)]}}
+    assert DiscrepancyRule.from_dict(data).sigma.tolist() == [0.1, 0.2]
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: WMVRule(window=1), "WMVRule: window must be an integer >= 2, got 1"),
+    (lambda: WMVRule(window=10.0), "window must be an integer"),
+    (lambda: WMVRule(patience=0), "WMVRule: patience must be an integer >= 1"),
+    (lambda: EMVRule(decay=0), r"EMVRule: decay must be a number in \(0, 1\)"),
+    (lambda: EMVRule(decay=1.0), r"decay must be a number in \(0, 1\)"),
+    (lambda: EMVRule(warmup=-1), "EMVRule: warmup must be an integer >= 0"),
+    (lambda: EMA(beta=1.0), r"EMA: beta must be a number in \[0, 1\)"),
+    (lambda: DiscrepancyRule(sigma=0.1, tau=0), "DiscrepancyRule: tau must be a finite number > 0"),
+    (lambda: DiscrepancyRule(sigma=-0.1), "DiscrepancyRule: sigma must be a number > 0"),
+    (lambda: DiscrepancyRule(sigma=[0.1, math.nan]), "sigma must be a number > 0"),
+    (lambda: DiscrepancyRule(), "give sigma"),
+    (lambda: DiscrepancyRule.poisson(0, torch.rand(1, 1, 4, 4)), "poisson: scale must be a finite number > 0"),
+    (lambda: WMVRule.from_dict({"window": 5, "W": 3}), "unknown fields"),
+    (lambda: DiscrepancyRule.from_dict({"sigma": 0.1, "level": 3}), "unknown fields"),
+])
+def test_bad_settings_are_rejected_with_the_parameter_named(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_bad_updates_are_rejected_and_leave_the_rule_unchanged():
+    x = torch.rand(2, 3, 4, 4)
+    for rule in (WMVRule(window=3), EMVRule()):
+        name = type(rule).__name__
+        with pytest.raises(ValueError, match=f"{name}.update: outputs must be a \\(K, C, H, W\\) tensor"):
+            rule.update(0, x[0])
+        rule.update(5, x)
+        with pytest.raises(ValueError, match="iteration must be > 5"):
+            rule.update(5, x)
+        with pytest.raises(ValueError, match="outputs must keep the shape"):
+            rule.update(6, x[:1])
+        with pytest.raises(ValueError, match="iteration must be an integer"):
+            rule.update(6.0, x)
+        assert rule.to_dict()["state"]["updates"] == 1
+        rule.update(6, x)
+    rule = DiscrepancyRule(sigma=[0.1, 0.1])
+    with pytest.raises(ValueError, match="residual must have K=2"):
+        rule.update(0, torch.ones(3))
+    with pytest.raises(ValueError, match="outputs must have K=2"):
+        rule.update(0, torch.ones(2), x[:1])
+    assert rule.stopped is None
+    rule.update(0, torch.ones(2))
+    with pytest.raises(ValueError, match="iteration must be > 0"):
+        rule.update(0, torch.ones(2))
+
+
+def test_ratio_rule_has_the_common_interface():
+    rule = RatioRule(window=20, eval_every=10)
+    for step in range(5):
+        rule.update(10 * step, torch.ones(2))
+    assert torch.equal(rule.detected_iteration, rule.stop_iteration)
+    assert rule.detected_iteration.tolist() == [30, 30]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_new_rules_do_not_synchronise_on_cuda():
+    xs = torch.rand(30, 2, 3, 16, 16, device="cuda")
+    rules = [WMVRule(window=8, patience=5), EMVRule(0.2, patience=5, warmup=3)]
+    discrepancy, ema = DiscrepancyRule(sigma=0.1), EMA(0.9)
+    discrepancy.update(0, torch.ones(2, device="cuda"), xs[0])  # the first update moves σ to the device
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for t, x in enumerate(xs, start=1):
+            for rule in rules:
+                rule.update(t, x)
+            discrepancy.update(t, torch.full((2,), 0.02, device="cuda"), x)
+            ema.update(x)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(rule.stopped.device.type == "cuda" for rule in rules)
