@@ -34,6 +34,10 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
 
+
+#: Stops of :func:`fit_many`: the ratio rule only (``record``: note where it fires and run on).
+BATCHED_STOPS = ("none", "record", "ratio")
+
 class _VmapUpsampler(nn.Module):
     """:class:`~archlab.layers.Upsampler`'s polyphase filter without its channels-last step,
     which ``vmap`` cannot run (torch 2.13: "NYI: querying is_contiguous inside of vmap").
@@ -210,7 +214,7 @@ def fit_many(spec: ArchSpec | str, task: Task, observations, *, seeds=0, lrs=0.0
     stacked and the network runs under ``torch.func.vmap`` of ``functional_call``
     (batch-norm layers use batch statistics only, as in training); each run has its own
     jitter generator, physics, EMA, monitor, ratio rule and divergence guard. A run that
-    stops (``stop="auto"`` or divergence) leaves the stack and stops costing compute. In
+    stops (``stop="ratio"`` or divergence) leaves the stack and stops costing compute. In
     fp32 the outputs and histories equal the sequential fits' to 1e-4 (tests/test_engine.py)
     wherever the fit itself is numerically stable: both compute the same sums in another
     order, and fits whose gradients have rounding-level elements (a batch norm's scale and
@@ -267,6 +271,9 @@ def fit_many(spec: ArchSpec | str, task: Task, observations, *, seeds=0, lrs=0.0
         run_spec = base_spec
         if per_run["lipschitz"] is not None:
             run_spec = base_spec.replace(lipschitz=float(per_run["lipschitz"][index]))
+        if stop not in BATCHED_STOPS:
+            raise ValueError(f"fit_many.stop: {stop!r} is invalid; allowed: {', '.join(BATCHED_STOPS)} "
+                             f"(the variance and discrepancy rules run in archlab.fit.fit)")
         settings = FitSettings(iterations=iterations, lr=lr, input_jitter=input_jitter, ema=ema, seed=seed,
                                eval_every=eval_every, stop=stop, window=window, eps=eps, fbc_bands=fbc_bands,
                                precision=engine["precision"], channels_last=False, compile=False)
@@ -377,8 +384,8 @@ class _BatchedFit:
             ema = self.settings.ema
             if iteration == 1 or not ema:
                 self.ema_out = out.clone()
-            else:
-                self.ema_out.mul_(ema).add_(out, alpha=1 - ema)
+            else:  # the bias-corrected EMA of archlab.stopping.EMA: gain (1 − β)/(1 − β^t) on the new output
+                self.ema_out.lerp_(out, (1 - ema) / (1 - ema**iteration))
         self.out = out
         return losses.detach()
 
@@ -416,8 +423,8 @@ class _BatchedFit:
                     run.best = (psnr_now, iteration, restored[slot].clone())
             if values[-1] and run.auto_stop is None:
                 run.auto_stop, run.stop_output = iteration, restored[slot].clone()
-                if self.settings.stop == "auto":
-                    ended.append((slot, "auto"))
+                if self.settings.stop == "ratio":
+                    ended.append((slot, "ratio"))
         state = self._state()
         if back.any():
             self._copy_runs(state, self.good, back.to(self.device))

@@ -7,16 +7,21 @@ outputs (weight ``ema``, Ulyanov's ``exp_weight``), and every ``eval_every``
 iterations measures - on the device, with one host transfer per evaluation, not
 per step - the loss, PSNR/SSIM of the output and its EMA against a reference, the
 blur/sharpness ratio of paper 000 §4.3 and the frequency-band correspondence
-(paper 000 eq. 1). The ratio rule stops the fit (``stop="auto"``) or only records
-where it would have stopped (``stop="record"``); a divergence guard restores the
-last good weights after a loss jump and gives up after repeated ones.
+(paper 000 eq. 1). Stop rules run beside the loop (:data:`RULES`: paper 000's ratio
+rule, Wang et al.'s windowed and exponential moving variance, the discrepancy principle):
+each records where it would stop, and one of them - named, or the task's :data:`AUTO_STOP`
+rule - may end the fit and give its output. The moving average is bias-corrected as in
+Adam; a divergence guard restores the last good weights after a loss jump and gives up
+after repeated ones.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -29,7 +34,15 @@ from archlab.engine import BF16_MAX_RELATIVE_ERROR, PRECISIONS, CompiledModule, 
 from archlab.models import ArchSpec, build, for_size, load_spec
 from archlab.tasks import Task
 
-STOPS = ("none", "auto", "record")
+#: The stop rules a fit runs beside itself (:mod:`archlab.stopping`): paper 000's blur/sharpness ratio,
+#: Wang et al.'s windowed and exponential moving variance, and the discrepancy principle (noise tasks).
+RULES = ("ratio", "wmv", "emv", "discrepancy")
+#: ``none``: run every iteration, recording where each rule would stop; a rule's name: stop there;
+#: ``auto``: stop at the rule :data:`AUTO_STOP` gives for the task; ``record``: run every iteration
+#: and report where that rule would have stopped (its output, PSNR and iteration) without stopping.
+STOPS = ("none", "record", "auto", *RULES)
+#: The rule ``stop="auto"`` uses for each task (results/stopping/README.md has the measurements).
+AUTO_STOP = {"denoise": "wmv", "poisson": "wmv", "jpeg": "wmv", "inpaint": "wmv", "sr": "wmv", "enhance": "ratio"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,7 @@ class FitSettings:
     stop: str = "none"
     window: int = stopping.DEFAULT_WINDOW
     eps: float = stopping.DEFAULT_EPS
+    patience: int = stopping.DEFAULT_PATIENCE
     ratio_measures: str = "skimage"
     fbc_bands: int = 5
     precision: str = "fp32"
@@ -62,6 +76,7 @@ class FitSettings:
             "window": (isinstance(self.window, int) and self.window >= 1 and self.window % self.eval_every == 0,
                        "a positive multiple of eval_every"),
             "eps": (self.eps > 0, "a number > 0"),
+            "patience": (isinstance(self.patience, int) and self.patience >= 1, "an integer ≥ 1"),
             "ratio_measures": (self.ratio_measures in stopping.MEASURES, ", ".join(stopping.MEASURES)),
             "fbc_bands": (isinstance(self.fbc_bands, int) and self.fbc_bands >= 0, "an integer ≥ 0 (0 = off)"),
             "precision": (self.precision in PRECISIONS, ", ".join(PRECISIONS)),
@@ -76,10 +91,12 @@ class FitResult:
     """What a fit returns.
 
     ``output`` is the restored image from the last iterate (the task's ``restore`` of
-    the network output), ``ema_output`` the same from the EMA of the outputs,
+    the network output), ``ema_output`` the same from the bias-corrected EMA of the outputs,
     ``best_output`` the output at the best evaluated PSNR (only with a reference),
-    ``stop_output`` the output where the ratio rule fired (``stop`` = auto/record).
-    ``history`` has one row per evaluation.
+    ``stop_output`` the output the stop rule selects (``stop_rule``; its detected iteration is
+    ``auto_stop_iteration``) and ``stop_ema_output`` the EMA at that iteration.
+    ``history`` has one row per evaluation; ``rules`` says, per rule, where it detected and
+    stopped (and the PSNR of its output where a reference was given).
     """
 
     output: torch.Tensor
@@ -97,12 +114,22 @@ class FitResult:
     stop_output: torch.Tensor | None = None
     restores: int = 0
     extras: dict = field(default_factory=dict)
+    stop_rule: str | None = None
+    stop_ema_output: torch.Tensor | None = None
+    rules: dict = field(default_factory=dict)
+
+    @property
+    def restored(self) -> torch.Tensor:
+        """The restoration a user gets: the stop rule's output where it selected one, else the EMA."""
+        return self.stop_output if self.stop_output is not None else self.ema_output
 
     def summary(self) -> dict:
         """Scalar results: peak/final/stop PSNR and iterations where a reference was known."""
         h = self.history
         out = {"iterations": self.stopped_at, "stop_reason": self.stop_reason, "seconds": round(self.seconds, 2),
-               "auto_stop_iteration": self.auto_stop_iteration}
+               "stop_rule": self.stop_rule, "auto_stop_iteration": self.auto_stop_iteration}
+        for name, rule in self.rules.items():
+            out.update({f"{name}_{key}": value for key, value in rule.items()})
         if "psnr" in h and h["psnr"].notna().any():
             peak = h.loc[h["psnr"].idxmax()]
             out.update(peak_psnr=float(peak["psnr"]), peak_iteration=int(peak["iteration"]),
@@ -110,8 +137,7 @@ class FitResult:
                        peak_psnr_ema=float(h["psnr_ema"].max()))
             out["psnr_drop"] = out["peak_psnr"] - out["final_psnr"]
             if self.auto_stop_iteration is not None:
-                row = h[h["iteration"] == self.auto_stop_iteration]
-                out["stop_psnr"] = float(row["psnr"].iloc[0]) if len(row) else math.nan
+                out["stop_psnr"] = self.rules.get(self.stop_rule, {}).get("psnr", math.nan)
         return out
 
 
@@ -182,9 +208,9 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
         iterations: int = 3000, lr: float = 0.01, input_jitter: float = 1 / 30, ema: float = 0.99, seed: int = 0,
         device: str | torch.device = "auto", eval_every: int = 10, reference: torch.Tensor | None = None,
         stop: str = "none", window: int = stopping.DEFAULT_WINDOW, eps: float = stopping.DEFAULT_EPS,
-        ratio_measures: str = "skimage", fbc_bands: int = 5, fast: bool = True, precision: str | None = None, channels_last: bool | None = None,
+        patience: int = stopping.DEFAULT_PATIENCE, ratio_measures: str = "skimage", fbc_bands: int = 5, fast: bool = True, precision: str | None = None, channels_last: bool | None = None,
         compile: bool | None = None, net_input: torch.Tensor | None = None, progress: bool | None = None,
-        degradation_seed: int | None = None, on_evaluation=None) -> FitResult:
+        degradation_seed: int | None = None, on_evaluation=None, interruptible: bool = False) -> FitResult:
     """Fit a DIP network to one observation (Ulyanov et al. 2018; paper 000 §4).
 
     Parameters
@@ -202,9 +228,15 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
     degradation_seed : int, optional
         The seed ``task.degrade`` made the observation with; the physics rebuilds its seeded
         parts from it (a Bernoulli inpainting mask). Default: ``seed``.
-    stop : {"none", "auto", "record"}
-        ``auto`` stops at the ratio rule (paper 000 eq. 8: Δr < ``eps`` over windows of
-        ``window`` iterations); ``record`` notes where it fires and runs on.
+    stop : {"none", "record", "auto", "ratio", "wmv", "emv", "discrepancy"}
+        Every rule of :data:`RULES` that applies to the task runs beside the fit and records
+        where it would stop (``none`` runs all ``iterations``); naming a rule stops there and
+        returns its output; ``auto`` takes the task's rule from :data:`AUTO_STOP`; ``record``
+        reports where that rule would stop but runs all ``iterations``.
+        ``ratio`` is paper 000 eq. 8 (Δr < ``eps`` over windows of ``window`` iterations);
+        ``wmv``/``emv`` stop ``patience`` iterations after the variance of the outputs was
+        least (Wang et al. 2023) and return the output there; ``discrepancy`` stops when
+        the data-fit residual reaches the noise level (Gaussian σ or Poisson ζ of the task).
     ratio_measures : {"skimage", "paper"}
         The blur and sharpness of the ratio (:data:`archlab.stopping.MEASURES`): scikit-image's
         Crete blur with Bahrami & Kot's MLV, or paper 000's code's own forms.
@@ -218,6 +250,10 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
     on_evaluation : callable, optional
         Called as ``on_evaluation(iteration, output)`` at every kept evaluation with the
         network's output (on the device), e.g. to record the trajectory of the fit.
+    interruptible : bool
+        A SIGINT (Ctrl-C) or SIGTERM mapped to ``KeyboardInterrupt`` ends the loop after the
+        current iteration and the fit returns what it has, ``stop_reason="interrupted"``;
+        a second one raises. Without it (the default) ``KeyboardInterrupt`` propagates.
 
     Returns
     -------
@@ -228,7 +264,8 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
     engine = engine_settings(device, fast, precision, channels_last, compile)
     precision_requested = precision is not None
     FitSettings(iterations=iterations, lr=lr, input_jitter=input_jitter, ema=ema, seed=seed, eval_every=eval_every,
-                stop=stop, window=window, eps=eps, ratio_measures=ratio_measures, fbc_bands=fbc_bands, **engine)  # validate before any work
+                stop=stop, window=window, eps=eps, patience=patience, ratio_measures=ratio_measures,
+                fbc_bands=fbc_bands, **engine)  # validate before any work
     if observation.ndim != 4 or observation.shape[0] != 1:
         raise ValueError(f"observation: expected shape (1, C, H, W), got {tuple(observation.shape)}")
     y = observation.to(device, torch.float32)
@@ -256,8 +293,8 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
                            f"(> {BF16_MAX_RELATIVE_ERROR:.0%})")
     precision, channels_last = engine["precision"], engine["channels_last"]
     settings = FitSettings(iterations=iterations, lr=lr, input_jitter=input_jitter, ema=ema, seed=seed,
-                           eval_every=eval_every, stop=stop, window=window, eps=eps, ratio_measures=ratio_measures,
-                           fbc_bands=fbc_bands, **engine)
+                           eval_every=eval_every, stop=stop, window=window, eps=eps, patience=patience,
+                           ratio_measures=ratio_measures, fbc_bands=fbc_bands, **engine)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=memory_format)
     z = z.contiguous(memory_format=memory_format)
@@ -270,17 +307,18 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
     optimiser = torch.optim.Adam(net.parameters(), lr=lr)
     generator = torch.Generator(device=device).manual_seed(seed + 1)
     monitor = _Monitor(ref, y, fbc_bands, ratio_measures)
-    rule = stopping.RatioRule(window, eps, eval_every)
+    rules = _StopRules(task, y, settings)
     guard = stopping.DivergenceGuard()
     good_state = _snapshot(net, optimiser)
-    ema_out = None
+    average = stopping.EMA(ema)
     best = (-math.inf, None, None)
-    auto_stop, stop_output, reason, restores = None, None, "iterations", 0
+    reason, restores = "iterations", 0
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     iteration_bar = _progress(iterations, progress)
     start = time.perf_counter()
     iteration = 0
-    for iteration in range(1, iterations + 1):
+    interrupted = [False]
+    for iteration in _iterations(iterations, interrupted if interruptible else None):
         optimiser.zero_grad(set_to_none=True)
         net_in = z + input_jitter * torch.randn(z.shape, generator=generator, device=device) if input_jitter else z
         with autocast:
@@ -291,17 +329,16 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
         optimiser.step()
         with torch.no_grad():
             out = out.detach()
-            if ema_out is None or not ema:
-                ema_out = out.clone()
-            else:
-                ema_out.mul_(ema).add_(out, alpha=1 - ema)
+            ema_out = average.update(out)
+            rules.step(iteration, out, loss.detach(), ema_out)
         if iteration % eval_every and iteration != iterations:
             continue
         with torch.no_grad():
             restored = physics.restore(out, y)
             ema_restored = physics.restore(ema_out, y)
             row = monitor.measure(iteration, time.perf_counter() - start, loss, out, restored, ema_restored)
-            fired = rule.update(iteration, row[4:5]) if iteration % eval_every == 0 else None
+            if iteration % eval_every == 0:
+                rules.evaluate(iteration, row[4:5], restored)
         values = row.tolist()  # the one host transfer per evaluation
         verdict = guard.check(values[0])
         if verdict != "ok":
@@ -324,11 +361,13 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
             iteration_bar.update(iteration - iteration_bar.n)
             iteration_bar.set_postfix({k: f"{values[monitor.columns.index(k)]:.2f}"
                                        for k in ("psnr", "ratio") if k in monitor.columns})
-        if fired is not None and auto_stop is None and bool(fired[0]):
-            auto_stop, stop_output = iteration, restored.clone()
-            if stop == "auto":
-                reason = "auto"
-                break
+        if rules.chosen is not None and rules.stops and rules.stopped():
+            reason = rules.chosen
+            break
+    if interrupted[0] and reason == "iterations":
+        reason = "interrupted"
+    elif restores and not monitor.rows:  # no evaluation was ever kept: a NaN/inf loss from the first one
+        reason = "diverged"
     seconds = time.perf_counter() - start
     if iteration_bar is not None:
         iteration_bar.close()
@@ -338,12 +377,118 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
             net.load_state_dict(good_state[0])
             out = ema_out = net(z).float()
         final, ema_final = physics.restore(out, y), physics.restore(ema_out, y)
+        if reason != "interrupted" and not (final.isfinite().all() and ema_final.isfinite().all()):
+            reason = "diverged"  # not even the last kept weights give a finite output
+        selected = rules.selected(physics, y, ref)
     return FitResult(output=final.cpu(), ema_output=ema_final.cpu(), history=history, stopped_at=iteration,
                      stop_reason=reason, seconds=seconds, spec=spec_dict, settings=asdict(settings),
                      task=task.to_dict(), best_output=None if best[2] is None else best[2].cpu(),
-                     best_iteration=best[1], auto_stop_iteration=auto_stop,
-                     stop_output=None if stop_output is None else stop_output.cpu(), restores=restores,
-                     extras={"engine": engine_note})
+                     best_iteration=best[1], auto_stop_iteration=selected["iteration"],
+                     stop_output=selected["output"], stop_ema_output=selected["ema"], stop_rule=rules.chosen,
+                     rules=selected["rules"], restores=restores, extras={"engine": engine_note})
+
+
+class _StopRules:
+    """The stop rules of a fit (:data:`RULES` that apply to its task), fed as it runs; one may end it.
+
+    Per iteration (device work only, no host synchronisation) the variance rules take the output and
+    the discrepancy rule the residual (the task's data term: the mean squared error over observed
+    values); per evaluation the ratio rule takes r. The chosen rule (``stop``, or :data:`AUTO_STOP`
+    for ``auto``) also keeps the bias-corrected EMA at its detected iteration.
+    """
+
+    def __init__(self, task: Task, y: torch.Tensor, settings: FitSettings):
+        stop = settings.stop
+        self.chosen = AUTO_STOP.get(task.name, "ratio") if stop in ("auto", "record") else stop if stop in RULES else None
+        self.stops = stop != "record"
+        self.ratio = stopping.RatioRule(settings.window, settings.eps, settings.eval_every)
+        self.ratio_output: torch.Tensor | None = None
+        self.variance = {"wmv": stopping.WMVRule(patience=settings.patience),
+                         "emv": stopping.EMVRule(patience=settings.patience)}
+        self.discrepancy = None
+        if task.name == "denoise" and task.sigma > 0:
+            self.discrepancy = stopping.DiscrepancyRule(sigma=task.sigma / 255.0)
+        elif task.name == "poisson":
+            self.discrepancy = stopping.DiscrepancyRule.poisson(task.scale, y)
+        if self.chosen == "discrepancy" and self.discrepancy is None:
+            raise ValueError(f"fit.stop: discrepancy needs a noise level; the {task.name} task has none "
+                             f"(use ratio, wmv, emv or auto)")
+        self.ema: torch.Tensor | None = None
+
+    def _rule(self, name: str):
+        return {"ratio": self.ratio, "discrepancy": self.discrepancy, **self.variance}[name]
+
+    def step(self, iteration: int, out: torch.Tensor, loss: torch.Tensor, ema: torch.Tensor) -> None:
+        for rule in self.variance.values():
+            rule.update(iteration, out)
+        if self.discrepancy is not None:
+            self.discrepancy.update(iteration, loss.reshape(1), out)
+        if self.chosen in ("wmv", "emv", "discrepancy"):
+            at = self._rule(self.chosen).detected_iteration == iteration
+            self.ema = ema.clone() if self.ema is None else torch.where(at.view(-1, 1, 1, 1), ema, self.ema)
+
+    def evaluate(self, iteration: int, r: torch.Tensor, restored: torch.Tensor) -> None:
+        was = self.ratio.stopped
+        fired = self.ratio.update(iteration, r)
+        if self.ratio_output is None and bool(fired[0]) and (was is None or not bool(was[0])):
+            self.ratio_output = restored.clone()
+
+    def stopped(self) -> bool:
+        flags = self._rule(self.chosen).stopped
+        return flags is not None and bool(flags[0])
+
+    def selected(self, physics, y: torch.Tensor, reference: torch.Tensor | None) -> dict:
+        """Per rule where it detected and stopped (and the PSNR of its output); the chosen rule's output."""
+        summary, outputs = {}, {}
+        for name in RULES:
+            rule = self._rule(name)
+            if rule is None or rule.stopped is None:
+                continue
+            detected = int(rule.detected_iteration[0]) if name != "ratio" else int(rule.stop_iteration[0])
+            stopped = int(rule.stop_iteration[0])
+            if name == "ratio":
+                output = self.ratio_output
+            else:
+                raw = rule.detected_output()
+                output = None if detected < 0 else physics.restore(raw, y)
+            entry = {"iteration": detected if detected >= 0 else None, "stopped_at": stopped if stopped >= 0 else None}
+            if reference is not None and output is not None:
+                entry["psnr"] = float(metrics.psnr(output, reference))
+            summary[name], outputs[name] = entry, output
+        chosen = self.chosen
+        output = outputs.get(chosen)
+        ema = None
+        if output is not None and self.ema is not None:
+            ema = physics.restore(self.ema, y)
+            if reference is not None:
+                summary[chosen]["psnr_ema"] = float(metrics.psnr(ema, reference))
+            ema = ema.cpu()
+        return {"rules": summary, "output": None if output is None else output.cpu(), "ema": ema,
+                "iteration": summary.get(chosen, {}).get("iteration") if output is not None else None}
+
+
+def _iterations(count: int, interrupted: list[bool] | None):
+    """1 .. ``count``; with ``interrupted``, a signal that would raise ``KeyboardInterrupt`` (SIGINT, or
+    SIGTERM where the caller mapped it so) sets ``interrupted[0]`` and ends the sequence instead (a second
+    one raises). The handlers are installed in the main thread only, and put back when the loop ends
+    or is left by an exception (the generator is closed then)."""
+    handlers = {}
+    if interrupted is not None and threading.current_thread() is threading.main_thread():
+        def stop(signum, frame):
+            if interrupted[0]:
+                raise KeyboardInterrupt
+            interrupted[0] = True
+
+        handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)
+                    if signal.getsignal(sig) is signal.default_int_handler}
+    try:
+        for iteration in range(1, count + 1):
+            if interrupted is not None and interrupted[0]:
+                return
+            yield iteration
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 def _snapshot(net: nn.Module, optimiser: torch.optim.Optimizer) -> tuple[dict, dict]:

@@ -82,10 +82,10 @@ def test_fit_many_stops_runs_independently(noisy):
     task, x, y = noisy
     # Without jitter, r of a barely moving run (lr 1e-6) drifts ~0.003 per iteration, so its Δr over
     # 3-iteration windows (~0.01) is below eps at once; a fast run's (lr 0.02) swings by far more.
-    common = dict(iterations=30, eval_every=1, stop="auto", window=3, eps=0.05, input_jitter=0.0, fast=False)
+    common = dict(iterations=30, eval_every=1, stop="ratio", window=3, eps=0.05, input_jitter=0.0, fast=False)
     many = fit_many(TINY, task, y, lrs=[1e-6, 0.02], references=x, **common)
     singles = [fit(TINY, task, y, lr=lr, reference=x, progress=False, **common) for lr in (1e-6, 0.02)]
-    assert many[0].stop_reason == "auto" and many[0].stopped_at < many[1].stopped_at
+    assert many[0].stop_reason == "ratio" and many[0].stopped_at < many[1].stopped_at
     for result, single in zip(many, singles):
         _assert_same_fit(result, single)
     assert many[0].seconds <= many[1].seconds
@@ -191,6 +191,9 @@ def test_fit_improves_in_fp32_and_fast_modes(noisy, fast):
     h = result.history
     assert h["loss"].iloc[-1] < h["loss"].iloc[0] and h["psnr"].iloc[-1] > h["psnr"].iloc[0]
     expected = engine_settings("cpu", fast=fast)
+    if expected["precision"] == "bf16" and result.settings["precision"] == "fp32":  # bf16 lost this net's signal
+        assert "off by" in result.extras["engine"]
+        expected["precision"] = "fp32"
     assert {k: result.settings[k] for k in expected} == expected
     again = fit(TINY, task, y, iterations=10, seed=3, eval_every=5, fast=fast, progress=False)
     assert torch.allclose(again.output, fit(TINY, task, y, iterations=10, seed=3, eval_every=5, fast=fast,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from archlab import images, models, tasks
-from archlab.fit import fit
+from archlab.fit import AUTO_STOP, fit
 
 TINY = models.ArchSpec(kind="hourglass", depth=2, width=8, skip=2, lipschitz=2.0, norm="mean_only")
 
@@ -43,12 +43,38 @@ def test_same_seed_same_result(noisy):
 def test_auto_stop_and_record(noisy):
     task, x, y = noisy
     # A huge eps makes the rule fire as soon as two windows of history exist.
-    auto = fit(TINY, task, y, iterations=100, stop="auto", window=20, eps=1e9, eval_every=10, progress=False)
-    assert auto.stop_reason == "auto" and auto.stopped_at == 40 and auto.auto_stop_iteration == 40
-    record = fit(TINY, task, y, iterations=60, stop="record", window=20, eps=1e9, eval_every=10, reference=x,
+    auto = fit(TINY, task, y, iterations=100, stop="ratio", window=20, eps=1e9, eval_every=10, progress=False)
+    assert auto.stop_reason == "ratio" and auto.stopped_at == 40 and auto.auto_stop_iteration == 40
+    record = fit(TINY, task, y, iterations=60, stop="none", window=20, eps=1e9, eval_every=10, reference=x,
                  progress=False)
-    assert record.stopped_at == 60 and record.auto_stop_iteration == 40
-    assert not math.isnan(record.summary()["stop_psnr"])
+    assert record.stopped_at == 60 and record.auto_stop_iteration is None and record.stop_rule is None
+    assert record.rules["ratio"]["iteration"] == 40 and not math.isnan(record.summary()["ratio_psnr"])
+
+
+def test_every_rule_is_recorded_and_a_named_or_auto_rule_stops(noisy):
+    task, x, y = noisy
+    common = dict(iterations=300, eval_every=10, window=20, patience=50, lr=0.02, reference=x, progress=False,
+                  fast=False)
+    full = fit(TINY, task, y, stop="none", **common)
+    assert set(full.rules) == {"ratio", "wmv", "emv", "discrepancy"} and full.stop_reason == "iterations"
+    emv = full.rules["emv"]
+    assert emv["iteration"] is not None and emv["stopped_at"] == emv["iteration"] + 50
+    stopped = fit(TINY, task, y, stop="emv", **common)
+    assert stopped.stop_reason == "emv" and stopped.stopped_at == 10 * math.ceil(emv["stopped_at"] / 10)
+    assert stopped.auto_stop_iteration == emv["iteration"]
+    assert stopped.summary()["stop_psnr"] == pytest.approx(emv["psnr"])  # the output at the variance minimum
+    assert torch.equal(stopped.restored, stopped.stop_output) and stopped.stop_ema_output is not None
+    recorded = fit(TINY, task, y, stop="record", **common)  # where the task's auto rule would stop, running on
+    assert recorded.stop_rule == AUTO_STOP["denoise"] and recorded.stopped_at == 300
+    assert recorded.auto_stop_iteration == full.rules[AUTO_STOP["denoise"]]["iteration"]
+    with pytest.raises(ValueError, match="discrepancy needs a noise level"):
+        fit(TINY, tasks.Inpaint(mask="center"), y, iterations=1, stop="discrepancy")
+
+
+def test_the_ema_is_bias_corrected(noisy):
+    task, x, y = noisy
+    one = fit(TINY, task, y, iterations=1, eval_every=1, ema=0.99, progress=False, fast=False)
+    assert torch.equal(one.ema_output, one.output)  # after one step the average is that output, not 1 % of it
 
 
 def test_divergence_guard_restores_and_stops(noisy):
