@@ -13,7 +13,7 @@ machine whose load changes slows them alike), and returns a table of medians:
 * :func:`bench_many` - :func:`archlab.batched.fit_many` of K runs against K sequential fits;
 * :func:`bench_monitors` - the on-device monitors of a fit (Crete blur, MLV sharpness, FBC, two PSNRs)
   against paper 000's per-iteration NumPy/SciPy code for the same metrics and against tuned NumPy
-  forms of archlab's definitions, on one 512×512 RGB image (issue 5 bar: ≥ 20× the papers' code).
+  forms of archlab's definitions, on one 512×512 RGB image.
 
 The share of a whole fit's time its evaluations take is :func:`archlab.experiments.monitor_overhead`.
 """
@@ -82,7 +82,7 @@ def bench_upsample(filter: str = "L-60", channels: int = 128, size: int = 64, re
     Both upsample a ``(1, channels, size, size)`` fp32 input by the filter's factor with the
     same taps, alignment and reflect borders (their outputs are compared before timing) and
     back-propagate a sum. Returns one row per method: median and minimum milliseconds, and
-    ``speedup`` = naive median / method median (issue 2 bar: ≥ 5 for ``L-60``).
+    ``speedup`` = naive median / method median.
     """
     device = resolve_device(device)
     flt = filters.get(filter)
@@ -215,7 +215,7 @@ def bench_dip(configs=DIP_CONFIGS, iterations: int = 1000, image: str = "astrona
     and ``iterations``. Reported: median seconds per iteration (the engine's over its
     evaluation intervals, measurements included; the first interval, with its warm-up, is
     left out), ``speedup`` = reference / fast, PSNR of the last output to the clean image
-    (and fast − fp32, issue 8 bar: |Δ| ≤ 0.1 dB after 1,000 iterations) and of the
+    (and fast − fp32) and of the
     exponential average of the outputs (``*_psnr_ema``), GFLOP of one
     forward + backward (FlopCounterMode), achieved GFLOP/s, the measured matmul peak for
     the dtype each loop computes in, and their ratio (roofline fraction).
@@ -282,8 +282,7 @@ def bench_many(spec: models.ArchSpec | str = "controlled-64", size: int = 64, ks
 
     Both compute in the precision ``fit_many`` resolves from ``fast``; the sequential fits
     also use ``fast``'s channels-last, which ``vmap`` cannot. Only the loops are timed (``FitResult.seconds``);
-    rounds interleave batched and sequential. ``speedup`` = batched / sequential throughput
-    (issue 8 bar: ≥ 2 at K = 4, 64×64).
+    rounds interleave batched and sequential. ``speedup`` = batched / sequential throughput.
     """
     device = resolve_device(device)
     clean, noisy = denoising_pair(image, size, sigma)
@@ -518,8 +517,7 @@ def bench_monitors(size: int = 512, repeats: int = 7, sigma: float = 25.0, seed:
     dict
         ``papers_s``, ``numpy_s``, ``torch_s``: median seconds of all the side's metrics;
         ``<side>_<metric>_s`` for the metrics ``psnr`` (both), ``fbc``, ``blur``, ``sharpness`` (and
-        ``papers_copy_s``, the code's third host copy); ``ratio`` = papers_s / torch_s (issue 5 bar: ≥ 20
-        at 512 x 512); ``ratio_numpy`` = numpy_s / torch_s; ``max_rel_diff``: the largest relative
+        ``papers_copy_s``, the code's third host copy); ``ratio`` = papers_s / torch_s; ``ratio_numpy`` = numpy_s / torch_s; ``max_rel_diff``: the largest relative
         disagreement between the numpy and torch values (the papers' code differs in definition: grey
         weights, borders, signed differences); ``size``, ``repeats``, ``device``, ``threads``.
     """

@@ -313,8 +313,7 @@ def monitor_overhead(arch: str | models.ArchSpec = "faster-dip-32", source: str 
 
     A denoising fit (σ 25) of ``iterations`` steps on a ``size`` x ``size`` image is timed with
     ``eval_every`` and with a single evaluation at the end (``eval_every = iterations``), alternately,
-    ``repeats`` times each; the medians give ``overhead = (t_eval - t_plain) / t_eval`` (issue 5 item 2 bar:
-    ≤ 0.10). ``archlab bench overhead`` prints it.
+    ``repeats`` times each; the medians give ``overhead = (t_eval - t_plain) / t_eval``. ``archlab bench overhead`` prints it.
 
     Returns
     -------

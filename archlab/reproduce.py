@@ -78,6 +78,20 @@ def denoise_set9_runs(iterations_dip: int = 3000, iterations_controlled: int = 4
     return runs
 
 
+#: λ values of :func:`decoder_lambda_runs`.
+LAMBDA_GRID = (1.4, 1.7, 2.0)
+
+
+def decoder_lambda_runs(iterations: int = 3000) -> list[Run]:
+    """Paper 000's decoder (``shi-decoder``) at each λ of :data:`LAMBDA_GRID` on the Set9 images at 64 px
+    (×⅛; House ×¼), σ = 25, the reference degradation: where it underfits and where it decays, the
+    measurement behind :func:`archlab.models.lipschitz_for_size` (the 128-px points are ``denoise-set9``)."""
+    fit_settings = {"iterations": iterations, "lr": 0.001, "input_jitter": 0.0, "ema": 0.99, "stop": "record"}
+    return [Run(f"shi-decoder λ={lipschitz:g} 64px", f"set9/{image}", controlled_decoder(lipschitz),
+                REFERENCE_DENOISE, fit_settings, downscale=4 if "256" in image else 8, resize="pil")
+            for lipschitz in LAMBDA_GRID for image in SET9_DENOISE]
+
+
 #: Suffix of the configurations that fit the papers' DIP preset as the baseline of a task.
 DIP_BASELINE = " · DIP"
 
@@ -106,7 +120,7 @@ def tasks_runs(iterations: int = 2000) -> list[Run]:
     return runs
 
 
-EXPERIMENTS = {"denoise-set9": denoise_set9_runs, "tasks": tasks_runs}
+EXPERIMENTS = {"denoise-set9": denoise_set9_runs, "decoder-lambda": decoder_lambda_runs, "tasks": tasks_runs}
 
 
 def load_clean(run: Run) -> torch.Tensor:
@@ -313,7 +327,7 @@ def _denoise_set9_text(table: pd.DataFrame) -> str:
 
 
 def _tasks_text(table: pd.DataFrame) -> str:
-    """Issue 4's evidence: a row per task with the observation (SR: bicubic) and the controlled DIP at its
+    """A row per task with the observation (SR: bicubic) and the controlled DIP at its
     auto-stop point; enhancement is scored by MLV sharpness (no clean image exists)."""
     baseline = table["config"].str.endswith(DIP_BASELINE)
     dip = table[baseline].assign(config=table.loc[baseline, "config"].str.removesuffix(DIP_BASELINE))
