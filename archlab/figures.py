@@ -20,7 +20,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from archlab.images import atomic_path
-from archlab.report import markdown_table as markdown_table_base, save_figure
+from archlab.report import markdown_table as markdown_table_base, plain_title, save_figure
 
 #: Names of the five FBC bands of paper 000 §3.2, lowest first.
 BAND_NAMES = ("lowest", "low", "medium", "high", "highest")
@@ -56,7 +56,7 @@ def plot_fbc(history: pd.DataFrame, path: str | os.PathLike, title: str = "") ->
     path : str or os.PathLike
         PNG to write.
     title : str
-        Figure title.
+        Figure title (a file path in it is shown as the file's stem).
     """
     bands = _band_columns(history)
     has_reference = "psnr" in history and history["psnr"].notna().any()
@@ -80,7 +80,7 @@ def plot_fbc(history: pd.DataFrame, path: str | os.PathLike, title: str = "") ->
         ax_psnr.legend(fontsize="small", loc="lower right")
     for ax in (ax_fbc, ax_psnr):
         ax.grid(True, alpha=0.3)
-    ax_fbc.set_title(title)
+    ax_fbc.set_title(plain_title(title))
     return save_figure(figure, path)
 
 
@@ -108,7 +108,7 @@ def plot_radial_psd(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: s
     ax.set_ylabel("mean power |F{Y}|² / HW")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize="small")
-    ax.set_title(title)
+    ax.set_title(plain_title(title))
     return save_figure(figure, path)
 
 
@@ -132,7 +132,7 @@ def plot_trajectories(curves: pd.DataFrame, path: str | os.PathLike,
     ax.set_ylabel("ε = Σ (T₁ − T₂)²")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize="small")
-    ax.set_title(title)
+    ax.set_title(plain_title(title))
     return save_figure(figure, path)
 
 
@@ -188,7 +188,7 @@ def plot_lipschitz_fbc(histories: pd.DataFrame, path: str | os.PathLike, title: 
     axes[1].legend(fontsize="x-small", loc="lower right")
     for ax in axes:
         ax.grid(True, alpha=0.3)
-    figure.suptitle(title)
+    figure.suptitle(plain_title(title))
     return save_figure(figure, path)
 
 

@@ -10,7 +10,7 @@ signal stays constant).
 
 Kinds (:data:`KINDS`, parameters in :func:`design`): ``nearest``, ``linear``
 (bilinear in 2-D), ``cubic`` (Keys), ``lanczos``, ``gaussian`` (paper 000), the
-designed ``kaiser`` (``scipy.signal.kaiserord``/``firwin``), ``equiripple``
+designed ``kaiser`` (Kaiser's window formulas, as ``scipy.signal.kaiserord``/``firwin``), ``equiripple``
 (``remez``) and ``least_squares`` (``firls``), and explicit ``taps``.
 
 The kernel kinds (nearest .. lanczos) sample their continuous kernel ``K(x)``,
@@ -25,8 +25,11 @@ index :attr:`Filter.delay` ``= (len(taps) - 1) / 2``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
+import os
+import tempfile
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import optimize, signal
 
 KINDS = ("nearest", "linear", "cubic", "lanczos", "gaussian", "kaiser", "equiripple", "least_squares", "taps")
 
@@ -94,8 +96,8 @@ class Filter:
             value = getattr(self, field)
             if value is not None:
                 object.__setattr__(self, field, _frequency(field, value))
-        if None not in (self.passband_edge, self.stopband_edge) and self.passband_edge >= self.stopband_edge:
-            raise ValueError(f"passband_edge: {self.passband_edge} must be below stopband_edge {self.stopband_edge}")
+        if None not in (self.passband_edge, self.stopband_edge) and self.passband_edge > self.stopband_edge:
+            raise ValueError(f"passband_edge: {self.passband_edge} must not exceed stopband_edge {self.stopband_edge}")
 
     def __eq__(self, other):
         if not isinstance(other, Filter):
@@ -130,32 +132,40 @@ class Filter:
         f : ndarray, shape (n,)
             Frequencies in cycles per output sample.
         H : ndarray of complex, shape (n,)
-            The DTFT of the taps at ``f`` (``scipy.signal.freqz``; phase relative to tap 0).
+            The DTFT of the taps at ``f`` (phase relative to tap 0): the zero-phase amplitude
+            ``A(f) = Σ_k h[k] cos(2π f (k - c))`` times ``e^{-i 2π f c}``, ``c`` = :attr:`delay`.
         """
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 2:
             raise ValueError(f"n: {n!r} must be an integer ≥ 2")
         f = np.linspace(0.0, 0.5, int(n))
-        return f, signal.freqz(self.taps, worN=f, fs=1.0)[1]
+        return f, _amplitude(self.taps, f) * np.exp(-2j * np.pi * f * self.delay)
 
     def summary(self, stopband_edge: float | None = None, passband_edge: float | None = None) -> dict[str, float]:
-        """Figures of merit of the magnitude response, relative to the DC gain.
+        """Figures of merit of the magnitude response on the filter's bands, relative to the DC gain.
 
-        With ``G(f) = 20 log10(|H(f)| / |H(0)|)`` in dB:
+        With ``G(f) = 20 log10(|H(f)| / |H(0)|)`` in dB and frequencies in cycles per output sample:
 
         * ``dc_gain`` - ``H(0) = Σ h[k]`` (equals the factor).
-        * ``passband_ripple_db`` - ``max G - min G`` over ``[0, passband_edge]``; for
+        * ``passband_edge`` - the passband is ``[0, passband_edge]``.
+        * ``passband_ripple_db`` - ``max G - min G`` over the passband; for
           interpolators this is dominated by their roll-off towards the band edge;
           ``inf`` when the passband holds a null (the amplitude changes sign).
-        * ``stopband_attenuation_db`` - ``-max G`` over ``[stopband_edge, 0.5]``: the
-          smallest attenuation in the stopband, in positive dB.
+        * ``stopband_edge`` - the stopband is ``[stopband_edge, 0.5]``.
+        * ``stopband_attenuation_db`` - ``-max G`` over the stopband: the smallest
+          attenuation there (the highest side lobe), in positive dB.
+        * ``stopband_mean_attenuation_db`` - ``-10 log10`` of the mean of ``|H(f) / H(0)|²``
+          over the stopband (the least-squares stopband energy, as ``firls`` minimises it),
+          computed exactly from the taps' autocorrelation ``r``:
+          ``∫_a^b |H|² df = r[0] (b - a) + Σ_{m≥1} r[m] (sin 2πmb - sin 2πma) / (πm)``.
         * ``cutoff_3db`` - the lowest ``f`` with ``|H(f)| = |H(0)| / √2`` (half power,
           ``G = -3.0103`` dB); NaN if the response never falls that far.
         * ``replica_center_db`` - ``G(0.75 / s)``: the gain at the centre of the first
           replica band ``[0.5/s, 1/s]``, the mirror image of the passband centre.
 
-        The edges default to the filter's design edges (:attr:`edges`), else
-        ``0.5 / s``. Extremes are found on a 4097-point grid per interval and refined
-        with a bounded scalar search; the cut-off with Brent's method, on the exact DTFT.
+        The edges default to the filter's design edges (:attr:`edges`: those of its
+        design or its catalogue file), else ``0.5 / s``. Extremes are found on a
+        4097-point grid per interval and refined with a bounded scalar search; the
+        cut-off with Brent's method, on the exact DTFT.
         """
         pass_edge, stop_edge = self.edges
         pass_edge = pass_edge if passband_edge is None else _frequency("passband_edge", passband_edge)
@@ -169,8 +179,12 @@ class Filter:
             pass_min = _extreme(self.taps, 0.0, pass_edge, largest=False)
             return {
                 "dc_gain": float(self.taps.sum()),
+                "passband_edge": pass_edge,
                 "passband_ripple_db": gain_db(pass_max) - gain_db(pass_min),
+                "stopband_edge": stop_edge,
                 "stopband_attenuation_db": 0.0 - gain_db(_extreme(self.taps, stop_edge, 0.5, largest=True)),
+                "stopband_mean_attenuation_db": float(-10.0 * np.log10(_mean_power(self.taps, stop_edge, 0.5)
+                                                                       / dc**2)),
                 "cutoff_3db": _cutoff(self.taps, dc),
                 "replica_center_db": gain_db(_magnitude(self.taps, 0.75 / self.factor)[0]),
             }
@@ -187,14 +201,25 @@ class Filter:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Filter:
         """Build a filter from a specification dict: ``kind``, ``factor``, ``name``,
-        ``provenance`` and the kind's parameters (the TOML catalogue format), via :func:`design`."""
+        ``provenance`` and the kind's parameters (the TOML catalogue format), via :func:`design`.
+
+        The band edges ``passband_edge``/``stopband_edge`` may be given for every kind: they
+        state the bands the filter was designed for and replace the design's own.
+        """
         if not isinstance(data, Mapping):
             raise ValueError(f"filter specification: expected a mapping, got {type(data).__name__}")
         params = dict(data)
         if "kind" not in params:
             raise ValueError(f"kind: missing; accepted: {', '.join(KINDS)}")
         kind = params.pop("kind")
-        return design(kind, **params)
+        if kind == "taps":
+            return design(kind, **params)
+        edges = {key: params.pop(key) for key in ("passband_edge", "stopband_edge") if key in params}
+        flt = design(kind, **params)
+        if not edges:
+            return flt
+        return Filter(flt.name, flt.factor, flt.taps, flt.provenance,
+                      edges.get("passband_edge", flt.passband_edge), edges.get("stopband_edge", flt.stopband_edge))
 
 
 def design(kind: str, factor: int = 2, *, name: str | None = None, provenance: str = "", **params) -> Filter:
@@ -391,7 +416,29 @@ def _meeting(build: Callable[[int], np.ndarray], lengths: range, factor: int, st
 
 
 def _kaiser_length(attenuation: float, low: float, high: float) -> int:
-    return signal.kaiserord(attenuation, 2 * (high - low))[0] | 1
+    """Kaiser's length estimate (``scipy.signal.kaiserord``), made odd:
+    ``N = ⌈(A - 7.95) / (2.285 · 2π Δf) + 1⌉``."""
+    if attenuation < 8:
+        raise ValueError(f"attenuation_db: {attenuation:g} is below 8 dB, where Kaiser's length formula "
+                         "does not hold; allowed: ≥ 8")
+    return math.ceil((attenuation - 7.95) / 2.285 / (2 * np.pi * (high - low)) + 1) | 1
+
+
+def _kaiser_beta(attenuation: float) -> float:
+    """Kaiser's window shape for a stopband attenuation ``A`` dB (``scipy.signal.kaiser_beta``)."""
+    if attenuation > 50:
+        return 0.1102 * (attenuation - 8.7)
+    if attenuation > 21:
+        return 0.5842 * (attenuation - 21) ** 0.4 + 0.07886 * (attenuation - 21)
+    return 0.0
+
+
+def _windowed_sinc(n: int, cutoff: float, beta: float) -> np.ndarray:
+    """``scipy.signal.firwin(n, cutoff, window=("kaiser", beta), fs=1)``: the ideal low-pass
+    ``2 f_c sinc(2 f_c (k - c))`` times a Kaiser window, scaled to unit DC gain."""
+    m = np.arange(n) - (n - 1) / 2
+    taps = 2 * cutoff * np.sinc(2 * cutoff * m) * np.kaiser(n, beta)
+    return taps / taps.sum()
 
 
 def _kaiser(factor, attenuation_db=None, transition_width=None, cutoff=None):
@@ -399,16 +446,16 @@ def _kaiser(factor, attenuation_db=None, transition_width=None, cutoff=None):
         raise ValueError("attenuation_db: required for kind 'kaiser' (> 0 dB)")
     attenuation = _attenuation(attenuation_db)
     low, high = _bands(factor, transition_width, cutoff)
-    beta = signal.kaiser_beta(attenuation)
+    beta = _kaiser_beta(attenuation)
     start = _kaiser_length(attenuation, low, high)
     lengths = range(start, min(MAX_TAPS, start + start // 4 + 8) + 1, 2)
 
     def build(n):
-        return signal.firwin(n, (low + high) / 2, window=("kaiser", beta), fs=1.0)
+        return _windowed_sinc(n, (low + high) / 2, beta)
 
-    taps = _meeting(build, lengths, factor, high, attenuation, "scipy.signal.firwin (Kaiser window)")
-    note = (f"scipy.signal.kaiserord/firwin: {attenuation:g} dB from {high:.4g}, transition {low:.4g}-{high:.4g}, "
-            f"beta {beta:.4f}, {len(taps)} taps")
+    taps = _meeting(build, lengths, factor, high, attenuation, "a Kaiser window design")
+    note = (f"Kaiser window design (kaiserord/firwin): {attenuation:g} dB from {high:.4g}, transition "
+            f"{low:.4g}-{high:.4g}, beta {beta:.4f}, {len(taps)} taps")
     return taps, note, (low, high)
 
 
@@ -420,6 +467,8 @@ def _optimal(method: str):
         weight = _real("stopband_weight", stopband_weight, 0.0, strict=True)
         if (numtaps is None) == (attenuation_db is None):
             raise ValueError("numtaps: give exactly one of numtaps or attenuation_db")
+
+        from scipy import signal  # only the optimal designs need it; importing it costs ~0.5 s
 
         def build(n):
             if method == "remez":
@@ -473,10 +522,15 @@ _DESIGNERS: dict[str, tuple[tuple[str, ...], Callable]] = {
 
 
 def _amplitude(taps: np.ndarray, f) -> np.ndarray:
-    """Zero-phase amplitude ``A(f) = Re(H(f) e^{i 2π f c})``, real for symmetric taps; ``|H| = |A|``."""
+    """Zero-phase amplitude ``A(f) = Σ_k h[k] cos(2π f (k - c))`` (``H(f) = A(f) e^{-i 2π f c}`` for
+    symmetric taps, ``|H| = |A|``), in blocks of about a million products."""
     f = np.atleast_1d(np.asarray(f, dtype=np.float64))
-    response = signal.freqz(taps, worN=f, fs=1.0)[1]
-    return np.real(response * np.exp(2j * np.pi * f * (len(taps) - 1) / 2))
+    offsets = np.arange(len(taps)) - (len(taps) - 1) / 2
+    out = np.empty(len(f))
+    block = max(1, 2**20 // len(taps))
+    for start in range(0, len(f), block):
+        out[start:start + block] = np.cos(2 * np.pi * np.outer(f[start:start + block], offsets)) @ taps
+    return out
 
 
 def _magnitude(taps: np.ndarray, f) -> np.ndarray:
@@ -497,10 +551,38 @@ def _extreme(taps: np.ndarray, low: float, high: float, *, largest: bool) -> flo
     best = values[i]
     if 0 < i < len(grid) - 1:
         sign = -1.0 if largest else 1.0
-        result = optimize.minimize_scalar(lambda f: sign * _magnitude(taps, f)[0], bounds=(grid[i - 1], grid[i + 1]),
-                                          method="bounded", options={"xatol": 1e-12})
-        best = max(best, -result.fun) if largest else min(best, result.fun)
+        found = _golden(lambda f: sign * _magnitude(taps, f)[0], grid[i - 1], grid[i + 1])
+        best = max(best, -found) if largest else min(best, found)
     return float(best)
+
+
+def _golden(function: Callable[[float], float], low: float, high: float, tolerance: float = 1e-12) -> float:
+    """The minimum of a unimodal ``function`` on ``[low, high]`` by golden-section search."""
+    ratio = (math.sqrt(5.0) - 1.0) / 2.0
+    a, b = low, high
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = function(c), function(d)
+    while b - a > tolerance:
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = function(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = function(d)
+    return min(fc, fd, function(low), function(high))
+
+
+def _mean_power(taps: np.ndarray, low: float, high: float) -> float:
+    """Mean of ``|H(f)|²`` over ``[low, high]``, exact: ``|H|² = Σ_m r[m] cos(2π f m)``, ``r`` the
+    autocorrelation of the taps."""
+    r = np.correlate(taps, taps, mode="full")[len(taps) - 1:]
+    if high <= low:
+        return float(r[0] + 2.0 * np.sum(r[1:] * np.cos(2.0 * np.pi * low * np.arange(1, len(r)))))
+    m = np.arange(1, len(r))
+    sines = (np.sin(2.0 * np.pi * m * high) - np.sin(2.0 * np.pi * m * low)) / (np.pi * m)
+    return float((r[0] * (high - low) + np.sum(r[1:] * sines)) / (high - low))
 
 
 def _cutoff(taps: np.ndarray, dc: float) -> float:
@@ -508,17 +590,45 @@ def _cutoff(taps: np.ndarray, dc: float) -> float:
     below = np.nonzero(_magnitude(taps, grid) <= dc * _HALF_POWER)[0]
     if len(below) == 0:
         return float("nan")
-    i = int(below[0])
-    return float(optimize.brentq(lambda f: _magnitude(taps, f)[0] - dc * _HALF_POWER, grid[i - 1], grid[i],
-                                 xtol=1e-13))
+    low, high = grid[int(below[0]) - 1], grid[int(below[0])]
+    while high - low > 1e-13:  # bisection on the first crossing of the half-power level
+        middle = (low + high) / 2
+        low, high = (middle, high) if _magnitude(taps, middle)[0] > dc * _HALF_POWER else (low, middle)
+    return float((low + high) / 2)
+
+
+#: Environment variable naming the user's filter folders (several separated by ``os.pathsep``).
+USER_ENV = "ARCHLAB_FILTERS"
 
 
 def catalogue_dir():
-    """The folder holding the catalogue TOMLs (package data ``archlab.data.filters``)."""
+    """The folder holding the shipped catalogue TOMLs (package data ``archlab.data.filters``)."""
     try:
         return resources.files("archlab.data.filters")
     except ModuleNotFoundError:
         return Path(__file__).resolve().parent.parent / "filters"
+
+
+def user_dirs() -> list[Path]:
+    """The user's catalogue folders, searched by name beside the shipped one: every folder in
+    ``$ARCHLAB_FILTERS`` (separated by ``os.pathsep``), then ``$XDG_CONFIG_HOME/archlab/filters``
+    (``~/.config/archlab/filters`` when ``XDG_CONFIG_HOME`` is unset). Folders need not exist."""
+    folders = [Path(part).expanduser() for part in os.environ.get(USER_ENV, "").split(os.pathsep) if part]
+    config = os.environ.get("XDG_CONFIG_HOME") or Path("~/.config").expanduser()
+    folders.append(Path(config) / "archlab" / "filters")
+    return list(dict.fromkeys(folders))
+
+
+def _entries() -> dict[str, list]:
+    """``name -> [(origin, file), ...]``: every ``*.toml`` of the shipped catalogue (origin ``"shipped"``)
+    and of the user's folders (origin: the file's path)."""
+    found: dict[str, list] = {}
+    folders = [("shipped", catalogue_dir()), *((None, d) for d in user_dirs() if d.is_dir())]
+    for origin, folder in folders:
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+            if entry.name.endswith(".toml") and entry.is_file():
+                found.setdefault(entry.name[:-5], []).append((origin or str(entry), entry))
+    return found
 
 
 def load(path) -> Filter:
@@ -537,15 +647,33 @@ def load(path) -> Filter:
 
 
 def names() -> list[str]:
-    """Sorted names of the catalogue filters."""
-    return sorted(entry.name[:-5] for entry in catalogue_dir().iterdir() if entry.name.endswith(".toml"))
+    """Sorted names of the catalogue filters: the shipped ones and those in the user's folders (:func:`user_dirs`)."""
+    return sorted(_entries())
+
+
+def source(name: str) -> str:
+    """Where the catalogue filter ``name`` comes from: ``"shipped"`` or the path of the user's file."""
+    return _entry(name)[0]
+
+
+def _entry(name: str):
+    found = _entries().get(name)
+    if not found:
+        folders = ", ".join(str(d) for d in user_dirs())
+        raise ValueError(f"filter: unknown name {name!r}; catalogue: {', '.join(names())} (user folders: {folders}; "
+                         f"or a path to a .toml)")
+    if len(found) > 1:
+        raise ValueError(f"filter: {name!r} is defined twice ({', '.join(str(e) for _, e in found)}); "
+                         "rename one file")
+    return found[0]
 
 
 def get(source) -> Filter:
     """A filter by catalogue name, from a TOML path, or a :class:`Filter` unchanged.
 
     A string ending in ``.toml`` or containing a path separator is read as a file;
-    anything else is looked up in the catalogue (:func:`names`).
+    anything else is looked up in the catalogue (:func:`names`: the shipped filters and
+    the user's folders, :func:`user_dirs`). A name defined in two places is an error.
     """
     if isinstance(source, Filter):
         return source
@@ -554,13 +682,52 @@ def get(source) -> Filter:
     text = str(Path(source)) if not isinstance(source, str) else source
     if not isinstance(source, str) or text.endswith(".toml") or "/" in text or "\\" in text:
         return load(source)
-    entry = catalogue_dir() / f"{text}.toml"
-    if not entry.is_file():
-        raise ValueError(f"filter: unknown name {text!r}; catalogue: {', '.join(names())} (or a path to a .toml)")
-    with resources.as_file(entry) as path:
+    with resources.as_file(_entry(text)[1]) as path:
         return load(path)
 
 
 def catalog() -> dict[str, Filter]:
-    """Every catalogue filter, as a dict ``name -> Filter`` in sorted name order."""
+    """Every catalogue filter (shipped and the user's), as a dict ``name -> Filter`` in sorted name order."""
     return {name: get(name) for name in names()}
+
+
+def to_toml(spec: Mapping[str, Any]) -> str:
+    """A filter specification (:meth:`Filter.from_dict`'s keys; strings, numbers, booleans and
+    lists of numbers) as TOML text, one ``key = value`` per line."""
+    def value(item) -> str:
+        if isinstance(item, bool):
+            return "true" if item else "false"
+        if isinstance(item, numbers.Integral):
+            return str(int(item))
+        if isinstance(item, numbers.Real):
+            if not math.isfinite(item):
+                raise ValueError(f"filter specification: {item!r} is not a finite number")
+            return repr(float(item))
+        if isinstance(item, str):
+            return '"' + item.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        if isinstance(item, (list, tuple, np.ndarray)):
+            return "[" + ", ".join(value(v) for v in item) + "]"
+        raise ValueError(f"filter specification: cannot write {item!r} as TOML")
+
+    return "".join(f"{key} = {value(item)}\n" for key, item in spec.items() if item is not None)
+
+
+def save(spec: Mapping[str, Any], path) -> Filter:
+    """Check a filter specification (by designing it), then write it to ``path`` as TOML, atomically
+    (a temporary file in the same folder, then a rename). Returns the designed filter."""
+    flt = Filter.from_dict(spec)
+    text = to_toml(spec)
+    if Filter.from_dict(tomllib.loads(text)) != flt:
+        raise ValueError("filter specification: does not survive the TOML round trip")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".toml", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return flt

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 import pandas as pd
@@ -19,12 +20,12 @@ FLOOR_DB = -180.0
 
 
 def plot_filter_responses(filters: Iterable, path: str | os.PathLike) -> Path:
-    """Plot magnitude responses in dB against normalised frequency and write a PNG.
+    """Plot magnitude responses in dB against frequency and write the figure.
 
     The gain ``20 log10(|H(f)| / |H(0)|)`` (:meth:`archlab.filters.Filter.response`)
-    is drawn against ``2 f`` (``×π`` rad per output sample, 1 = the output Nyquist
-    frequency), with the passband ``[0, 1/s)`` and the first replica band
-    ``[1/s, 2/s]`` of zero insertion shaded, as in paper 004 Fig. 4 (left).
+    is drawn against ``f`` in cycles per output sample on ``[0, 0.5]`` (0.5 = the output
+    Nyquist frequency), with the passband ``[0, 0.5/s)`` and the first replica band
+    ``[0.5/s, 1/s]`` of zero insertion shaded, as in paper 004 Fig. 4 (left).
 
     Parameters
     ----------
@@ -32,7 +33,7 @@ def plot_filter_responses(filters: Iterable, path: str | os.PathLike) -> Path:
         Filters, catalogue names or TOML paths (:func:`archlab.filters.get`); all
         must share one factor.
     path : str or os.PathLike
-        Output PNG, written atomically (temporary file, then rename).
+        Output figure (PNG, PDF or SVG by its suffix), written atomically (temporary file, then rename).
 
     Returns
     -------
@@ -48,25 +49,34 @@ def plot_filter_responses(filters: Iterable, path: str | os.PathLike) -> Path:
     s = factors[0]
     figure = Figure(figsize=(8.5, 4.8), layout="constrained")
     ax = figure.add_subplot()
-    ax.axvspan(0.0, 1.0 / s, color="tab:green", alpha=0.12, lw=0, label="passband")
-    ax.axvspan(1.0 / s, min(2.0 / s, 1.0), color="tab:red", alpha=0.10, lw=0, label="replica band")
+    ax.axvspan(0.0, 0.5 / s, color="tab:green", alpha=0.12, lw=0, label="passband")
+    ax.axvspan(0.5 / s, min(1.0 / s, 0.5), color="tab:red", alpha=0.10, lw=0, label="replica band")
     colours = colormaps["tab10"].colors
     styles = ("-", "--", "-.", ":")
     for i, flt in enumerate(chosen):
         f, response = flt.response(2048)
         with np.errstate(divide="ignore"):
             gain = 20 * np.log10(np.abs(response) / abs(flt.taps.sum()))
-        ax.plot(2 * f, np.maximum(gain, FLOOR_DB), color=colours[i % len(colours)],
+        ax.plot(f, np.maximum(gain, FLOOR_DB), color=colours[i % len(colours)],
                 ls=styles[i // len(colours) % len(styles)], lw=1.4, label=flt.name)
-    ax.set_xlim(0.0, 1.0)
+    ax.set_xlim(0.0, 0.5)
     ax.set_ylim(FLOOR_DB, 10.0)
-    ax.set_xlabel("normalised frequency (×π rad/sample, 1 = output Nyquist)")
+    ax.set_xlabel("frequency (cycles per output sample, 0.5 = output Nyquist)")
     ax.set_ylabel("gain (dB, re DC)")
     ax.set_title(f"Upsampling filters, factor {s}")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     return save_figure(figure, path, dpi=150)
 
+
+def plain_title(text: str) -> str:
+    """``text`` with every file path in it (a token with a file suffix) reduced to the file's stem, so a
+    figure title names the image or architecture, not where it lies on a machine."""
+    return _PATH_TOKEN.sub(lambda match: PurePath(match.group()).stem, str(text))
+
+
+_PATH_TOKEN = re.compile(r"[^\s,;:()\[\]]+\.(?:toml|json|png|jpe?g|tiff?|bmp|webp|gif|npy|csv)(?![\w])",
+                         re.IGNORECASE)
 
 
 def plot_fit_curves(history, path: str | os.PathLike, stop_iteration: int | None = None, title: str = "") -> Path:
@@ -95,7 +105,7 @@ def plot_fit_curves(history, path: str | os.PathLike, stop_iteration: int | None
     ax.set_xlabel("iteration")
     handles = ax.get_legend_handles_labels()[0] + ratio_ax.get_legend_handles_labels()[0]
     ax.legend(handles=handles, loc="lower right", fontsize=8)
-    ax.set_title(title)
+    ax.set_title(plain_title(title))
     return save_figure(fig, path, dpi=120)
 
 
@@ -104,30 +114,45 @@ def plot_fit_curves(history, path: str | os.PathLike, stop_iteration: int | None
 #: Decimals per study metric in tables.
 METRIC_DIGITS = {"peak_psnr": 2, "final_psnr": 2, "psnr_drop": 2, "stop_psnr": 2, "peak_iteration": 0,
                  "stop_iteration": 0, "seconds": 1, "final_fbc_high": 3}
+#: Short column headers of the study metrics.
+METRIC_LABELS = {"peak_psnr": "peak PSNR (dB)", "final_psnr": "last PSNR (dB)", "psnr_drop": "PSNR drop (dB)",
+                 "peak_iteration": "peak iteration", "stop_iteration": "stop iteration",
+                 "stop_psnr": "PSNR at the stop (dB)", "seconds": "seconds", "final_fbc_high": "last highest FBC"}
+#: Column headers of the searchable parameters (anything else: its name with spaces for underscores).
+PARAM_LABELS = {"lipschitz": "Lipschitz bound λ", "sigma": "Gaussian σ", "lr": "learning rate",
+                "skip": "skip channels", "norm": "normalisation", "input_jitter": "input jitter",
+                "eval_every": "evaluation interval", "input_depth": "input channels", "kind": "architecture"}
 METRIC_TITLES = {"peak_psnr": "peak PSNR (dB)", "final_psnr": "last-iteration PSNR (dB)",
                  "psnr_drop": "PSNR drop, peak − last (dB)", "stop_psnr": "PSNR at the ratio rule's stop (dB)",
                  "peak_iteration": "iteration of the peak PSNR", "stop_iteration": "iteration of the ratio rule's stop",
                  "seconds": "seconds per fit", "final_fbc_high": "highest FBC band at the last iteration"}
 TABLE_FORMATS = ("md", "latex", "csv")
+FIGURE_FORMATS = ("png", "pdf", "svg")
 CURVE_LABELS = {"psnr": "PSNR (dB)", "psnr_ema": "PSNR of the EMA (dB)", "ratio": "blur / sharpness",
                 "fbc_low": "FBC, lowest band", "fbc_high": "FBC, highest band"}
 
 
 def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 130) -> Path:
-    """Write ``figure`` as a PNG atomically (temporary name, then rename)."""
+    """Write ``figure`` atomically (temporary name, then rename) as PNG, PDF or SVG by the path's suffix."""
     path = Path(path)
+    kind = path.suffix.lower().lstrip(".")
+    if kind not in FIGURE_FORMATS:
+        raise ValueError(f"figure: {path.name!r} has no figure suffix; allowed: "
+                         + ", ".join(f".{k}" for k in FIGURE_FORMATS))
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=dpi)
+        figure.savefig(tmp, format=kind, dpi=dpi, metadata={"Software": "archlab"} if kind == "png" else None)
     return path
 
 
 def plot_curves(frame, path: str | os.PathLike, *, line: str = "config", panel: str = "panel",
-                columns: Iterable[str] = ("psnr", "fbc_high")) -> Path:
+                columns: Iterable[str] = ("psnr", "fbc_high"), band: str | None = None) -> Path:
     """Curves against iteration: one column of axes per ``panel`` value, one row per metric,
     one line per ``line`` value (averaged over repeated rows, e.g. seeds).
 
     ``frame`` is long-form with ``iteration``, ``line``, ``panel`` and the metric columns
-    (PSNR; ``fbc_high`` is the highest frequency band of paper 000 eq. 1). Written as a PNG.
+    (PSNR; ``fbc_high`` is the highest frequency band of paper 000 eq. 1). With ``band`` (a column
+    such as ``seed``), the range over its values is shaded around each line that has several.
+    Written as PNG, PDF or SVG by the path's suffix.
     """
     columns = [c for c in columns if c in frame and frame[c].notna().any()]
     if not columns:
@@ -135,7 +160,11 @@ def plot_curves(frame, path: str | os.PathLike, *, line: str = "config", panel: 
         raise ValueError(f"curves: none of the metric columns is present; columns: {present}")
     panels = list(dict.fromkeys(frame[panel]))
     lines = list(dict.fromkeys(frame[line]))
-    mean = frame.groupby([panel, line, "iteration"], sort=False)[columns].mean().reset_index()
+    grouped = frame.groupby([panel, line, "iteration"], sort=False, observed=True)
+    mean = grouped[columns].mean().reset_index()
+    spread = band is not None and band in frame and (grouped[band].nunique() > 1).any()
+    if spread:
+        low, high = grouped[columns].min().reset_index(), grouped[columns].max().reset_index()
     figure = Figure(figsize=(4.2 * len(panels) + 2.2, 2.8 * len(columns)), layout="constrained")
     axes = figure.subplots(len(columns), len(panels), squeeze=False, sharex="col")
     colours = colormaps["tab10"].colors if len(lines) <= 10 else colormaps["viridis"](np.linspace(0, 0.9, len(lines)))
@@ -143,8 +172,12 @@ def plot_curves(frame, path: str | os.PathLike, *, line: str = "config", panel: 
         for i, column in enumerate(columns):
             ax = axes[i, j]
             for k, value in enumerate(lines):
-                rows = mean[(mean[panel] == name) & (mean[line] == value)]
+                chosen = (mean[panel] == name) & (mean[line] == value)
+                rows = mean[chosen]
                 ax.plot(rows["iteration"], rows[column], color=colours[k], lw=1.3, label=str(value))
+                if spread:
+                    ax.fill_between(rows["iteration"], low.loc[chosen, column], high.loc[chosen, column],
+                                    color=colours[k], alpha=0.18, lw=0)
             ax.grid(True, alpha=0.3)
             if j == 0:
                 ax.set_ylabel(CURVE_LABELS.get(column, column))
@@ -188,15 +221,33 @@ def plot_pareto(frame, x: str, y: str, path: str | os.PathLike, *, label: str = 
     return save_figure(figure, path)
 
 
+#: Characters pdflatex's utf8 input does not know, as LaTeX (text mode).
+LATEX_SYMBOLS = {"λ": r"$\lambda$", "σ": r"$\sigma$", "ζ": r"$\zeta$", "π": r"$\pi$", "ε": r"$\varepsilon$",
+                 "μ": r"$\mu$", "α": r"$\alpha$", "β": r"$\beta$", "θ": r"$\theta$", "×": r"$\times$",
+                 "−": r"$-$", "≥": r"$\geq$", "≤": r"$\leq$", "≈": r"$\approx$", "→": r"$\rightarrow$",
+                 "·": r"$\cdot$", "²": r"$^{2}$", "³": r"$^{3}$", "¼": r"$\frac{1}{4}$", "½": r"$\frac{1}{2}$",
+                 "√": r"$\surd$", "∞": r"$\infty$", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                 "\\": r"\textbackslash{}"}
+
+
 def latex_escape(text) -> str:
-    """``text`` with LaTeX's special characters escaped."""
-    return "".join("\\" + c if c in "&%$#_{}" else c for c in str(text))
+    """``text`` with LaTeX's special characters escaped and the Greek letters and math symbols
+    archlab writes (λ, σ, ×, −, ≥, ², ¼, ...) as LaTeX, so pdflatex compiles it."""
+    return "".join("\\" + c if c in "&%$#_{}" else LATEX_SYMBOLS.get(c, c) for c in str(text))
 
 
-def format_table(table, value_columns: list[str], better: str | dict, digits: int | dict, fmt: str) -> str:
+def latex_table(tabular: str) -> str:
+    """A tabular centred, shrunk to the line width when wider (``graphicx``'s ``\\resizebox``)."""
+    return ("\\begin{center}\n\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
+            + tabular + "}\n\\end{center}")
+
+
+def format_table(table, value_columns: list[str], better: str | dict, digits: int | dict, fmt: str,
+                 labels: dict | None = None) -> str:
     """A configurations × images table as Markdown or LaTeX (booktabs), the best value of
     each value column in bold (``better``: ``max`` or ``min``, ``digits``: decimals; either
-    one for all value columns or a dict per column; ties all bold)."""
+    one for all value columns or a dict per column; ties all bold). A missing value is an empty
+    cell; ``labels`` maps column names to the header words shown."""
     if fmt not in ("md", "latex"):
         raise ValueError(f"format: {fmt!r} is invalid; allowed: md, latex")
     places = {c: digits[c] if isinstance(digits, dict) else digits for c in value_columns}
@@ -211,12 +262,13 @@ def format_table(table, value_columns: list[str], better: str | dict, digits: in
             value = table[c].iloc[i]
             if c in value_columns:
                 missing = value is None or np.isnan(value)
-                text = "–" if missing else f"{value:.{places[c]}f}"
+                text = "" if missing else f"{value:.{places[c]}f}"
                 cells.append(bold(text) if not missing and round(value, places[c]) == best[c] else text)
             else:
                 cells.append(str(value) if fmt == "md" else latex_escape(value))
         rows.append(cells)
-    header = [str(c) if fmt == "md" else latex_escape(c) for c in table.columns]
+    words = [str((labels or {}).get(c, c)) for c in table.columns]
+    header = words if fmt == "md" else [latex_escape(c) for c in words]
     if fmt == "md":
         align = ["---:" if c in value_columns else "---" for c in table.columns]
         return "\n".join("| " + " | ".join(r) + " |" for r in [header, align, *rows])

@@ -133,7 +133,7 @@ def kill_and_resume(tmp_path: Path, url: str) -> None:
     for number, values in finished.items():
         assert by_number[number].state == TrialState.COMPLETE and by_number[number].values == values
     assert {f"{host}:{first.pid}", f"{host}:{second.pid}"} <= {t.user_attrs["worker"] for t in ts}
-    assert all(len(t.user_attrs["results"]) == 1 for t in complete)
+    assert all(len(studies.trial_results(t)) == 1 for t in complete)
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
