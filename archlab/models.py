@@ -264,18 +264,31 @@ def load_spec(source: str | Path | dict | ArchSpec) -> ArchSpec:
     return preset(str(source))
 
 
+def _conv(spec: ArchSpec, cin: int, cout: int, kernel: int, stride: int = 1, bounded: bool = True) -> LipschitzConv2d:
+    """A convolution of ``spec`` (its bound λ unless ``bounded`` is False, padding, bias, initialisation)."""
+    return LipschitzConv2d(cin, cout, kernel, lipschitz=spec.lipschitz if bounded else None,
+                           method=spec.lipschitz_method, pad=spec.pad, bias=spec.bias, stride=stride,
+                           detach_norm=spec.lipschitz_detach, init=spec.init)
+
+
+def _norm(spec: ArchSpec, channels: int) -> nn.Module:
+    """The normalisation of ``spec``: batch norm, mean-only batch norm (paper 000 eq. 5) or none."""
+    if spec.norm == "batch":
+        return nn.BatchNorm2d(channels)
+    return MeanOnlyBatchNorm(channels) if spec.norm == "mean_only" else nn.Identity()
+
+
+def _act(spec: ArchSpec) -> nn.Module:
+    """The activation of ``spec``: LeakyReLU(``leak``) or ReLU."""
+    return nn.LeakyReLU(spec.leak) if spec.act == "leaky_relu" else nn.ReLU()
+
+
 class _Block(nn.Sequential):
     """conv → norm → activation (paper 000 eq. 5 order: convolution, normalisation, activation)."""
 
     def __init__(self, spec: ArchSpec, cin: int, cout: int, kernel: int | None = None, stride: int = 1):
-        kernel = spec.kernel if kernel is None else kernel
-        conv = LipschitzConv2d(cin, cout, kernel, lipschitz=spec.lipschitz, method=spec.lipschitz_method,
-                               pad=spec.pad, bias=spec.bias, stride=stride, detach_norm=spec.lipschitz_detach,
-                               init=spec.init)
-        norm = {"batch": lambda: nn.BatchNorm2d(cout), "mean_only": lambda: MeanOnlyBatchNorm(cout),
-                "none": nn.Identity}[spec.norm]()
-        act = nn.LeakyReLU(spec.leak) if spec.act == "leaky_relu" else nn.ReLU()
-        super().__init__(conv, norm, act)
+        conv = _conv(spec, cin, cout, spec.kernel if kernel is None else kernel, stride)
+        super().__init__(conv, _norm(spec, cout), _act(spec))
 
 
 class _Concat(nn.Module):
@@ -319,17 +332,14 @@ def _hourglass(spec: ArchSpec, out_channels: int) -> nn.Module:
             body = _Concat(_Block(spec, cin, skips[i], kernel=1), deeper)
         else:
             body = deeper
-        norm = {"batch": lambda c: nn.BatchNorm2d(c), "mean_only": MeanOnlyBatchNorm,
-                "none": lambda c: nn.Identity()}[spec.norm](skips[i] + k)
-        return nn.Sequential(body, norm, _Block(spec, skips[i] + k, widths[i]), _Block(spec, widths[i], widths[i], kernel=1))
+        return nn.Sequential(body, _norm(spec, skips[i] + k), _Block(spec, skips[i] + k, widths[i]), _Block(spec, widths[i], widths[i], kernel=1))
 
     return nn.Sequential(level(0, spec.input_depth), _output(spec, widths[0], out_channels))
 
 
 def _output(spec: ArchSpec, cin: int, out_channels: int) -> nn.Module:
-    conv = LipschitzConv2d(cin, out_channels, 1, lipschitz=spec.lipschitz if spec.bound_output else None,
-                           method=spec.lipschitz_method, pad=spec.pad, bias=spec.bias,
-                           detach_norm=spec.lipschitz_detach, init=spec.init)
+    """The final 1×1 projection to the image's channels (bounded only with ``bound_output``), and a sigmoid."""
+    conv = _conv(spec, cin, out_channels, 1, bounded=spec.bound_output)
     return nn.Sequential(conv, nn.Sigmoid()) if spec.sigmoid else conv
 
 
@@ -344,15 +354,13 @@ def _decoder(spec: ArchSpec, out_channels: int) -> nn.Module:
     # Levels are listed from the full-resolution end; a decoder runs from the coarsest level up.
     for i in reversed(range(spec.depth)):
         if spec.kind == "deep_decoder":
-            layers += [LipschitzConv2d(cin, widths[i], 1, lipschitz=spec.lipschitz, method=spec.lipschitz_method,
-                                       bias=spec.bias, detach_norm=spec.lipschitz_detach, init=spec.init),
-                       *([_upsampler(spec, widths[i], i)] if i else []),
-                       nn.LeakyReLU(spec.leak) if spec.act == "leaky_relu" else nn.ReLU(),
-                       {"batch": nn.BatchNorm2d, "mean_only": MeanOnlyBatchNorm, "none": lambda c: nn.Identity()}[
-                           spec.norm](widths[i])]
+            # [1×1 conv, upsample, act, norm] (Heckel & Hand)
+            conv = _conv(spec, cin, widths[i], 1)
+            layers += [conv, *([_upsampler(spec, widths[i], i)] if i else []), _act(spec), _norm(spec, widths[i])]
         elif spec.kind in ("conv_decoder", "mlp_decoder"):
-            block = _Block(spec, cin, widths[i], kernel=kernel)
-            layers += [*([_upsampler(spec, cin, i)] if i else []), block[0], block[2], block[1]]
+            # [upsample, conv, act, norm] (Darestani & Heckel)
+            conv = _conv(spec, cin, widths[i], kernel)
+            layers += [*([_upsampler(spec, cin, i)] if i else []), conv, _act(spec), _norm(spec, widths[i])]
         else:
             if spec.kind == "decoder":
                 layers.append(_upsampler(spec, cin, i))
