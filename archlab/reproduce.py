@@ -241,10 +241,12 @@ def run_experiment(name: str, out: str | Path, device: str = "auto", only: str |
     if not runs:
         configs = ", ".join(dict.fromkeys(r.config for r in every))
         raise ValueError(f"reproduce: no run of {name} has configuration {only!r}; configurations: {configs}")
+    _check_sources(name, runs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     csv = out / "results.csv"
     finished = _finished(csv)
+    keys = {f"{run.config}|{_short(run.image)}" for run in runs}
     with images.atomic_path(out / "runs.json") as tmp:
         tmp.write_text(json.dumps([r.__dict__ | {"fast": fast} for r in every], indent=2))
     for run in runs:
@@ -259,10 +261,33 @@ def run_experiment(name: str, out: str | Path, device: str = "auto", only: str |
                 path = out / "trajectories" / (re.sub(r"[^A-Za-z0-9._=-]+", "_", key) + ".npz")
                 path.parent.mkdir(exist_ok=True)
             row = execute(run, device, fast=fast, trajectory=path)
-            _append_row(csv, row)
-        log(f"{run.config} {row['image']}: peak {row['peak_psnr']:.2f} @ {row['peak_iteration']}, "
-            f"final {row['final_psnr']:.2f}, {row['seconds']:.0f} s")
+            table = _append_row(csv, row)
+        done = table[(table["config"] + "|" + table["image"]).isin(keys)]
+        left = len(keys) - len(done)
+        eta = f", about {left * done['seconds'].mean() / 60:.0f} min of fits left" if left else ""
+        log(f"[{len(done)}/{len(keys)}] {run.config} {row['image']}: peak {row['peak_psnr']:.2f} @ "
+            f"{row['peak_iteration']}, final {row['final_psnr']:.2f}, {row['seconds']:.0f} s{eta}")
     return _read(csv)
+
+
+def datasets_needed(name: str) -> list[str]:
+    """The dataset folders (under :func:`archlab.images.datasets_root`) experiment ``name`` reads."""
+    return sorted({Path(run.image).parts[0] for run in EXPERIMENTS[name]()
+                   if run.image not in images.builtin_names()})
+
+
+def _check_sources(name: str, runs: list[Run]) -> None:
+    """Fail before anything is written when an image of the runs is missing (naming the datasets)."""
+    needed = ", ".join(datasets_needed(name))
+    try:
+        root = images.datasets_root()
+    except ValueError:
+        raise ValueError(f"reproduce {name}: needs the shared datasets ({needed}); none found - set "
+                         f"ARCHLAB_DATASETS to the folder that holds them (or place it at ../shared/datasets)") from None
+    missing = [run.image for run in runs if run.image not in images.builtin_names() and not (root / run.image).is_file()]
+    if missing:
+        raise ValueError(f"reproduce {name}: {missing[0]} not found under {root} ({len(missing)} image(s) missing; "
+                         f"it needs {needed})")
 
 
 _ITERATIONS = ("peak_iteration", "stop_iteration", "iterations")

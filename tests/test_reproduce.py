@@ -96,3 +96,18 @@ def test_tasks_table_scores_every_task_against_its_observation(tmp_path):
 def test_numeric_image_names_stay_strings(tmp_path):
     pd.DataFrame([_row("denoise σ=25", "0000")]).to_csv(tmp_path / "results.csv", index=False)
     assert reproduce._finished(tmp_path / "results.csv") == {"denoise σ=25|0000"}
+
+
+def test_missing_datasets_fail_before_anything_is_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce.images, "datasets_root", lambda: tmp_path / "empty")
+    with pytest.raises(ValueError, match=r"set9/image_Baboon512rgb.png not found .* it needs set9"):
+        reproduce.run_experiment("denoise-set9", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert reproduce.datasets_needed("tasks") == ["cbsd68", "classic5", "enhancement", "inpainting", "set12", "set9"]
+
+
+def test_progress_lines_count_the_runs_and_estimate_the_time_left(tiny_experiment, tmp_path):
+    lines = []
+    reproduce.run_experiment(tiny_experiment, tmp_path, device="cpu", log=lines.append)
+    assert lines[0].startswith("[1/2] a camera") and "min of fits left" in lines[0]
+    assert lines[1].startswith("[2/2] b camera") and "left" not in lines[1]
