@@ -23,9 +23,9 @@ RULES = {
     "upsampler": ("bilinear", "paper 004 Fig. 4: bilinear has the best peak PSNR on coarse and fine images"),
     "lipschitz": (2.0, "paper 000 §4.1: λ = 2 (λ = 1 underfits, λ = 3 still degrades)"),
     "norm": ("mean_only", "paper 000 eq. 5: mean-only BN keeps the Lipschitz bound"),
-    "iterations": (3000, "paper 004 §4: 3,000 iterations, with paper 000's ratio auto-stop"),
+    "iterations": (3000, "paper 004 §4: at most 3,000 iterations, stopped earlier by the stop rule"),
     "lr": (0.01, "Ulyanov et al.: Adam, lr 0.01 for hourglass networks"),
-    "stop": ("auto", "paper 000 §4.3: stop when Δr < 0.01 over windows of 100 iterations"),
+    "stop": ("auto", "the task's stop rule (archlab.fit.AUTO_STOP: the discrepancy principle for Gaussian noise)"),
 }
 
 #: The architecture the rules give before the width is known (what an image must be cropped for).

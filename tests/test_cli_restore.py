@@ -71,3 +71,20 @@ def test_unreadable_empty_and_tiny_files(tmp_path, capsys):
         assert main(["restore", "--observed", str(tmp_path / name), "-o", str(tmp_path / "o")]) == 2
         assert needle in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_restore_stops_automatically_and_says_what_it_returned(tmp_path, capsys):
+    out = tmp_path / "auto"
+    base = ["restore", "--image", "camera", "--size", "32", "--arch", "faster-dip-32", "--eval-every", "10"]
+    assert main([*base, "--iterations", "300", "--lr", "0.01", "-o", str(out)]) == 0  # --stop auto is the default
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stop_rule"] == "discrepancy" and summary["stop_reason"] == "discrepancy"
+    assert summary["iterations"] < 300 and summary["auto_stop_iteration"] <= summary["iterations"]
+    assert f"iteration {summary['auto_stop_iteration']}" in summary["returned"]
+    assert summary["psnr_restored"] == pytest.approx(summary["discrepancy_psnr"])
+    assert "restored.png is the network output at iteration" in capsys.readouterr().out
+    none = tmp_path / "none"
+    assert main([*base, "--iterations", "20", "--stop", "none", "-o", str(none)]) == 0
+    summary = json.loads((none / "summary.json").read_text())
+    assert summary["stop_rule"] is None and summary["iterations"] == 20 and "moving average" in summary["returned"]
+    assert summary["psnr_restored"] == pytest.approx(summary["psnr_ema"])
