@@ -2,10 +2,11 @@
 #
 # Source it (". .ci/postgres.sh") so the variable reaches the test run; running it as a script
 # prints the URL instead. It installs Debian's `postgresql` with apt-get when no initdb is found,
-# and psycopg2 (the `test` extra) when Python lacks it, creates a cluster in a temporary folder
+# and psycopg 3 (a dependency of archlab) when Python lacks it, creates a cluster in a temporary folder
 # owned by the server's user ("postgres" when run as root: initdb refuses root), starts it on a
 # Unix socket in that folder only (no TCP port, so parallel runs cannot collide), and creates the
-# database "archlab". `archlab_pg_stop` stops the server and removes the folder. On failure it
+# database "archlab". The URL has the README's form, postgresql://USER@/archlab?host=DIR (psycopg 3).
+# `archlab_pg_stop` stops the server and removes the folder. On failure it
 # returns non-zero and leaves ARCHLAB_PG_URL unset (the tests marked `postgres` then skip).
 
 archlab_pg_bin() {
@@ -26,8 +27,8 @@ archlab_pg_start() {
             || { echo "postgres.sh: apt-get install postgresql failed" >&2; return 1; }
         bin="$(archlab_pg_bin)"
     fi
-    if ! python -c "import psycopg2" >/dev/null 2>&1; then
-        python -m pip install -q psycopg2-binary >/dev/null || { echo "postgres.sh: cannot install psycopg2" >&2; return 1; }
+    if ! python -c "import psycopg" >/dev/null 2>&1; then
+        python -m pip install -q "psycopg[binary]" >/dev/null || { echo "postgres.sh: cannot install psycopg" >&2; return 1; }
     fi
     dir="$(mktemp -d /tmp/archlab-pg.XXXXXX)" || return 1
     owner="$(id -un)"
@@ -46,7 +47,7 @@ archlab_pg_start() {
         || { echo "postgres.sh: createdb failed" >&2; "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast stop; rm -rf "$dir"; return 1; }
     ARCHLAB_PG_DIR="$dir"
     ARCHLAB_PG_CTL=("${run[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast stop)
-    export ARCHLAB_PG_URL="postgresql+psycopg2://$owner@/archlab?host=$dir"
+    export ARCHLAB_PG_URL="postgresql://$owner@/archlab?host=$dir"
     echo "ARCHLAB_PG_URL=$ARCHLAB_PG_URL"
 }
 

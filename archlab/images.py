@@ -7,7 +7,9 @@ Inside archlab an image is a ``(N, C, H, W)`` float32 tensor in [0, 1]; NumPy
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -80,6 +82,8 @@ def _read_file(path: Path) -> np.ndarray:
             return np.asarray(im)
     except UnidentifiedImageError as exc:
         raise ValueError(f"image: cannot read {path} (not an image Pillow understands)") from exc
+    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:  # truncated, corrupt, or a decompression bomb
+        raise ValueError(f"image: cannot read {path}: {' '.join(str(exc).split())}") from exc
 
 
 def load(source: str | os.PathLike, *, grey: bool = False) -> torch.Tensor:
@@ -113,6 +117,18 @@ def load(source: str | os.PathLike, *, grey: bool = False) -> torch.Tensor:
     return to_grey(image) if grey else image
 
 
+def image_size(source: str | os.PathLike) -> tuple[int, int] | None:
+    """``(H, W)`` of an image file from its header alone (nothing is decoded); None for a built-in (or no file)."""
+    name = str(source)
+    if not Path(name).is_file():
+        return None  # a built-in, or nothing: :func:`load` says which
+    try:
+        with Image.open(name) as im:
+            return im.size[1], im.size[0]
+    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"image: cannot read {name}: {' '.join(str(exc).split())}") from exc
+
+
 def describe(source: str | os.PathLike) -> str:
     """A short note on conversions :func:`load` applies to ``source`` (grey, alpha dropped, 16-bit)."""
     name = str(source)
@@ -142,6 +158,77 @@ def atomic_path(path: str | os.PathLike):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike):
+    """Yield a new, empty temporary folder beside ``path``; on success it takes the place of ``path``
+    (an earlier folder there is moved aside, then removed), on failure it is removed. So ``path`` is
+    whole or absent, even if the process is killed: a folder left by a killed process
+    (``.NAME.partial-PID-*`` or ``.NAME.old-PID-*``) is removed by the next call for the same path."""
+    path = Path(os.path.abspath(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for kind in ("partial", "old"):
+        for stale in path.parent.glob(f".{path.name}.{kind}-*"):
+            pid = stale.name[len(f".{path.name}.{kind}-"):].split("-")[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-{os.getpid()}-", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a finished output gets the usual permissions
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-{os.getpid()}-", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def finite_json(data: dict, reasons: dict[str, str] | None = None) -> dict:
+    """``data`` made strict JSON: every NaN/±inf number becomes null, and ``data["nulls"]`` says why, per
+    key (``reasons[key]`` where the caller knows it, else "not a finite number (nan)")."""
+    reasons, nulls = reasons or {}, {}
+
+    def clean(value, key: str):
+        if isinstance(value, dict):
+            return {k: clean(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v, f"{key}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+            nulls[key] = reasons.get(key, f"not a finite number ({float(value)})")
+            return None
+        return value.item() if isinstance(value, np.generic) else value
+
+    out = clean(data, "")
+    nulls.update({k: v for k, v in reasons.items() if k in out and out[k] is None})
+    if nulls:
+        out["nulls"] = nulls
+    return out
+
+
+def write_json(data: dict, path: str | os.PathLike, reasons: dict[str, str] | None = None) -> Path:
+    """Write :func:`finite_json` of ``data`` (indented, no NaN/Infinity) atomically to ``path``."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(finite_json(data, reasons), indent=2, allow_nan=False, default=float) + "\n")
+    return path
 
 
 def save(image: torch.Tensor | np.ndarray, path: str | os.PathLike) -> Path:

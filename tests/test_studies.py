@@ -235,15 +235,22 @@ def test_default_storage_sits_beside_a_file_or_in_the_current_folder(tmp_path, m
         studies.make_storage("mysql://x")
 
 
-def test_compact_curves_keep_the_last_point_and_round():
-    history = curve(30.0, 40, iterations=1000)
-    compact = worker._compact(history, points=30)
-    assert len(compact["iteration"]) <= 30 and compact["iteration"][-1] == 1000
-    step = compact["iteration"][-1] - compact["iteration"][-2]
-    assert step == 10 * math.ceil(100 / 30)
-    i = compact["iteration"].index(400)
-    assert compact["psnr"][i] == round(30.0 - 0.001 * 360**2, 2)
-    assert compact["fbc_high"][-1] == round(1.0 / 5, 3) and compact["fbc_low"][-1] == 1.0
+@pytest.mark.parametrize(("iterations", "space", "stride"), [
+    (30, "", 50), (100, "", 100), (1500, "", 2000), (1200, "\niterations = [500, 3000]", 5000)])
+def test_intermediate_steps_of_every_trial_share_one_stride(iterations, space, stride):
+    text = edit(TINY, "iterations = 30", f"iterations = {iterations}")
+    text = edit(text, '["nearest", "bilinear"]', '["nearest", "bilinear"]' + space)
+    assert worker.step_stride(studies.StudySpec.from_dict(tomllib.loads(text))) == stride
+
+
+def test_trial_results_rebuild_the_flat_run_attributes():
+    trial = optuna.trial.create_trial(value=1.0, user_attrs={
+        "run1.image": "cam", "run0.image": "astronaut", "run0.peak_psnr": 30.5, "run1.peak_psnr": 28.0,
+        "run10.image": "x", "arch.depth": 2, "runner": "no"})
+    assert studies.trial_results(trial) == [{"image": "astronaut", "peak_psnr": 30.5},
+                                            {"image": "cam", "peak_psnr": 28.0}, {"image": "x"}]
+    legacy = optuna.trial.create_trial(value=1.0, user_attrs={"results": [{"image": "a"}]})
+    assert studies.trial_results(legacy) == [{"image": "a"}]
 
 
 # --- running trials (fake fits) -------------------------------------------------------------------
@@ -253,7 +260,7 @@ def test_objectives_are_the_image_means_of_closed_form_curves(tmp_path, monkeypa
     monkeypatch.setattr(worker, "fit", fake_fit({"nearest": (30.0, 40), "bilinear": (32.0, 60)}, calls=calls))
     objectives = ('peak_psnr = "maximize"\npsnr_drop = "minimize"\npeak_iteration = "minimize"\n'
                   'stop_psnr = "maximize"\nstop_iteration = "minimize"')
-    text = edit(TINY, 'peak_psnr = "maximize"', objectives)
+    text = edit(edit(TINY, 'peak_psnr = "maximize"', objectives), "iterations = 30", "iterations = 100")
     study = studies.run(write(tmp_path, text), log=lambda _: None)
     assert sorted(c[0] for c in calls) == ["bilinear", "bilinear", "nearest", "nearest"]
     assert {c[1] for c in calls} == {(1, 3, 32, 32), (1, 1, 32, 32)}
@@ -261,11 +268,19 @@ def test_objectives_are_the_image_means_of_closed_form_curves(tmp_path, monkeypa
     # final = peak − 0.001 (100 − peak_at)², stop = peak − 0.001 (70 − peak_at)²
     assert by["nearest"].values == pytest.approx([30.0, 3.6, 40, 30.0 - 0.9, 70])
     assert by["bilinear"].values == pytest.approx([32.0, 1.6, 60, 32.0 - 0.1, 70])
-    assert by["nearest"].user_attrs["arch"]["upsampler"] == "nearest"
+    attrs = by["bilinear"].user_attrs
+    assert attrs["arch.upsampler"] == "bilinear" and attrs["fit.iterations"] == 100
     assert studies.load_study(tmp_path / "study.toml").arch.replace(upsampler="bilinear").to_dict() == \
-        by["bilinear"].user_attrs["arch"]
-    assert by["nearest"].user_attrs["fit"]["iterations"] == 30
-    assert [r["image"] for r in by["nearest"].user_attrs["results"]] == ["astronaut", "cam"]
+        {key[5:]: value for key, value in attrs.items() if key.startswith("arch.")}
+    assert all(not isinstance(v, (dict, list)) or len(str(v)) < 40 for v in attrs.values())  # flat, readable
+    assert [r["image"] for r in studies.trial_results(by["nearest"])] == ["astronaut", "cam"]
+    assert attrs["run1.image"] == "cam" and attrs["run1.peak_psnr"] == pytest.approx(32.0)
+    assert study.metric_names == ["peak_psnr", "psnr_drop", "peak_iteration", "stop_psnr", "stop_iteration"]
+    # the PSNR of run k at iteration i is the intermediate value at step 100 k + i
+    it = np.arange(10, 101, 10)
+    psnr = 32.0 - 0.001 * (it - 60.0) ** 2
+    assert by["bilinear"].intermediate_values == pytest.approx({**dict(zip(it.tolist(), psnr)),
+                                                                **dict(zip((it + 100).tolist(), psnr))})
     assert len(study.best_trials) == 2  # neither dominates: nearest peaks earlier, bilinear higher
 
 
@@ -331,22 +346,70 @@ def test_a_sampled_study_spends_its_trial_budget_once(tmp_path, monkeypatch):
     assert len(studies.run(path, n_trials=1, log=lambda _: None).trials) == 1
     study = studies.run(path, log=lambda _: None)
     assert len(study.trials) == 3 and len(studies.run(path, log=lambda _: None).trials) == 3
-    assert all(0.001 <= t.params["lr"] <= 0.1 and t.user_attrs["fit"]["lr"] == t.params["lr"] for t in study.trials)
+    assert all(0.001 <= t.params["lr"] <= 0.1 and t.user_attrs["fit.lr"] == t.params["lr"] for t in study.trials)
+
+
+def test_cmaes_samples_a_continuous_space(tmp_path, monkeypatch):
+    monkeypatch.setattr(worker, "fit", fake_fit({"nearest": (30.0, 40)}))
+    text = edit(TINY, "seeds = [0]", "seeds = [0]\nn_trials = 3")
+    text = edit(text, '["nearest", "bilinear"]', '["nearest"]\nlr = { low = 0.001, high = 0.1, log = true }\n'
+                                                 'input_jitter = { low = 0.0, high = 0.05 }')
+    text = edit(text, "[objectives]", '[sampler]\nkind = "cmaes"\nseed = 1\n\n[objectives]')
+    study = studies.run(write(tmp_path, text), log=lambda _: None)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    assert isinstance(studies.load_study(tmp_path / "study.toml").make_sampler(), optuna.samplers.CmaEsSampler)
+    assert len({(t.params["lr"], t.params["input_jitter"]) for t in study.trials}) == 3
 
 
 def test_median_pruner_stops_a_trial_behind_the_median(tmp_path, monkeypatch):
     pruner = '[pruner]\nkind = "median"\nn_startup_trials = 1\nn_warmup_steps = 0\n\n[objectives]'
-    text = edit(TINY, "[objectives]", pruner)
+    text = edit(edit(TINY, "[objectives]", pruner), "iterations = 30", "iterations = 100")
     monkeypatch.setattr(worker, "fit", fake_fit({"nearest": (20.0, 40), "bilinear": (30.0, 40)}))
-    study = studies.run(write(tmp_path, text), log=lambda _: None)
+    lines = []
+    study = studies.run(write(tmp_path, text), log=lines.append)
     by = {t.params["upsampler"]: t for t in study.trials}
     assert by["bilinear"].state == optuna.trial.TrialState.COMPLETE
-    assert by["bilinear"].intermediate_values == {0: 30.0, 1: 30.0}
+    steps = sorted(by["bilinear"].intermediate_values)
+    assert steps == [*range(10, 101, 10), *range(110, 201, 10)]  # run 1 starts at step 100 (the stride)
+    assert by["bilinear"].intermediate_values[40] == by["bilinear"].intermediate_values[140] == 30.0
     if by["nearest"].number > by["bilinear"].number:
         assert by["nearest"].state == optuna.trial.TrialState.PRUNED
-        assert len(by["nearest"].user_attrs["results"]) == 1
+        assert len(studies.trial_results(by["nearest"])) == 1  # pruned after its first image
+        assert by["nearest"].last_step == 100
+        assert any(line.startswith(f"trial {by['nearest'].number} pruned in ") and "pruned at step 100" in line
+                   for line in lines)
     else:
         assert by["nearest"].state == optuna.trial.TrialState.COMPLETE
+
+
+def test_a_pruner_needs_a_psnr_objective(tmp_path):
+    text = edit(TINY, "[objectives]", '[pruner]\nkind = "median"\n\n[objectives]')
+    text = edit(text, 'peak_psnr = "maximize"', 'peak_iteration = "minimize"')
+    with pytest.raises(ValueError, match="pruner.kind: a pruner compares the PSNR at each evaluation"):
+        studies.run(write(tmp_path, text), log=lambda _: None)
+    assert not (tmp_path / "study.db").exists()
+
+
+def test_one_line_per_trial_with_parameters_objectives_and_seconds(tmp_path, monkeypatch):
+    text = edit(TINY, '["nearest", "bilinear"]', '["nearest", "bilinear", "L14"]')
+    monkeypatch.setattr(worker, "fit", fake_fit({"nearest": (30.0, 40), "bilinear": (32.0, 60)},
+                                                fail={"L14": RuntimeError("no memory")}))
+    lines = []
+    studies.run(write(tmp_path, text), log=lines.append)
+    assert len(lines) == 3
+    by = {re.search(r"upsampler=(\S+) ", line)[1]: line for line in lines}
+    assert re.fullmatch(r"trial \d complete in \d+\.\d s: upsampler=bilinear -> peak_psnr 32", by["bilinear"])
+    assert re.fullmatch(r"trial \d fail in \d+\.\d s: upsampler=L14 -> RuntimeError: no memory", by["L14"])
+
+
+def test_a_progress_bar_counts_the_study_s_finished_trials(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(worker, "fit", fake_fit({"nearest": (30.0, 40), "bilinear": (32.0, 60)}))
+    path = write(tmp_path, TINY)
+    studies.run(path, n_trials=1, log=lambda _: None)
+    capsys.readouterr()
+    studies.run(path, progress=True, log=lambda _: None)
+    err = capsys.readouterr().err
+    assert "tiny" in err and "1/2" in err and "2/2" in err
 
 
 # --- real fits, reports, CLI ----------------------------------------------------------------------
@@ -369,27 +432,39 @@ def test_real_fits_record_spec_results_curves_and_artifacts(tiny_study):
     path, study = tiny_study
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     trial = study.trials[0]
-    rows = trial.user_attrs["results"]
+    rows = studies.trial_results(trial)
     means = [np.mean([r[name] for r in rows]) for name in ("peak_psnr", "peak_iteration")]
     assert trial.values == pytest.approx(means)
     assert all(10 < r["peak_psnr"] < 40 and 5 <= r["peak_iteration"] <= 30 for r in rows)
-    curves = trial.user_attrs["curves"]
-    assert [(c["task"], c["image"], c["seed"]) for c in curves] == [("denoise", "astronaut", 0), ("denoise", "cam", 0)]
-    assert curves[0]["iteration"] == [5, 10, 15, 20, 25, 30]
-    assert max(curves[0]["psnr"]) == pytest.approx(rows[0]["peak_psnr"], abs=0.006)
+    curves = studies.load_curves(study)
+    curves = curves[curves["trial"] == trial.number]
+    assert list(curves.drop_duplicates("run")[["task", "image", "seed"]].itertuples(index=False, name=None)) == \
+        [("denoise", "astronaut", 0), ("denoise", "cam", 0)]
+    assert curves[curves["run"] == 0]["iteration"].to_list() == [5, 10, 15, 20, 25, 30]
+    assert curves[curves["run"] == 0]["fbc_high"].equals(curves[curves["run"] == 0]["fbc_4"])
     store = studies.artifacts_dir(studies.default_storage(path))
     metas = optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage)
     names = sorted(m.filename for m in metas)
-    assert names == [f"trial-{trial.number}-curves.png", f"trial-{trial.number}-denoise-astronaut.png",
-                     f"trial-{trial.number}-denoise-cam.png"]
+    n = trial.number
+    assert names == [f"trial-{n}-curves.csv", f"trial-{n}-curves.png", f"trial-{n}-denoise-astronaut-observed.png",
+                     f"trial-{n}-denoise-astronaut-restored.png", f"trial-{n}-denoise-cam-observed.png",
+                     f"trial-{n}-denoise-cam-restored.png"]
     assert all((store / m.artifact_id).stat().st_size > 100 for m in metas)
+    csv = next(m for m in metas if m.filename.endswith(".csv"))
+    history = pd.read_csv(store / csv.artifact_id)
+    assert list(history.columns[:5]) == ["run", "task", "image", "seed", "iteration"]
+    assert history.groupby("run")["psnr"].max().to_list() == pytest.approx([r["peak_psnr"] for r in rows], abs=1e-4)
+    # the intermediate values, reported live during each fit, are its history's PSNR (run k at 50 k + i)
+    expected = {50 * k + i: p for k, i, p in zip(history["run"], history["iteration"], history["psnr"])}
+    assert trial.intermediate_values == pytest.approx(expected, abs=1e-4)
+    assert trial.user_attrs["intermediate values"] == "PSNR (dB) of run k at iteration i, step = 50 k + i"
 
 
 def test_load_gives_one_row_per_trial_and_image(tiny_study):
     path, study = tiny_study
     frame = studies.load(str(path))
     assert len(frame) == 4 and set(frame["image"]) == {"astronaut", "cam"}
-    assert (frame["seeds"] == 1).all() and frame["worker"].notna().all()
+    assert (frame["seeds"] == 1).all() and frame["worker"].notna().all() and frame["stops"].isin([0, 1]).all()
     means = frame.groupby("trial")["peak_psnr"].mean()
     assert means.to_dict() == pytest.approx({t.number: t.values[0] for t in study.trials})
 
@@ -397,14 +472,16 @@ def test_load_gives_one_row_per_trial_and_image(tiny_study):
 def test_reports_in_three_formats(tiny_study, tmp_path):
     path, study = tiny_study
     md = studies.write_report(str(path), fmt="md", out_dir=tmp_path / "md")
-    assert sorted(p.name for p in md) == ["curves.png", "importances.png", "pareto.png", "report.md"]
+    assert sorted(p.name for p in md) == ["curves.png", "pareto.png", "report.md"]
     text = (tmp_path / "md" / "report.md").read_text()
     frame = studies.load(str(path)).query("image == 'cam'")
     best = frame["peak_psnr"].max()
     assert f"**{best:.2f}**" in text and "| upsampler | astronaut | cam | mean |" in text
-    assert "## Pareto front: peak_psnr against peak_iteration" in text
-    tex = studies.write_report(str(path), fmt="latex", out_dir=tmp_path / "tex")
-    assert "\\textbf{" in (tmp_path / "tex" / "report.tex").read_text() and len(tex) == 4
+    assert "## Pareto front: peak PSNR (dB) against peak iteration" in text
+    assert "## Parameter importances\n\nNot computed: 2 complete trials" in text
+    tex = studies.write_report(str(path), fmt="latex", out_dir=tmp_path / "tex", figure_format="pdf")
+    assert "\\textbf{" in (tmp_path / "tex" / "report.tex").read_text() and len(tex) == 3
+    assert (tmp_path / "tex" / "curves.pdf").read_bytes().startswith(b"%PDF")
     csv = studies.write_report(str(path), fmt="csv", out_dir=tmp_path / "csv")
     assert {p.name for p in csv} >= {"trials.csv", "table-peak_psnr.csv", "pareto.csv"}
     table = pd.read_csv(tmp_path / "csv" / "table-peak_psnr.csv")
@@ -437,7 +514,7 @@ def test_cli_list_show_report_and_errors(tiny_study, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "objectives.peak_psnr: 'up' is invalid; allowed: maximize, minimize" in err
     assert main(["study", "report", "nothing-here", "--storage", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
-    assert "no study 'nothing-here'" in capsys.readouterr().err
+    assert "x.db does not exist" in capsys.readouterr().err  # no empty database is created
     assert tomllib.loads((Path(studies.study_dir()) / "quick-demo.toml").read_text())["name"] == "quick-demo"
 
 
@@ -448,7 +525,7 @@ def test_batch_seeds_fit_every_seed_at_once_with_the_observations_mask(tmp_path)
     path = tmp_path / "batched.toml"
     path.write_text(text)
     study = studies.run(path, log=lambda _: None)
-    rows = study.trials[0].user_attrs["results"]
+    rows = studies.trial_results(study.trials[0])
     assert [(r["image"], r["seed"]) for r in rows] == [("astronaut", 0), ("astronaut", 1), ("cam", 0), ("cam", 1)]
     assert all(r["peak_psnr"] > 10 for r in rows)
     assert rows[0]["peak_psnr"] != rows[1]["peak_psnr"]  # two fits, not one repeated

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from archlab import images, recommend, tasks
+from archlab import images, tasks
 from archlab.cli import restore
 
 
@@ -20,10 +20,12 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from archlab import recommend
+
     task = restore.make_task(args)
     advice = recommend.recommend(images.load(args.image), task=task)
     if args.json:
-        print(json.dumps(advice.to_dict(), indent=2))
+        print(json.dumps(images.finite_json(advice.to_dict()), indent=2, allow_nan=False))
         return 0
     probs = ", ".join(f"{w}: {p:.2f}" for w, p in sorted(advice.probabilities.items()))
     print(f"texture score {advice.texture_score:.2f} (0 = flat, 1 = white-noise-like); "

@@ -12,7 +12,6 @@ Each experiment writes its figure and a table (CSV and Markdown) to the ``-o`` f
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -85,17 +84,18 @@ def _add_common(parser: argparse.ArgumentParser, name: str) -> None:
 
 def run_fbc(args: argparse.Namespace) -> int:
     """Fit, then write ``fbc.png`` (FBC bands and PSNR, peak marked), ``history.csv`` and ``summary.json``."""
-    task, spec, observation, reference, notes = restore.setup(args)
+    task, spec, observation, reference, notes = restore.setup(args, outputs=("fbc.png", "history.csv", "summary.json"))
     result = fit(spec, task, observation, iterations=args.iterations, lr=args.lr, ema=args.ema, seed=args.seed,
-                 device=args.device, eval_every=args.eval_every, reference=reference, fbc_bands=args.bands)
+                 device=args.device, eval_every=args.eval_every, reference=reference, fbc_bands=args.bands,
+                 on_evaluation=restore.progress_lines(args.iterations, "spectral fbc"))
+    restore.check_fit(result)
     out = Path(args.out)
     image = args.observed or args.image or restore.DEFAULT_IMAGE
-    figures.plot_fbc(result.history, out / "fbc.png", title=f"{task.name} - {args.arch} - {Path(image).stem}")
-    with images.atomic_path(out / "history.csv") as tmp:
-        result.history.to_csv(tmp, index=False)
     summary = {"task": task.to_dict(), "arch": args.arch, "image": image, "notes": notes, **result.summary()}
-    with images.atomic_path(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, default=float))
+    with images.atomic_dir(out) as tmp:
+        figures.plot_fbc(result.history, tmp / "fbc.png", title=f"{task.name} - {args.arch} - {Path(image).stem}")
+        result.history.to_csv(tmp / "history.csv", index=False)
+        images.write_json(summary, tmp / "summary.json")
     last = result.history.iloc[-1]
     bands = " ".join(f"{last[c]:.3f}" for c in result.history.columns if c.startswith("fbc_"))
     peak = f"; peak PSNR {summary['peak_psnr']:.2f} dB at {summary['peak_iteration']}" if "peak_psnr" in summary else ""

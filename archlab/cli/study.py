@@ -4,10 +4,25 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 
-import optuna
+#: ``archlab.studies.HEARTBEAT_INTERVAL`` and ``GRACE_PERIOD`` (seconds), here so that the parser needs no
+#: import of the studies (optuna, torch); a test checks that they agree.
+HEARTBEAT_INTERVAL, GRACE_PERIOD = 60, 120
 
-from archlab import studies
+
+def _positive(kind):
+    """An argparse type: a finite ``kind`` (int or float) > 0."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is invalid; allowed: "
+                                             f"{'an integer ≥ 1' if kind is int else 'a number > 0'}")
+        return value
+    return parse
 
 
 def register(subparsers) -> None:
@@ -23,21 +38,26 @@ def register(subparsers) -> None:
     run.add_argument("study", help="shipped study name or path to a study TOML")
     run.add_argument("--storage", help="sqlite:///FILE or postgresql://... (default: SQLite beside the file, "
                                        "or ./NAME.db for a shipped study)")
-    run.add_argument("--n-trials", type=int, help="stop this worker after N trials")
-    run.add_argument("--timeout", type=float, help="start no trial after S seconds")
+    run.add_argument("--n-trials", type=_positive(int), help="stop this worker after N trials")
+    run.add_argument("--timeout", type=_positive(float), help="start no trial after S seconds")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda[:i] (default: auto)")
     run.add_argument("--artifacts", help="folder of the trial artifacts (default: beside the SQLite file, "
                                          "else $ARCHLAB_ARTIFACTS or ./archlab-artifacts)")
-    run.add_argument("--heartbeat", type=int, default=studies.HEARTBEAT_INTERVAL,
-                     help=f"heartbeat interval in seconds (default {studies.HEARTBEAT_INTERVAL})")
-    run.add_argument("--grace", type=int, default=studies.GRACE_PERIOD,
+    run.add_argument("--heartbeat", type=_positive(int), default=HEARTBEAT_INTERVAL,
+                     help=f"heartbeat interval in seconds (default {HEARTBEAT_INTERVAL})")
+    run.add_argument("--grace", type=_positive(int), default=GRACE_PERIOD,
                      help=f"seconds without heartbeat before a running trial counts as dead and is retried "
-                          f"(default {studies.GRACE_PERIOD})")
+                          f"(default {GRACE_PERIOD})")
     run.set_defaults(func=run_study)
     rep = sub.add_parser("report", help="paper tables, curves, importances and Pareto front of a study")
     rep.add_argument("study", help="study name in the storage, shipped name or study TOML")
     rep.add_argument("--storage", help="storage URL (default: as for run)")
     rep.add_argument("--format", choices=("md", "latex", "csv"), default="md", help="output format (default md)")
+    rep.add_argument("--figure-format", choices=("png", "pdf", "svg"), default="png",
+                     help="figure files (default png; LaTeX takes png or pdf)")
+    rep.add_argument("--standalone", action="store_true",
+                     help="with --format latex: a document that compiles on its own (else a fragment to \\input)")
+    rep.add_argument("--artifacts", help="folder of the trial artifacts, for the curves (default: as for run)")
     rep.add_argument("-o", "--output", default=".", help="folder to write into (default: .)")
     rep.set_defaults(func=report_study)
     dash = sub.add_parser("dashboard", help="start optuna-dashboard on 127.0.0.1 (needs the 'dashboard' extra)")
@@ -50,13 +70,20 @@ def register(subparsers) -> None:
 
 def list_studies(args: argparse.Namespace) -> int:
     """Print each shipped study's name and its first comment line (description and expected runtime)."""
-    for name, note in studies.shipped().items():
+    from archlab.studies.spec import shipped
+
+    for name, note in shipped().items():
         print(f"{name:22s} {note}")
     return 0
 
 
+list_studies.torch_free = True  # archlab.cli sets the threads without importing torch
+
+
 def show_study(args: argparse.Namespace) -> int:
     """Print a validated study: tasks, images, space, objectives, sampler, trials × fits."""
+    from archlab import studies
+
     spec = studies.load_study(args.study)
     fits = len(studies.observations(spec)) * len(spec.seeds)
     trials = spec.grid_size if spec.is_grid else spec.n_trials
@@ -71,7 +98,11 @@ def show_study(args: argparse.Namespace) -> int:
 
 def run_study(args: argparse.Namespace) -> int:
     """Run one worker; print a line per trial and a summary."""
-    optuna.logging.set_verbosity(logging.WARNING)
+    import optuna
+
+    from archlab import studies
+
+    optuna.logging.set_verbosity(logging.ERROR)  # a failed trial is one line of ours; Ctrl-C no traceback
     study = studies.run(args.study, args.storage, n_trials=args.n_trials, timeout=args.timeout, device=args.device,
                         artifacts=args.artifacts, heartbeat_interval=args.heartbeat, grace_period=args.grace)
     states = {}
@@ -83,23 +114,33 @@ def run_study(args: argparse.Namespace) -> int:
 
 def report_study(args: argparse.Namespace) -> int:
     """Write the report files and list them."""
-    for path in studies.write_report(args.study, args.storage, args.format, args.output):
+    from archlab import studies
+    from archlab.studies.worker import storage_url
+
+    storage_url(studies.resolve_target(args.study, args.storage)[1], exists=True)  # create no empty database
+    for path in studies.write_report(args.study, args.storage, args.format, args.output, artifacts=args.artifacts,
+                                     figure_format=args.figure_format, standalone=args.standalone):
         print(f"wrote {path}")
     return 0
 
 
 def dashboard(args: argparse.Namespace) -> int:
     """Serve optuna-dashboard for the storage on 127.0.0.1 (blocks until interrupted)."""
+    import optuna
+
+    from archlab import studies
+    from archlab.studies.worker import shown, storage_url
+
     try:
         import optuna_dashboard
     except ModuleNotFoundError as exc:
         raise ValueError("dashboard: optuna-dashboard is not installed; pip install 'archlab[dashboard]'") from exc
     if args.study is None and args.storage is None:
         raise ValueError("dashboard: give a study (file or name) or --storage URL")
-    url = args.storage or studies.default_storage(args.study)
+    url = storage_url(args.storage or studies.default_storage(args.study), exists=True)
     store_dir = studies.artifacts_dir(url, args.artifacts)
     store_dir.mkdir(parents=True, exist_ok=True)
-    print(f"optuna-dashboard on http://127.0.0.1:{args.port}/ for {url}", flush=True)
+    print(f"optuna-dashboard on http://127.0.0.1:{args.port}/ for {shown(url)}", flush=True)
     optuna_dashboard.run_server(studies.make_storage(url), host="127.0.0.1", port=args.port,
                                 artifact_store=optuna.artifacts.FileSystemArtifactStore(str(store_dir)))
     return 0

@@ -265,6 +265,9 @@ class StudySpec:
             if not isinstance(entry, dict) or "task" not in entry:
                 _fail(f"tasks[{i}]", f"{entry!r} is invalid; allowed: a table with task = <name> and its parameters")
             params = dict(entry)
+            for key, value in params.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    _fail(f"tasks[{i}].{key}", f"{value} is invalid; allowed: a finite number")
             label = str(params.pop("label", params["task"]))
             tasks.append((label, make_task(params.pop("task"), **params)))
         if len({label for label, _ in tasks}) < len(tasks):

@@ -15,10 +15,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import math
 import os
 import re
 import socket
+import sys
 import tempfile
 import time
 import warnings
@@ -33,28 +35,112 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from archlab import images, report
+from archlab import images, metrics, report
 from archlab.batched import fit_many
-from archlab.fit import fit
+from archlab.fit import FitSettings, fit
 from archlab.studies.spec import StudySpec, _fail, default_storage, load_study
 from archlab.tasks import Task
 
 HEARTBEAT_INTERVAL, GRACE_PERIOD, MAX_RETRY = 60, 120, 3
 
 
+def shown(url: str) -> str:
+    """A storage URL as it may be printed: its password hidden (``postgresql://user:***@host/db``)."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
+
+
+def storage_url(url: str, exists: bool = False) -> str:
+    """``url`` checked before anything is created, with its driver named: ``sqlite:///FILE`` (the
+    folder must exist; with ``exists``, the file too) or ``postgresql://...`` (psycopg 3 - the
+    bare scheme means psycopg2 before SQLAlchemy 2.1 - or a ``postgresql+DRIVER`` that is installed)."""
+    allowed = "allowed: sqlite:///FILE or postgresql://USER@HOST[:PORT]/DATABASE"
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        _fail("storage", f"{shown(url)!r} is not a URL; {allowed}")
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            path = Path(database)
+            if not path.parent.is_dir():
+                _fail("storage", f"the folder of {database} does not exist; create it or give another sqlite:///FILE")
+            if path.is_dir():
+                _fail("storage", f"{database} is a folder; give a file, sqlite:///FILE")
+            if exists and not path.is_file():
+                _fail("storage", f"{database} does not exist (no study has been run there)")
+    elif backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        module = {"psycopg": "psycopg", "psycopg2": "psycopg2", "pg8000": "pg8000"}.get(parsed.get_driver_name())
+        if module is None or importlib.util.find_spec(module) is None:
+            _fail("storage", f"the PostgreSQL driver {parsed.get_driver_name()!r} is not supported or not installed; "
+                             f"pip install 'psycopg[binary]' and use postgresql://...")
+    else:
+        _fail("storage", f"{shown(url)!r} is invalid; {allowed}")
+    return parsed.render_as_string(hide_password=False)
+
+
 def make_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL,
                  grace_period: int | None = GRACE_PERIOD) -> RDBStorage:
     """An Optuna RDB storage with heartbeats; a stale trial is FAILed and re-queued (up to 3 times).
 
-    SQLite gets a 60 s busy timeout so concurrent local workers wait instead of failing.
+    SQLite gets a 60 s busy timeout so concurrent local workers wait instead of failing. A storage
+    that cannot be opened raises ``ValueError`` with the database's message (password hidden).
     """
-    if not url.startswith(("sqlite:", "postgresql")):
-        _fail("storage", f"{url!r} is invalid; allowed: sqlite:///FILE or postgresql://... URLs")
+    url = storage_url(url)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_interval,
+                              grace_period=grace_period,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        _fail("storage", f"cannot open {shown(url)}: {_first_line(exc)}")
+
+
+def _first_line(exc: Exception) -> str:
+    """The database's own message (the DBAPI error SQLAlchemy wraps), first line."""
+    cause = getattr(exc, "orig", None) or exc
+    text = str(cause).strip()
+    return text.splitlines()[0] if text else type(cause).__name__
+
+
+@contextlib.contextmanager
+def creation_lock(url: str):
+    """Held while a worker creates the schema and the study: two workers starting at once on a new
+    storage would both create Optuna's tables (``table ... already exists``, ``duplicate key ...
+    studydirection``). A file lock beside a SQLite database, a PostgreSQL advisory lock otherwise."""
+    url = storage_url(url)
+    if url.startswith("sqlite"):
+        database = sqlalchemy.engine.make_url(url).database
+        if not database or database == ":memory:":
+            yield
+            return
+        with open(f"{database}.claim-lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            key = int.from_bytes(hashlib.blake2b(b"archlab: optuna schema", digest_size=8).digest(), "big", signed=True)
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+    except sqlalchemy.exc.OperationalError as exc:
+        _fail("storage", f"cannot open {shown(url)}: {_first_line(exc)}")
+    finally:
+        engine.dispose()
 
 
 def artifacts_dir(url: str, artifacts: str | os.PathLike | None = None) -> Path:
@@ -143,6 +229,11 @@ def open_study(spec: StudySpec, storage: RDBStorage) -> optuna.Study:
         _fail("study", f"{spec.name!r} exists in the storage with a different definition (changed: "
                        f"{', '.join(changed)}); rename the study or use another storage")
     study.set_user_attr("spec", spec.to_dict())  # the latest description, trial budget and report metrics
+    names = [name for name, _ in spec.objectives]
+    if study.metric_names != names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)  # optuna-dashboard labels the objectives and Pareto axes with them
     return study
 
 
@@ -170,12 +261,12 @@ class _Observation:
 
 def observations(spec: StudySpec) -> list[_Observation]:
     """Every (task, image) pair: the loaded, resized, cropped image degraded with ``degradation_seed``."""
-    multiple = 1
+    needs = {"arch.depth": spec.arch.multiple}  # where in the study file -> the multiple its architecture needs
     for param in (p for p in spec.space if p.name in ("depth", "factor")):
         values = param.grid() or [param.low, param.high]
         for value in values:
-            multiple = math.lcm(multiple, spec.configure({param.name: value}, None)[0].multiple)
-    multiple = math.lcm(multiple, spec.arch.multiple)
+            needs[f"space.{param.name} = {value}"] = spec.configure({param.name: value}, None)[0].multiple
+    multiple = math.lcm(*needs.values())
     out = []
     for image in spec.images:
         for label, source in image.resolve(spec.base_dir):
@@ -184,6 +275,12 @@ def observations(spec: StudySpec) -> list[_Observation]:
                 x = images.resize(x, scale=image.scale, size=image.size)
             for task_label, task in spec.tasks:
                 m = math.lcm(multiple, getattr(task, "factor", 1))
+                h, w = (side // m * m for side in images.center_crop(x, 1, size=image.crop).shape[-2:])
+                for key, need in sorted(needs.items(), key=lambda item: -item[1]):  # the deepest named first
+                    if min(h, w) < 2 * need:  # as models.check_size, before any storage is created
+                        _fail(key, f"needs image sides of at least {2 * need} pixels; image {label!r} is {w}x{h} "
+                                   f"after its size/scale/crop (multiples of {m}); use a smaller depth or a larger "
+                                   f"image")
                 xi = images.center_crop(x, m, size=image.crop)
                 out.append(_Observation(task_label, task, label, task.degrade(xi, seed=spec.degradation_seed),
                                         task.reference(xi)))
@@ -195,18 +292,119 @@ class TrialDiverged(RuntimeError):
 
 
 def _results(result, obs: _Observation, seed: int) -> dict:
+    """One fit's record. ``stop_iteration`` is where the ratio rule fired, None where it never did
+    (``stopped`` says which); ``stop_psnr`` is the PSNR of the output the rule gives: at its stop, else
+    the last iterate's."""
+    if result.stop_reason == "interrupted":  # Ctrl-C/SIGTERM ended the fit early: the trial is interrupted
+        raise KeyboardInterrupt
     s = result.summary()
     if result.stop_reason == "diverged" or not math.isfinite(s.get("peak_psnr", math.nan)):
         raise TrialDiverged(f"{obs.task_label}/{obs.image} seed {seed}: the fit diverged at iteration "
                             f"{result.stopped_at} ({result.restores} roll-backs)")
     stopped = result.auto_stop_iteration is not None
+    stop_psnr = s.get("stop_psnr", math.nan) if stopped else s["final_psnr"]
+    if not math.isfinite(stop_psnr):  # no PSNR of the rule's own output: the fit's at that evaluation
+        row = result.history[result.history["iteration"] == result.auto_stop_iteration]
+        stop_psnr = float(row["psnr"].iloc[0]) if len(row) else math.nan
     fbc = [c for c in result.history.columns if c.startswith("fbc_")]
     return {"task": obs.task_label, "image": obs.image, "seed": seed, "peak_psnr": s["peak_psnr"],
             "final_psnr": s["final_psnr"], "psnr_drop": s["psnr_drop"], "peak_iteration": s["peak_iteration"],
-            "stop_iteration": result.auto_stop_iteration if stopped else result.stopped_at,
-            "stop_psnr": s["stop_psnr"] if stopped else s["final_psnr"], "seconds": result.seconds,
-            "final_fbc_high": float(result.history[fbc[-1]].iloc[-1]) if fbc else None, "stopped": stopped,
-            "stop_reason": result.stop_reason}
+            "stop_iteration": result.auto_stop_iteration, "stop_psnr": stop_psnr,
+            "seconds": result.seconds, "final_fbc_high": float(result.history[fbc[-1]].iloc[-1]) if fbc else None,
+            "stopped": stopped, "iterations": result.stopped_at, "stop_reason": result.stop_reason}
+
+
+def _objective(rows: list[dict], name: str) -> float:
+    """An objective's value for a trial: the mean over its fits. For ``stop_iteration`` a fit where the
+    ratio rule never fired counts its last iteration (the fit ran to the end)."""
+    if name == "stop_iteration":
+        return float(np.mean([r["iterations"] if r["stop_iteration"] is None else r["stop_iteration"]
+                              for r in rows]))
+    return float(np.mean([r[name] for r in rows]))
+
+
+#: Objectives whose intermediate values (the PSNR at each evaluation) a pruner may compare.
+PSNR_OBJECTIVES = ("peak_psnr", "final_psnr", "stop_psnr")
+RUN_KEY = re.compile(r"run(\d+)\.(.+)")
+
+
+def flat_attrs(prefix: str, values: dict) -> dict:
+    """``{f"{prefix}.{key}": value}``: one readable user attribute per field (JSON-safe)."""
+    return {f"{prefix}.{key}": _jsonable(value) for key, value in values.items()}
+
+
+def trial_results(trial) -> list[dict]:
+    """A trial's per-fit records, rebuilt from its ``run<k>.<field>`` user attributes, in fit order
+    (the ``results`` attribute of studies written before those)."""
+    runs: dict[int, dict] = {}
+    for key, value in trial.user_attrs.items():
+        match = RUN_KEY.fullmatch(key)
+        if match:
+            runs.setdefault(int(match[1]), {})[match[2]] = value
+    return [runs[k] for k in sorted(runs)] if runs else list(trial.user_attrs.get("results", []))
+
+
+def step_stride(spec: StudySpec) -> int:
+    """Steps between the starts of two fits in a trial's intermediate values: the study's largest
+    iteration count rounded up to 1, 2 or 5 × 10^k (fit k's evaluation at iteration i is step
+    ``k × stride + i``, the same step in every trial, as pruners compare)."""
+    most = dict(spec.fit).get("iterations", FitSettings.__dataclass_fields__["iterations"].default)
+    for param in spec.space:
+        if param.name == "iterations":
+            most = max(most, *(param.grid() or [param.high]))
+    scale = 10 ** math.floor(math.log10(max(int(most), 1)))
+    return next(int(m * scale) for m in (1, 2, 5, 10) if m * scale >= most)
+
+
+class _Intermediate:
+    """A trial's intermediate values, which optuna-dashboard shows and a pruner compares: the PSNR of
+    fit ``k`` at each evaluation ``i``, at step ``k × stride + i``. Reported live from the fit
+    (``fit(on_evaluation=...)``) and completed from the fit's history afterwards (batched fits)."""
+
+    def __init__(self, trial: optuna.Trial, stride: int, single: bool, prune: bool):
+        self.trial, self.stride, self.single, self.prune = trial, stride, single, prune
+        self.reported: set[int] = set()
+
+    def report(self, k: int, iteration: int, value: float, check: bool = True) -> None:
+        step = k * self.stride + int(iteration)
+        if step not in self.reported and math.isfinite(value):
+            self.reported.add(step)
+            value = round(float(value), 4)  # as the dashboard lists it; far below the PSNR's run-to-run noise
+            if self.single:
+                self.trial.report(value, step)
+            else:  # Trial.report refuses several objectives (for pruners); the curve is still worth keeping
+                self.trial.storage.set_trial_intermediate_value(self.trial._trial_id, step, value)
+            if check:
+                self.check(step)
+
+    def check(self, step: int) -> None:
+        """End the trial (``optuna.TrialPruned``) where the pruner says so."""
+        if self.prune and self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step}")
+
+    def live(self, k: int, obs: _Observation, degradation_seed: int):
+        """``on_evaluation(iteration, output)`` for fit ``k``: the PSNR of the restored output, as in the fit's
+        history."""
+        if obs.reference is None:
+            return None
+        state = {}
+
+        def on_evaluation(iteration: int, output) -> None:
+            if not state:
+                y = obs.y.to(output.device, output.dtype)
+                physics = obs.task.physics(tuple(y.shape), seed=degradation_seed, device=output.device)
+                state.update(physics=physics.to(output.device), y=y, reference=obs.reference.to(output.device))
+            restored = state["physics"].restore(output, state["y"])
+            self.report(k, iteration, float(metrics.psnr(restored, state["reference"])[0]))
+
+        return on_evaluation
+
+    def complete(self, k: int, history: pd.DataFrame) -> None:
+        """Report the evaluations of fit ``k`` not reported live, then let a pruner stop the trial."""
+        if "psnr" in history and len(history):
+            for iteration, value in zip(history["iteration"], history["psnr"]):
+                self.report(k, int(iteration), float(value), check=False)
+            self.check(k * self.stride + int(history["iteration"].iloc[-1]))
 
 
 def _curve_frame(history: pd.DataFrame) -> pd.DataFrame:
@@ -215,31 +413,20 @@ def _curve_frame(history: pd.DataFrame) -> pd.DataFrame:
     return history.assign(fbc_low=history[fbc[0]], fbc_high=history[fbc[-1]]) if fbc else history
 
 
-def _compact(history: pd.DataFrame, points: int) -> dict:
-    """Every k-th evaluation (at most ``points``, the last always kept), rounded, for a user attribute."""
-    frame = _curve_frame(history)
-    k = max(1, math.ceil(len(frame) / points))
-    rows = frame.iloc[sorted(set(range(len(frame) - 1, -1, -k)))]
-    digits = {"psnr": 2, "psnr_ema": 2, "ratio": 4, "fbc_low": 3, "fbc_high": 3}
-    out = {"iteration": [int(v) for v in rows["iteration"]]}
-    for name, d in digits.items():
-        if name in rows:
-            out[name] = _jsonable([round(float(v), d) for v in rows[name]])
-    return out
-
-
 class _Objective:
     """Runs one trial: every (task, image, seed) fit of the trial's configuration."""
 
     def __init__(self, spec: StudySpec, data: list[_Observation], store: FileSystemArtifactStore, filter_dir: Path,
-                 device: str, log):
+                 device: str):
         self.spec, self.data, self.store, self.filter_dir = spec, data, store, filter_dir
-        self.device, self.log = device, log
+        self.device = device
         self.release, self.current = (lambda: None), None
 
     def __call__(self, trial: optuna.Trial):
         self.release()
         self.current = trial.number
+        if trial.user_attrs.get("fail_reason") is not None:  # copied from the trial this retry replaces
+            trial.set_user_attr("fail_reason", None)
         try:
             return self._evaluate(trial)
         except optuna.TrialPruned:
@@ -250,58 +437,77 @@ class _Objective:
             raise
 
     def _evaluate(self, trial: optuna.Trial):
+        """Fit every (task, image, seed); record readable flat user attributes (``arch.*``, ``fit.*``,
+        ``run<k>.*`` per fit), the PSNR at every evaluation as intermediate values, and the curves
+        (CSV, PNG), observations and restorations as artifacts."""
         params = {p.name: p.suggest(trial) for p in self.spec.space}
         arch, settings = self.spec.configure(params, self.filter_dir)
-        trial.set_user_attr("arch", arch.to_dict())
-        trial.set_user_attr("fit", settings)
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        rows, curves, histories, outputs = [], [], {}, {}
+        for key, value in {**flat_attrs("arch", arch.to_dict()), **flat_attrs("fit", settings),
+                           "worker": f"{socket.gethostname()}:{os.getpid()}"}.items():
+            trial.set_user_attr(key, value)
         single = len(self.spec.objectives) == 1
-        for step, obs in enumerate(self.data):
-            for seed, result in zip(self.spec.seeds, self._fits(arch, settings, obs)):
-                rows.append(_results(result, obs, seed))
-                curves.append({"task": obs.task_label, "image": obs.image, "seed": seed,
-                               **_compact(result.history, self.spec.curve_points)})
-                histories[f"{obs.task_label}/{obs.image}/seed {seed}"] = result.history
-                outputs.setdefault(f"{obs.task_label}-{obs.image}", result.output)
-            if single and dict(self.spec.pruner)["kind"] != "none":
-                name = self.spec.objectives[0][0]
-                trial.report(float(np.mean([r[name] for r in rows])), step)
-                if trial.should_prune():
-                    trial.set_user_attr("results", _jsonable(rows))
-                    raise optuna.TrialPruned(f"pruned after {step + 1} of {len(self.data)} images")
-        trial.set_user_attr("results", _jsonable(rows))
-        trial.set_user_attr("curves", curves)
-        values = [float(np.mean([r[name] for r in rows])) for name, _ in self.spec.objectives]
+        prune = single and dict(self.spec.pruner)["kind"] != "none"
+        stride = step_stride(self.spec)
+        trial.set_user_attr("intermediate values", f"PSNR (dB) of run k at iteration i, step = {stride} k + i")
+        intermediate = _Intermediate(trial, stride, single, prune)
+        rows, histories, outputs = [], {}, {}
+        try:
+            for obs in self.data:
+                first = len(rows)
+                hooks = [intermediate.live(first + j, obs, self.spec.degradation_seed)
+                         for j in range(len(self.spec.seeds))]
+                for j, (seed, result) in enumerate(zip(self.spec.seeds, self._fits(arch, settings, obs, hooks))):
+                    rows.append(_results(result, obs, seed))
+                    for key, value in flat_attrs(f"run{first + j}", rows[-1]).items():
+                        trial.set_user_attr(key, value)
+                    histories[first + j] = (obs, seed, result.history)
+                    outputs.setdefault(f"{obs.task_label}-{obs.image}", (obs, result.restored))
+                for k in range(first, len(rows)):
+                    intermediate.complete(k, histories[k][2])
+        except optuna.TrialPruned:
+            self._upload(trial, histories, outputs)
+            raise
+        values = [_objective(rows, name) for name, _ in self.spec.objectives]
         for (name, _), value in zip(self.spec.objectives, values):
             if not math.isfinite(value):
                 raise ValueError(f"objective {name} is {value} (an image without that measurement?)")
         self._upload(trial, histories, outputs)
-        summary = ", ".join(f"{name} {v:.2f}" for (name, _), v in zip(self.spec.objectives, values))
-        self.log(f"trial {trial.number} {params}: {summary}")
         return values if not single else values[0]
 
-    def _fits(self, arch, settings: dict, obs: _Observation):
+    def _fits(self, arch, settings: dict, obs: _Observation, hooks: list):
         """The fits of every seed on one observation: one :func:`~archlab.batched.fit_many` when the
-        study sets ``batch_seeds`` (and has several seeds), else sequential :func:`~archlab.fit.fit` calls."""
+        study sets ``batch_seeds`` (and has several seeds), else sequential :func:`~archlab.fit.fit` calls,
+        each reporting its evaluations through its hook (``on_evaluation``)."""
         if self.spec.batch_seeds and len(self.spec.seeds) > 1:
             batched = {k: v for k, v in settings.items() if k not in ("lr", "channels_last", "compile")}
             return fit_many(arch, obs.task, obs.y, seeds=list(self.spec.seeds), lrs=settings.get("lr", 0.01),
                             references=obs.reference, device=self.device,
                             degradation_seed=self.spec.degradation_seed, **batched)
         return (fit(arch, obs.task, obs.y, seed=seed, reference=obs.reference, device=self.device,
-                    degradation_seed=self.spec.degradation_seed, progress=False, **settings)
-                for seed in self.spec.seeds)
+                    degradation_seed=self.spec.degradation_seed, progress=False, on_evaluation=hook,
+                    interruptible=True, **settings)
+                for seed, hook in zip(self.spec.seeds, hooks))
 
     def _upload(self, trial: optuna.Trial, histories: dict, outputs: dict) -> None:
-        """The curve PNG and the restored images (first seed) as trial artifacts (optuna-dashboard shows them)."""
+        """Trial artifacts, which optuna-dashboard shows: every fit's history as one CSV (``run``, ``task``,
+        ``image``, ``seed`` and the history's columns), their curves as a PNG, and per (task, image) the
+        observation and the restoration a user gets (:attr:`~archlab.fit.FitResult.restored`, first seed)."""
+        if not histories:
+            return
         with tempfile.TemporaryDirectory() as tmp:
-            frame = pd.concat([_curve_frame(h).assign(panel=k.rsplit("/", 1)[0], seed=k.rsplit("/", 1)[1])
-                               for k, h in histories.items()])
-            paths = [report.plot_curves(frame, Path(tmp) / f"trial-{trial.number}-curves.png", line="seed",
-                                        columns=("psnr", "ratio", "fbc_high"))]
-            for label, output in outputs.items():
-                paths.append(images.save(output, Path(tmp) / f"trial-{trial.number}-{_slug(label)}.png"))
+            table = pd.concat([h.assign(run=k, task=obs.task_label, image=obs.image, seed=seed)
+                               for k, (obs, seed, h) in histories.items()], ignore_index=True)
+            leading = ["run", "task", "image", "seed"]
+            table = table[leading + [c for c in table.columns if c not in leading]]
+            csv = Path(tmp) / f"trial-{trial.number}-curves.csv"
+            table.to_csv(csv, index=False)
+            frame = pd.concat([_curve_frame(h).assign(panel=f"{obs.task_label}/{obs.image}", seed=f"seed {seed}")
+                               for obs, seed, h in histories.values()])
+            paths = [csv, report.plot_curves(frame, Path(tmp) / f"trial-{trial.number}-curves.png", line="seed",
+                                             columns=("psnr", "ratio", "fbc_high"))]
+            for label, (obs, output) in outputs.items():
+                paths.append(images.save(obs.y, Path(tmp) / f"trial-{trial.number}-{_slug(label)}-observed.png"))
+                paths.append(images.save(output, Path(tmp) / f"trial-{trial.number}-{_slug(label)}-restored.png"))
             for path in paths:
                 upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
 
@@ -310,10 +516,58 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
 
 
+class TrialProgress:
+    """An Optuna callback (``study.optimize(callbacks=[...])``) that writes one line per finished trial —
+    number, state, parameters, objectives (or why it failed or where it was pruned), seconds — and,
+    when ``bar`` is true, keeps a tqdm bar of the study's finished trials on stderr."""
+
+    def __init__(self, spec: StudySpec, study: optuna.Study, write=print, bar: bool = False):
+        self.names = [name for name, _ in spec.objectives]
+        self.total = spec.grid_size if spec.is_grid else spec.n_trials
+        self.bar = None
+        if bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, initial=min(self._finished(study), self.total), unit="trial",
+                            desc=spec.name, file=sys.stderr, dynamic_ncols=True)
+        self.write = self.bar.write if self.bar is not None and write is print else write
+
+    @staticmethod
+    def _finished(study: optuna.Study) -> int:
+        trials = study.get_trials(deepcopy=False)
+        retried = {t.system_attrs["retry_history"][-1] for t in trials if t.system_attrs.get("retry_history")}
+        return sum(t.state.is_finished() and t.number not in retried for t in trials)
+
+    @staticmethod
+    def line(trial: optuna.trial.FrozenTrial, names: list[str]) -> str:
+        """``trial N STATE in S s: params -> objectives`` (failure reason / pruning step instead of objectives)."""
+        seconds = trial.duration.total_seconds() if trial.duration is not None else math.nan
+        params = ", ".join(f"{k}={v}" for k, v in trial.params.items()) or "no parameters"
+        if trial.state == TrialState.COMPLETE:
+            outcome = ", ".join(f"{n} {v:.4g}" for n, v in zip(names, trial.values))
+        elif trial.state == TrialState.PRUNED:
+            last = trial.last_step
+            value = trial.intermediate_values.get(last) if last is not None else None
+            outcome = f"pruned at step {last}" + (f" (PSNR {value:.2f} dB)" if value is not None else "")
+        else:
+            outcome = trial.user_attrs.get("fail_reason", "no reason recorded")
+        return f"trial {trial.number} {trial.state.name.lower()} in {seconds:.1f} s: {params} -> {outcome}"
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.write(self.line(trial, self.names))
+        if self.bar is not None:
+            self.bar.n = min(self._finished(study), self.total)
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def run(source: str | os.PathLike | StudySpec, storage: str | None = None, *, n_trials: int | None = None,
         timeout: float | None = None, device: str = "auto", artifacts: str | os.PathLike | None = None,
         heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int | None = GRACE_PERIOD,
-        log=print) -> optuna.Study:
+        log=print, progress: bool | None = None) -> optuna.Study:
     """Run (or continue) a study as one worker until its grid or trial budget is done.
 
     Several workers may run the same study on one storage; each claims the next queued
@@ -331,16 +585,29 @@ def run(source: str | os.PathLike | StudySpec, storage: str | None = None, *, n_
         ``sqlite:///FILE`` or ``postgresql://...``; default :func:`default_storage`.
     n_trials, timeout
         Stop this worker after that many trials / seconds (the study may go on elsewhere).
+    log : callable
+        Receives one line per finished trial (:class:`TrialProgress`).
+    progress : bool, optional
+        A progress bar of the study's trials on stderr; default: when stderr is a terminal.
     """
     spec = source if isinstance(source, StudySpec) else load_study(source)
-    url = storage or default_storage(spec.name if isinstance(source, StudySpec) else source)
-    rdb = make_storage(url, heartbeat_interval, grace_period)
-    study = open_study(spec, rdb)
+    if dict(spec.pruner)["kind"] != "none" and spec.objectives[0] not in [(n, "maximize") for n in PSNR_OBJECTIVES]:
+        _fail("pruner.kind", "a pruner compares the PSNR at each evaluation; allowed with the objective "
+                             f"{', '.join(PSNR_OBJECTIVES)} (maximize); with {spec.objectives[0][0]}: none")
+    if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
+        _fail("n_trials", f"{n_trials!r} is invalid; allowed: an integer ≥ 1")
+    url = storage_url(storage or default_storage(spec.name if isinstance(source, StudySpec) else source))
+    data = observations(spec)  # every image loaded and checked against the space before anything is created
     store_dir = artifacts_dir(url, artifacts)
+    if store_dir.exists() and not store_dir.is_dir():
+        _fail("artifacts", f"{store_dir} is a file; give a folder")
+    with creation_lock(url):
+        rdb = make_storage(url, heartbeat_interval, grace_period)
+        study = open_study(spec, rdb)
     store_dir.mkdir(parents=True, exist_ok=True)
-    objective = _Objective(spec, observations(spec), FileSystemArtifactStore(str(store_dir)), store_dir / "filters",
-                           device, log)
+    objective = _Objective(spec, data, FileSystemArtifactStore(str(store_dir)), store_dir / "filters", device)
     lock = _ClaimLock(url, spec.name)
+    watcher = TrialProgress(spec, study, log, sys.stderr.isatty() if progress is None else progress)
     start, ran, todo = time.monotonic(), 0, "claim"
     try:
         with warnings.catch_warnings():
@@ -351,7 +618,7 @@ def run(source: str | os.PathLike | StudySpec, storage: str | None = None, *, n_
                     todo = _work_left(study, spec)
                     if todo == "claim":
                         objective.release = release
-                        study.optimize(objective, n_trials=1, catch=(Exception,))
+                        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[watcher])
                         ran += 1
                 if todo == "done":
                     break
@@ -365,5 +632,6 @@ def run(source: str | os.PathLike | StudySpec, storage: str | None = None, *, n_
             RetryHeartbeatStaleTrialCallback()(study, trial)
         raise
     finally:
+        watcher.close()
         lock.close()
     return study
