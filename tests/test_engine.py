@@ -21,13 +21,21 @@ def noisy():
     return task, x, task.degrade(x, seed=0)
 
 
+#: How far a vmapped fit may drift from the same fit run alone: the batched convolutions sum in another
+#: order (float32 rounding ~1e-7 per step), and Adam's normalised updates carry that difference through every
+#: iteration; over these tests' 20-60 steps it was up to 3e-4 on a busy 2-core machine (thread counts change
+#: the order too), so 1e-3 - still far below the 1e-2 by which different runs differ.
+SAME_FIT_ATOL = 1e-3
+
+
 def _assert_same_fit(batched, single):
-    assert torch.allclose(batched.output, single.output, atol=1e-4), (batched.output - single.output).abs().max()
-    assert torch.allclose(batched.ema_output, single.ema_output, atol=1e-4)
+    error = (batched.output - single.output).abs().max()
+    assert torch.allclose(batched.output, single.output, atol=SAME_FIT_ATOL), error
+    assert torch.allclose(batched.ema_output, single.ema_output, atol=SAME_FIT_ATOL)
     a, b = batched.history.drop(columns="seconds"), single.history.drop(columns="seconds")
     assert list(a.columns) == list(b.columns)
-    # Blur and sharpness are ratios of small differences: outputs equal to 1e-4 agree there to ~1e-4 relative.
-    np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-3, atol=1e-4)
+    # Blur and sharpness are ratios of small differences: outputs equal to 1e-3 agree there to ~1e-2 relative.
+    np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-2, atol=SAME_FIT_ATOL)
     assert (batched.stopped_at, batched.stop_reason, batched.auto_stop_iteration) == (
         single.stopped_at, single.stop_reason, single.auto_stop_iteration)
     assert batched.spec == single.spec
