@@ -203,7 +203,7 @@ def _expand_runs(given: dict) -> tuple[int, dict]:
 def fit_many(spec: ArchSpec | str, task: Task, observations, *, seeds=0, lrs=0.01, lipschitz=None, sigmas=None,
              references=None, iterations: int = 3000, input_jitter: float = 1 / 30, ema: float = 0.99,
              eval_every: int = 10, stop: str = "none", window: int = stopping.DEFAULT_WINDOW,
-             eps: float = stopping.DEFAULT_EPS, fbc_bands: int = 5, device: str | torch.device = "auto",
+             eps: float | None = None, fbc_bands: int = 5, device: str | torch.device = "auto",
              fast: bool = True, precision: str | None = None, degradation_seed: int | None = None) -> list[FitResult]:
     """K independent DIP fits of one architecture as one vectorised computation.
 
@@ -291,7 +291,7 @@ def fit_many(spec: ArchSpec | str, task: Task, observations, *, seeds=0, lrs=0.0
             raise ValueError(f"references: size {tuple(ref.shape[-2:])} does not match the output size {out_size}")
         runs.append(_Run(index, run_spec, settings, task, physics, y, ref,
                          torch.Generator(device=device).manual_seed(seed + 1), _Monitor(ref, y, fbc_bands),
-                         stopping.RatioRule(window, eps, eval_every), sigma))
+                         stopping.RatioRule(window, settings.eps, eval_every), sigma))
     return _BatchedFit(nets, inputs, runs, device, engine["precision"], per_run["lipschitz"]).run()
 
 

@@ -61,7 +61,7 @@ class FitSettings:
     eval_every: int = 10
     stop: str = "none"
     window: int = stopping.DEFAULT_WINDOW
-    eps: float = stopping.DEFAULT_EPS
+    eps: float | None = None
     patience: int = stopping.DEFAULT_PATIENCE
     ratio_measures: str = "skimage"
     fbc_bands: int = 5
@@ -70,6 +70,8 @@ class FitSettings:
     compile: bool = False
 
     def __post_init__(self):
+        if self.eps is None and self.ratio_measures in stopping.MEASURES:  # ε calibrated for the measures
+            object.__setattr__(self, "eps", stopping.EPS_FOR_MEASURES[self.ratio_measures])
         checks = {
             "iterations": (isinstance(self.iterations, int) and self.iterations >= 1, "an integer ≥ 1"),
             "lr": (self.lr > 0, "a number > 0"),
@@ -79,9 +81,9 @@ class FitSettings:
             "stop": (self.stop in STOPS, ", ".join(STOPS)),
             "window": (isinstance(self.window, int) and self.window >= 1 and self.window % self.eval_every == 0,
                        "a positive multiple of eval_every"),
-            "eps": (self.eps > 0, "a number > 0"),
-            "patience": (isinstance(self.patience, int) and self.patience >= 1, "an integer ≥ 1"),
             "ratio_measures": (self.ratio_measures in stopping.MEASURES, ", ".join(stopping.MEASURES)),
+            "eps": (self.eps is not None and self.eps > 0, "a number > 0"),
+            "patience": (isinstance(self.patience, int) and self.patience >= 1, "an integer ≥ 1"),
             "fbc_bands": (isinstance(self.fbc_bands, int) and self.fbc_bands >= 0, "an integer ≥ 0 (0 = off)"),
             "precision": (self.precision in PRECISIONS, ", ".join(PRECISIONS)),
         }
@@ -211,7 +213,7 @@ class _Monitor:
 def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: torch.Tensor, *,
         iterations: int = 3000, lr: float = 0.01, input_jitter: float = 1 / 30, ema: float = 0.99, seed: int = 0,
         device: str | torch.device = "auto", eval_every: int = 10, reference: torch.Tensor | None = None,
-        stop: str = "none", window: int = stopping.DEFAULT_WINDOW, eps: float = stopping.DEFAULT_EPS,
+        stop: str = "none", window: int = stopping.DEFAULT_WINDOW, eps: float | None = None,
         patience: int = stopping.DEFAULT_PATIENCE, ratio_measures: str = "skimage", fbc_bands: int = 5, fast: bool = True, precision: str | None = None, channels_last: bool | None = None,
         compile: bool | None = None, net_input: torch.Tensor | None = None, progress: bool | None = None,
         degradation_seed: int | None = None, on_evaluation=None, interruptible: bool = False) -> FitResult:
@@ -237,7 +239,8 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
         where it would stop (``none`` runs all ``iterations``); naming a rule stops there and
         returns its output; ``auto`` takes the task's rule from :data:`AUTO_STOP`; ``record``
         reports where that rule would stop but runs all ``iterations``.
-        ``ratio`` is paper 000 eq. 8 (Δr < ``eps`` over windows of ``window`` iterations);
+        ``ratio`` is paper 000 eq. 8 (Δr < ``eps`` over windows of ``window`` iterations; ``eps``
+        defaults to the value calibrated for ``ratio_measures``, :data:`archlab.stopping.EPS_FOR_MEASURES`);
         ``wmv``/``emv`` stop ``patience`` iterations after the variance of the outputs was
         least (Wang et al. 2023) and return the output there; ``discrepancy`` stops when
         the data-fit residual reaches the noise level (Gaussian σ or Poisson ζ of the task).

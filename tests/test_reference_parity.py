@@ -132,3 +132,11 @@ def test_the_engine_keeps_fp32_where_bf16_loses_the_signal():
     assert "bf16" in result.extras["engine"] and "%" in result.extras["engine"]
     asked = fit("shi-decoder", tasks.Denoise(25), y, iterations=1, eval_every=1, precision="bf16", progress=False)
     assert asked.settings["precision"] == "bf16"
+
+
+def test_eps_defaults_to_the_value_calibrated_for_the_measures():
+    from archlab.fit import FitSettings
+
+    assert FitSettings().eps == stopping.EPS_FOR_MEASURES["skimage"] == 0.008
+    assert FitSettings(ratio_measures="paper").eps == stopping.DEFAULT_EPS == 0.01
+    assert FitSettings(eps=0.05).eps == 0.05
