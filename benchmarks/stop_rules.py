@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("-o", "--out", type=Path, required=True)
     args = parser.parse_args()
     frame = pd.DataFrame([row for path in args.trajectories for row in replay(path, args.sigma, args.patience)])
-    per_run = frame.set_index(["run", "rule"])
+    per_run = frame.set_index("run")
     summary = frame.groupby("rule")["gap to peak"].agg(["mean", "max"]).rename(
         columns={"mean": "mean gap to peak", "max": "largest gap"}).sort_values("mean gap to peak")
     text = ("Per run and rule (PSNR of the network output; a rule that never fired: the last output)\n\n"
