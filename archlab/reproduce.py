@@ -321,13 +321,14 @@ REFERENCE_CODE = {
 
 
 def _denoise_set9_text(table: pd.DataFrame) -> str:
-    """Per configuration: the oracle peak and the last iterate (raw and EMA), where the ratio rule
-    stopped, the PSNR at the checkpoints, and the papers' own code on the same images beside them."""
+    """Per configuration: the oracle peak and the last iterate (raw and EMA), the PSNR at the checkpoints,
+    and the papers' own code on the same images beside them. Where the stop rules stop is replayed from the
+    trajectories (``benchmarks/stop_rules.py``), the same way for every run."""
     parts = []
     for config, group in table.groupby("config", sort=False):
         group = group.set_index("image")
         cols = ["observation_psnr", "peak_psnr", "peak_iteration", "final_psnr", "peak_psnr_ema", "final_psnr_ema",
-                "stop_iteration", "stop_psnr", "lipschitz", "seconds", "engine"]
+                "lipschitz", "seconds", "engine"]
         frame = group[[c for c in cols if c in group]].copy()
         frame.insert(frame.columns.get_loc("final_psnr") + 1, "drop", frame["peak_psnr"] - frame["final_psnr"])
         reference = REFERENCE_CODE.get(config, {})
