@@ -33,8 +33,8 @@ def replay(path: Path, sigma: float | None, patience: int = 1000) -> list[dict]:
     psnr = [float(metrics.psnr(o[None], reference)) for o in outputs]
     peak = int(np.argmax(psnr))
     rules = {
-        "ratio (archlab measures)": stopping.RatioRule(100, stopping.DEFAULT_EPS, every),
-        "ratio (paper measures)": stopping.RatioRule(100, stopping.DEFAULT_EPS, every),
+        "ratio (archlab measures)": stopping.RatioRule(100, stopping.EPS_FOR_MEASURES["skimage"], every),
+        "ratio (paper measures)": stopping.RatioRule(100, stopping.EPS_FOR_MEASURES["paper"], every),
         "wmv": stopping.WMVRule(window=max(2, 100 // every), patience=patience),
         "emv": stopping.EMVRule(decay=1 - (1 - stopping.DEFAULT_EMV_DECAY) ** every, patience=patience),
         "discrepancy (estimated σ)": stopping.DiscrepancyRule(y=y),
