@@ -418,7 +418,10 @@ def lipschitz_for_size(spec: ArchSpec, size: tuple[int, int]) -> float:
     ``n = min(H, W) / spec.scale``. Paper 000's decoder (5 levels, input at H/32) at σ = 25 fits
     a 128-px image (n = 4) at λ = 2 without decay by 4,000 iterations (its code: F16 ×¼ 27.60 dB at
     4,000, peak 27.64), while a 64-px image (n = 2) overfits at λ = 2 (House ×¼: 27.83 dB at 180,
-    25.98 at 500) and holds at λ = 1.4 (REFERENCE §5b; ``results/denoise-set9``). Between and
+    25.98 at 500) and holds at λ = 1.4 (REFERENCE §5b; ``results/denoise-set9``). On the four Set9 images
+    at 64 px (``results/decoder-lambda``) only λ = 1.4 kept every image within 0.1 dB of its peak, λ = 1.7
+    lost 1.2-2.7 dB on three; at 1.4 the smooth images (F16, Peppers) were still rising at 3,000
+    iterations, so the rule guards against decay, not slow fits. Between and
     beyond the measured points of :data:`LIPSCHITZ_BY_INPUT_SIDE` λ is interpolated linearly in
     log₂ n and held constant outside them.
 
