@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
@@ -270,9 +271,9 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
     device = resolve_device(device)
     engine = engine_settings(device, fast, precision, channels_last, compile)
     precision_requested = precision is not None
-    FitSettings(iterations=iterations, lr=lr, input_jitter=input_jitter, ema=ema, seed=seed, eval_every=eval_every,
-                stop=stop, window=window, eps=eps, patience=patience, ratio_measures=ratio_measures,
-                fbc_bands=fbc_bands, **engine)  # validate before any work
+    settings = FitSettings(iterations=iterations, lr=lr, input_jitter=input_jitter, ema=ema, seed=seed,
+                           eval_every=eval_every, stop=stop, window=window, eps=eps, patience=patience,
+                           ratio_measures=ratio_measures, fbc_bands=fbc_bands, **engine)  # validated before any work
     if observation.ndim != 4 or observation.shape[0] != 1:
         raise ValueError(f"observation: expected shape (1, C, H, W), got {tuple(observation.shape)}")
     y = observation.to(device, torch.float32)
@@ -291,17 +292,14 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
         spec_dict = spec.to_dict()
     net = net.to(device).train()
     z = z.to(device)
-    engine_note = "as requested" if precision_requested or engine["precision"] == "fp32" else "bf16 keeps the signal"
-    if engine["precision"] == "bf16" and not precision_requested:
+    engine_note = "as requested" if precision_requested or settings.precision == "fp32" else "bf16 keeps the signal"
+    if settings.precision == "bf16" and not precision_requested:
         error, layer = bf16_error(net, z)
         if error > BF16_MAX_RELATIVE_ERROR:
-            engine["precision"] = "fp32"
+            settings = dataclasses.replace(settings, precision="fp32")
             engine_note = (f"fp32: in bf16 the activations of layer {layer} are off by {error:.0%} "
                            f"(> {BF16_MAX_RELATIVE_ERROR:.0%})")
-    precision, channels_last = engine["precision"], engine["channels_last"]
-    settings = FitSettings(iterations=iterations, lr=lr, input_jitter=input_jitter, ema=ema, seed=seed,
-                           eval_every=eval_every, stop=stop, window=window, eps=eps, patience=patience,
-                           ratio_measures=ratio_measures, fbc_bands=fbc_bands, **engine)
+    precision, channels_last = settings.precision, settings.channels_last
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=memory_format)
     z = z.contiguous(memory_format=memory_format)
@@ -435,9 +433,8 @@ class _StopRules:
             self.ema = ema.clone() if self.ema is None else torch.where(at.view(-1, 1, 1, 1), ema, self.ema)
 
     def evaluate(self, iteration: int, r: torch.Tensor, restored: torch.Tensor) -> None:
-        was = self.ratio.stopped
         fired = self.ratio.update(iteration, r)
-        if self.ratio_output is None and bool(fired[0]) and (was is None or not bool(was[0])):
+        if self.ratio_output is None and bool(fired[0]):  # the flag stays set: the first fire keeps the output
             self.ratio_output = restored.clone()
 
     def stopped(self) -> bool:
@@ -451,8 +448,7 @@ class _StopRules:
             rule = self._rule(name)
             if rule is None or rule.stopped is None:
                 continue
-            detected = int(rule.detected_iteration[0]) if name != "ratio" else int(rule.stop_iteration[0])
-            stopped = int(rule.stop_iteration[0])
+            detected, stopped = int(rule.detected_iteration[0]), int(rule.stop_iteration[0])
             if name == "ratio":
                 output = self.ratio_output
             else:

@@ -272,13 +272,16 @@ def run_experiment(name: str, out: str | Path, device: str = "auto", only: str |
 
 def datasets_needed(name: str) -> list[str]:
     """The dataset folders (under :func:`archlab.images.datasets_root`) experiment ``name`` reads."""
-    return sorted({Path(run.image).parts[0] for run in EXPERIMENTS[name]()
-                   if run.image not in images.builtin_names()})
+    return _datasets(EXPERIMENTS[name]())
+
+
+def _datasets(runs: list[Run]) -> list[str]:
+    return sorted({Path(run.image).parts[0] for run in runs if run.image not in images.builtin_names()})
 
 
 def _check_sources(name: str, runs: list[Run]) -> None:
     """Fail before anything is written when an image of the runs is missing (naming the datasets)."""
-    needed = ", ".join(datasets_needed(name))
+    needed = ", ".join(_datasets(runs))
     try:
         root = images.datasets_root()
     except ValueError:

@@ -19,8 +19,15 @@ import pandas as pd
 import torch
 
 from archlab import images, metrics, report, stopping
+from archlab.fit import output_measures
 
 EPS_GRID = tuple(round(0.002 * k, 3) for k in range(1, 31))
+
+
+def ratio(x: torch.Tensor, measures: str) -> torch.Tensor:
+    """r = B / S of an output as a fit measures it with ``measures`` (:func:`archlab.fit.output_measures`)."""
+    blur, sharpness, _ = output_measures(x, measures=measures)
+    return blur / sharpness
 
 
 def ratios(path: Path) -> pd.DataFrame:
@@ -32,8 +39,7 @@ def ratios(path: Path) -> pd.DataFrame:
     for iteration, output in zip(data["iteration"], outputs):
         x = output[None]
         rows.append({"iteration": int(iteration), "psnr": float(metrics.psnr(x, reference)),
-                     "r_skimage": float(stopping.blur_effect(x) / stopping.mlv_sharpness(images.to_grey(x))),
-                     "r_paper": float(stopping.blur_effect_paper(x) / stopping.mlv_sharpness_paper(x))})
+                     "r_skimage": float(ratio(x, "skimage")), "r_paper": float(ratio(x, "paper"))})
     return pd.DataFrame(rows)
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from archlab import images, metrics, report, stopping
+from archlab.fit import output_measures
 
 
 def replay(path: Path, sigma: float | None, patience: int = 1000) -> list[dict]:
@@ -43,9 +44,9 @@ def replay(path: Path, sigma: float | None, patience: int = 1000) -> list[dict]:
         rules["discrepancy (known σ)"] = stopping.DiscrepancyRule(sigma=sigma / 255.0)
     for iteration, output in zip(iterations, outputs):
         x = output[None]
-        rules["ratio (archlab measures)"].update(
-            iteration, stopping.blur_effect(x) / stopping.mlv_sharpness(images.to_grey(x)))
-        rules["ratio (paper measures)"].update(iteration, stopping.blur_effect_paper(x) / stopping.mlv_sharpness_paper(x))
+        for measures in ("archlab", "paper"):
+            blur, sharpness, _ = output_measures(x, measures="paper" if measures == "paper" else "skimage")
+            rules[f"ratio ({measures} measures)"].update(iteration, blur / sharpness)
         rules["wmv"].update(iteration, x)
         rules["emv"].update(iteration, x)
         residual = (x - y).square().mean().reshape(1)
