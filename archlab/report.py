@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePath
 
 import numpy as np
@@ -107,6 +107,52 @@ def plot_fit_curves(history, path: str | os.PathLike, stop_iteration: int | None
     ax.legend(handles=handles, loc="lower right", fontsize=8)
     ax.set_title(plain_title(title))
     return save_figure(fig, path, dpi=120)
+
+
+#: Colour and line style of each stop rule in :func:`plot_stop_points`.
+RULE_STYLES = {"ratio": ("C2", "--"), "wmv": ("C3", "-."), "emv": ("C4", ":"), "discrepancy": ("k", "--")}
+
+
+def plot_stop_points(curves: Mapping[str, pd.DataFrame], stops: Mapping[str, Mapping[str, int | None]],
+                     path: str | os.PathLike, title: str = "", columns: int = 4) -> Path:
+    """PSNR curves with the iteration every stop rule detected marked on each.
+
+    One panel per entry of ``curves`` (a fit's history: ``iteration``, ``psnr``, ``psnr_ema``), the raw
+    output's PSNR and its EMA's, its peak as a dot, and a vertical line per rule of ``stops[key]``
+    (rule name → detected iteration; ``None``: the rule did not detect, left out), styled by
+    :data:`RULE_STYLES`. Written as PNG, PDF or SVG by the path's suffix.
+    """
+    keys = list(curves)
+    if not keys:
+        raise ValueError("curves: nothing to plot")
+    rows = -(-len(keys) // columns)
+    figure = Figure(figsize=(3.3 * min(columns, len(keys)) + 1.6, 2.6 * rows), layout="constrained")
+    axes = figure.subplots(rows, min(columns, len(keys)), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        history = curves[key]
+        ax.plot(history["iteration"], history["psnr"], color="C0", lw=1.1, label="output")
+        ax.plot(history["iteration"], history["psnr_ema"], color="C1", lw=1.0, alpha=0.8, label="EMA")
+        peak = history["psnr"].idxmax()
+        ax.plot(history["iteration"][peak], history["psnr"][peak], "o", color="C0", ms=4, label="peak")
+        for rule, iteration in stops.get(key, {}).items():
+            if iteration is not None and not pd.isna(iteration):
+                colour, style = RULE_STYLES.get(rule, ("0.5", "-"))
+                ax.axvline(int(iteration), color=colour, linestyle=style, lw=1.1, label=rule)
+        ax.set_title(plain_title(key), fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.set_xlabel("iteration", fontsize=8)
+        ax.set_ylabel("PSNR (dB)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
+    handles, labels = {}, []
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    figure.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize="small", frameon=False)
+    if title:
+        figure.suptitle(plain_title(title))
+    return save_figure(figure, path, dpi=110)
 
 
 # --- studies: paper tables and figures (rendered from archlab.studies data frames) ---

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from archlab import images, metrics, models, report, stopping, tasks
-from archlab.fit import fit
+from archlab.fit import RULES, fit
 
 SET9_DENOISE = ("image_Baboon512rgb.png", "image_F16_512rgb.png", "image_House256rgb.png", "image_Peppers512rgb.png")
 #: Paper 001 Table 2 (DIP oracle PSNR, Set9 ×¼, σ = 25, mean of 5 runs).
@@ -120,7 +120,39 @@ def tasks_runs(iterations: int = 2000) -> list[Run]:
     return runs
 
 
-EXPERIMENTS = {"denoise-set9": denoise_set9_runs, "decoder-lambda": decoder_lambda_runs, "tasks": tasks_runs}
+#: The tasks of :func:`stopping_runs`: (label, task, (image, downscale) x 4); every image ends 64 x 64.
+STOPPING_TASKS = (
+    *((f"denoise σ={sigma:g}", {"task": "denoise", "sigma": float(sigma), "rng": "numpy"},
+       tuple((f"set9/{image}", 4 if "256" in image else 8) for image in SET9_DENOISE)) for sigma in (15, 25, 50)),
+    ("poisson ζ=0.1", {"task": "poisson", "scale": 0.1},
+     tuple((f"set12/{n}.png", 4) for n in ("01", "02", "04", "05"))),
+    ("jpeg q=10", {"task": "jpeg", "quality": 10},
+     tuple((f"classic5/{n}.png", 8) for n in ("lena", "boats", "barbara", "peppers"))),
+    ("inpaint center 0.25", {"task": "inpaint", "mask": "center", "ratio": 0.25},
+     tuple((f"set9/kodim{n}.png", 8) for n in ("01", "02", "03", "12"))),
+    ("inpaint bernoulli 0.5", {"task": "inpaint", "mask": "bernoulli", "drop": 0.5},
+     tuple((f"inpainting/bernoulli/images/{n}", 4) for n in ("house.png", "peppers256.png", "Cameraman256.png",
+                                                             "couple.png"))),
+    ("sr ×4", {"task": "sr", "factor": 4}, tuple((f"cbsd68/{n:04d}.png", 4) for n in (10, 11, 12, 13))),
+)
+#: Fit settings of :func:`stopping_runs` per preset: Ulyanov et al.'s for their network, ``archlab restore``'s
+#: for the default decoder; both record every rule and run to the cap, so the oracle peak is known.
+STOPPING_FITS = {"ulyanov-dip": {"iterations": 2000, "lr": 0.01, "input_jitter": 1 / 30, "ema": 0.99, "stop": "record"},
+                 "controlled-64": {"iterations": 3000, "lr": 0.002, "input_jitter": 1 / 30, "ema": 0.99,
+                                   "stop": "record"}}
+
+
+def stopping_runs() -> list[Run]:
+    """Every stop rule on every task: each task of :data:`STOPPING_TASKS` on its four 64-px images, through
+    ``ulyanov-dip`` and ``controlled-64`` (:data:`STOPPING_FITS`), seed 0, every rule recorded beside the fit.
+    The images are small so that the 64 fits take about three CPU hours on one thread each."""
+    return [Run(f"{label} · {arch}", image, arch, task, fit_settings, downscale=down, size=64, resize="pil")
+            for label, task, sources in STOPPING_TASKS for image, down in sources
+            for arch, fit_settings in STOPPING_FITS.items()]
+
+
+EXPERIMENTS = {"denoise-set9": denoise_set9_runs, "decoder-lambda": decoder_lambda_runs, "tasks": tasks_runs,
+               "stopping": stopping_runs}
 
 
 def load_clean(run: Run) -> torch.Tensor:
@@ -146,11 +178,17 @@ def _finished(csv: Path) -> set[str]:
     return set(done["config"] + "|" + done["image"]) if len(done) else set()
 
 
+def slug(key: str) -> str:
+    """``key`` (a run's ``config|image`` or a task label) as a file name: runs of other characters than
+    letters, digits and ``._=-`` become one ``_``, none at either end."""
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", key).strip("_")
+
+
 @contextlib.contextmanager
 def _claim(out: Path, key: str):
     """Claim run ``key`` for this process (a file holding its PID), so that processes sharing ``out``
     split the runs; a claim whose process has died is taken over. Yields whether the claim is ours."""
-    path = out / "claims" / (re.sub(r"[^A-Za-z0-9._=-]+", "_", key) + ".pid")
+    path = out / "claims" / (slug(key) + ".pid")
     path.parent.mkdir(exist_ok=True)
     with open(out / "claims.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -183,12 +221,15 @@ def _append_row(csv: Path, row: dict) -> pd.DataFrame:
 CHECKPOINTS = (250, 500, 1000, 2000, 3000, 4000)
 
 
-def execute(run: Run, device: str = "auto", fast: bool = False, trajectory: Path | None = None) -> dict:
-    """Fit one run and return its table row (PSNRs against the clean image).
+def execute(run: Run, device: str = "auto", fast: bool = False, trajectory: Path | None = None,
+            curve: Path | None = None) -> dict:
+    """Fit one run and return its table row (PSNRs against the clean image; per stop rule of
+    :data:`archlab.fit.RULES` where it detected, stopped, and the PSNR of its output).
 
     ``fast=False`` (the default) fits in eager fp32. With ``trajectory`` the network's output at every
     evaluation is saved there (``.npz``: ``iteration`` and ``output`` as float16), for measures computed
-    after the fit (stopping rules, their calibration).
+    after the fit (stopping rules, their calibration); with ``curve`` the PSNR of the output and of its
+    EMA at every evaluation (CSV).
     """
     task = tasks.task_from_dict(run.task)
     x = load_clean(run)
@@ -203,6 +244,9 @@ def execute(run: Run, device: str = "auto", fast: bool = False, trajectory: Path
             np.savez_compressed(handle, iteration=np.array([i for i, _ in frames]),
                                 output=torch.cat([o for _, o in frames]).numpy(), observation=y.numpy(),
                                 reference=reference.numpy())
+    if curve is not None:
+        with images.atomic_path(curve) as tmp:
+            result.history[["iteration", "psnr", "psnr_ema"]].to_csv(tmp, index=False, float_format="%.4f")
     s = result.summary()
     baseline = task.physics(tuple(y.shape)).baseline(y)
     row = {"config": run.config, "image": _short(run.image), "size": f"{x.shape[-1]}x{x.shape[-2]}",
@@ -211,7 +255,8 @@ def execute(run: Run, device: str = "auto", fast: bool = False, trajectory: Path
            "peak_psnr_ema": s["peak_psnr_ema"], "final_psnr_ema": s["final_psnr_ema"],
            "stop_iteration": s["auto_stop_iteration"], "stop_psnr": s.get("stop_psnr", math.nan),
            "iterations": s["iterations"], "seconds": s["seconds"], "engine": result.settings["precision"],
-           "lipschitz": result.spec.get("lipschitz")}
+           "lipschitz": result.spec.get("lipschitz"), "stop_rule": s["stop_rule"], "rules": " ".join(result.rules)}
+    row.update({key: value for key, value in s.items() if key.startswith(tuple(f"{rule}_" for rule in RULES))})
     psnr = result.history.set_index("iteration")["psnr"] if "psnr" in result.history else None
     for checkpoint in CHECKPOINTS:
         if psnr is not None and checkpoint in psnr.index:
@@ -258,9 +303,11 @@ def run_experiment(name: str, out: str | Path, device: str = "auto", only: str |
                 continue
             path = None
             if trajectories:
-                path = out / "trajectories" / (re.sub(r"[^A-Za-z0-9._=-]+", "_", key) + ".npz")
+                path = out / "trajectories" / (slug(key) + ".npz")
                 path.parent.mkdir(exist_ok=True)
-            row = execute(run, device, fast=fast, trajectory=path)
+            curve = out / "curves" / (slug(key) + ".csv")
+            curve.parent.mkdir(exist_ok=True)
+            row = execute(run, device, fast=fast, trajectory=path, curve=curve)
             table = _append_row(csv, row)
         done = table[(table["config"] + "|" + table["image"]).isin(keys)]
         left = len(keys) - len(done)
@@ -387,10 +434,73 @@ def _tasks_text(table: pd.DataFrame) -> str:
     return text + "\n"
 
 
+def _rule_outcomes(table: pd.DataFrame) -> pd.DataFrame:
+    """Per run and rule of :data:`archlab.fit.RULES`: the PSNR of what a fit stopped by that rule returns and
+    its gap to the run's oracle peak. A rule that never detected returns the fit's last EMA, as ``fit`` does;
+    ``auto`` is the task's rule of :data:`archlab.fit.AUTO_STOP`."""
+    rows = []
+    for _, run in table.iterrows():
+        task, arch = run["config"].split(" · ")
+        row = {"task": task, "arch": arch, "image": run["image"], "peak": run["peak_psnr"],
+               "peak at": run["peak_iteration"], "peak EMA": run["peak_psnr_ema"], "last": run["final_psnr"]}
+        for rule in str(run["rules"]).split():
+            detected = pd.notna(run.get(f"{rule}_iteration"))
+            psnr = run[f"{rule}_psnr"] if detected else run["final_psnr_ema"]
+            row |= {f"{rule} at": run.get(f"{rule}_iteration"), f"{rule}": psnr, f"{rule} gap": run["peak_psnr"] - psnr}
+        chosen = run["stop_rule"]
+        row |= {"auto rule": chosen, "auto": row.get(chosen, math.nan), "auto gap": row.get(f"{chosen} gap", math.nan),
+                "auto EMA": run.get(f"{chosen}_psnr_ema", math.nan)}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _stopping_text(table: pd.DataFrame) -> str:
+    """Per task and network: the mean and largest gap of every rule to the oracle peak; then every run."""
+    outcomes = _rule_outcomes(table)
+    gaps = [c for c in outcomes if c.endswith(" gap")]
+    summary = outcomes.groupby(["task", "arch"], sort=False)[gaps].agg(["mean", "max"])
+    summary.columns = [f"{rule.removesuffix(' gap')} {stat}" for rule, stat in summary.columns]
+    summary.insert(0, "runs", outcomes.groupby(["task", "arch"], sort=False).size())
+    summary.insert(1, "auto rule", outcomes.groupby(["task", "arch"], sort=False)["auto rule"].first())
+    overall = outcomes[gaps].agg(["mean", "max"])
+    parts = ["### Gap to the oracle peak (dB), mean and largest per task\n\n" + report.markdown_table(summary),
+             "### Over every run\n\n" + report.markdown_table(overall.T.rename_axis("rule"))]
+    for (task, arch), group in outcomes.groupby(["task", "arch"], sort=False):
+        frame = group.drop(columns=["task", "arch"]).set_index("image")
+        for col in [c for c in frame if c.endswith(" at")]:
+            frame[col] = pd.to_numeric(frame[col], errors="coerce").round().astype("Int64")
+        parts.append(f"### {task} · {arch}\n\n" + report.markdown_table(frame))
+    return "\n\n".join(parts) + "\n"
+
+
+def write_stop_figures(table: pd.DataFrame, out: str | Path) -> list[Path]:
+    """One figure per task of a ``stopping`` table (``out/figures/TASK.png``): each run's PSNR curve
+    (from ``out/curves/``) with the iteration every rule detected marked."""
+    out = Path(out)
+    written = []
+    for task, group in table.assign(task=table["config"].str.split(" · ").str[0]).groupby("task", sort=False):
+        curves, stops = {}, {}
+        for _, run in group.iterrows():
+            key = f"{run['config']}|{run['image']}"
+            path = out / "curves" / (slug(key) + ".csv")
+            if not path.exists():
+                continue
+            label = f"{run['image']} · {run['config'].split(' · ')[1]}"
+            curves[label] = pd.read_csv(path)
+            stops[label] = {rule: run.get(f"{rule}_iteration") for rule in RULES}
+        if curves:
+            written.append(report.plot_stop_points(curves, stops, out / "figures" / f"{slug(task)}.png", title=task))
+    return written
+
+
 def write_table(name: str, table: pd.DataFrame, out: str | Path) -> str:
-    """Markdown table of an experiment (per image and mean per configuration), written to ``out/table.md``."""
+    """Markdown table of an experiment (per image and mean per configuration), written to ``out/table.md``
+    (``stopping``: also its figures, :func:`write_stop_figures`)."""
     if name == "tasks":
         text = _tasks_text(table)
+    elif name == "stopping":
+        text = _stopping_text(table)
+        write_stop_figures(table, out)
     else:
         text = _denoise_set9_text(table) if name == "denoise-set9" else _generic_text(table)
     with images.atomic_path(Path(out) / "table.md") as tmp:

@@ -111,3 +111,38 @@ def test_progress_lines_count_the_runs_and_estimate_the_time_left(tiny_experimen
     reproduce.run_experiment(tiny_experiment, tmp_path, device="cpu", log=lines.append)
     assert lines[0].startswith("[1/2] a camera") and "min of fits left" in lines[0]
     assert lines[1].startswith("[2/2] b camera") and "left" not in lines[1]
+
+
+def test_stopping_covers_every_task_on_four_images_through_both_networks():
+    runs = reproduce.stopping_runs()
+    tasks = {r.config.split(" · ")[0] for r in runs}
+    assert tasks == {"denoise σ=15", "denoise σ=25", "denoise σ=50", "poisson ζ=0.1", "jpeg q=10",
+                     "inpaint center 0.25", "inpaint bernoulli 0.5", "sr ×4"}
+    for task in tasks:
+        for arch in ("ulyanov-dip", "controlled-64"):
+            chosen = [r for r in runs if r.config == f"{task} · {arch}"]
+            assert len({r.image for r in chosen}) == 4 and all(r.fit["stop"] == "record" for r in chosen)
+    assert all(tuple(reproduce.load_clean(r).shape[-2:]) == (64, 64) for r in runs[::8])
+
+
+def test_stopping_table_scores_each_rule_against_the_oracle_peak(tmp_path):
+    curves = tmp_path / "curves"
+    curves.mkdir()
+    history = pd.DataFrame({"iteration": [10, 20, 30], "psnr": [20.0, 25.0, 24.0], "psnr_ema": [19.0, 24.0, 24.5]})
+    rows = []
+    for image, wmv_psnr in (("a", 24.0), ("b", 25.0)):
+        rows.append(_row("denoise σ=25 · controlled-64", image, peak_psnr=25.0, final_psnr_ema=24.5,
+                         rules="ratio wmv emv discrepancy", stop_rule="discrepancy",
+                         ratio_iteration=None, ratio_psnr=None, wmv_iteration=20, wmv_psnr=wmv_psnr,
+                         emv_iteration=30, emv_psnr=24.0, discrepancy_iteration=20, discrepancy_psnr=24.8,
+                         discrepancy_psnr_ema=24.6))
+        history.to_csv(curves / (reproduce.slug(f"denoise σ=25 · controlled-64|{image}") + ".csv"), index=False)
+    rows.append(_row("sr ×4 · controlled-64", "c", peak_psnr=23.0, rules="ratio wmv emv", stop_rule="wmv",
+                     wmv_iteration=20, wmv_psnr=22.0))
+    text = reproduce.write_table("stopping", pd.DataFrame(rows), tmp_path)
+    lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    # a rule that never detected returns the last EMA (24.5: gap 0.5); the auto rule is the task's
+    assert "| a | 25.00 | 500 | 25.50 | 24.00 |  | 24.50 | 0.50 | 20 | 24.00 | 1.00 |" in text
+    assert "b" in lines and "| discrepancy | 24.80 | 0.20 | 24.60 |" in lines["a"]
+    assert "sr ×4" in text and "discrepancy" not in lines["c"]
+    assert [p.name for p in (tmp_path / "figures").iterdir()] == ["denoise_=25.png"]
