@@ -168,13 +168,13 @@ def load_clean(run: Run) -> torch.Tensor:
     return images.center_crop(x, math.lcm(spec.multiple, getattr(task, "factor", 1)))
 
 
-def _read(csv: Path) -> pd.DataFrame:
+def read_rows(csv: Path) -> pd.DataFrame:
     """The rows so far; configuration and image names stay strings (an image named ``0000`` is not 0)."""
     return pd.read_csv(csv, dtype={"config": str, "image": str}) if csv.exists() else pd.DataFrame()
 
 
 def _finished(csv: Path) -> set[str]:
-    done = _read(csv)
+    done = read_rows(csv)
     return set(done["config"] + "|" + done["image"]) if len(done) else set()
 
 
@@ -210,7 +210,7 @@ def _append_row(csv: Path, row: dict) -> pd.DataFrame:
     """Append ``row`` to ``csv`` (atomically, under a lock, rereading rows other processes added)."""
     with open(csv.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        done = _read(csv)
+        done = read_rows(csv)
         done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
         with images.atomic_path(csv) as tmp:
             done.to_csv(tmp, index=False)
@@ -314,7 +314,7 @@ def run_experiment(name: str, out: str | Path, device: str = "auto", only: str |
         eta = f", about {left * done['seconds'].mean() / 60:.0f} min of fits left" if left else ""
         log(f"[{len(done)}/{len(keys)}] {run.config} {row['image']}: peak {row['peak_psnr']:.2f} @ "
             f"{row['peak_iteration']}, final {row['final_psnr']:.2f}, {row['seconds']:.0f} s{eta}")
-    return _read(csv)
+    return read_rows(csv)
 
 
 def datasets_needed(name: str) -> list[str]:
