@@ -10,7 +10,7 @@ machine whose load changes slows them alike), and returns a table of medians:
   :func:`archlab.fit.fit` with its fast settings and with the fp32 reference settings:
   seconds per iteration, PSNR after N iterations, achieved GFLOP/s and the fraction of the
   machine's measured matmul peak (a roofline fraction);
-* :func:`bench_many` - :func:`archlab.batched.fit_many` of K runs against K sequential fits;
+* :func:`bench_many` - :func:`archlab.fit.fit_many` of K runs against K sequential fits;
 * :func:`bench_monitors` - the on-device monitors of a fit (Crete blur, MLV sharpness, FBC, two PSNRs)
   against paper 000's per-iteration NumPy/SciPy code for the same metrics and against tuned NumPy
   forms of archlab's definitions, on one 512×512 RGB image.
@@ -38,9 +38,8 @@ from skimage.metrics import peak_signal_noise_ratio
 from torch.utils.flop_counter import FlopCounterMode
 
 from archlab import filters, images, layers, metrics, models, spectral, stopping, tasks
-from archlab.batched import fit_many
 from archlab.engine import engine_settings, resolve_device
-from archlab.fit import fit, output_measures
+from archlab.fit import fit, fit_many, output_measures
 
 DIP_CONFIGS = (("ulyanov-dip", 128), ("faster-dip-64", 256))
 
@@ -278,7 +277,7 @@ def _describe(settings: dict) -> str:
 def bench_many(spec: models.ArchSpec | str = "controlled-64", size: int = 64, ks=(1, 4, 8), iterations: int = 100,
                image: str = "astronaut", sigma: float = 25.0, repeats: int = 1, eval_every: int = 10,
                fast: bool = True, device: str | torch.device = "auto") -> pd.DataFrame:
-    """Fit-iterations per second of :func:`~archlab.batched.fit_many` (K runs, seeds 0..K-1) against K sequential fits.
+    """Fit-iterations per second of :func:`~archlab.fit.fit_many` (K runs, seeds 0..K-1) against K sequential fits.
 
     Both compute in the precision ``fit_many`` resolves from ``fast``; the sequential fits
     also use ``fast``'s channels-last, which ``vmap`` cannot. Only the loops are timed (``FitResult.seconds``);

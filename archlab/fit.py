@@ -1,4 +1,4 @@
-"""The DIP optimisation loop: fit one network to one degraded image, measuring as it goes.
+"""Fit DIP networks to degraded images: :func:`fit` (one run) and :func:`fit_many` (K runs at once).
 
 ``fit`` minimises the task's data term ‖A f_θ(z + η_t) − y‖² over the weights θ
 with Adam (Ulyanov et al. 2018), from a fixed random input z jittered by
@@ -12,42 +12,32 @@ rule, Wang et al.'s windowed and exponential moving variance, the discrepancy pr
 each records where it would stop, and one of them - named, or the task's :data:`AUTO_STOP`
 rule - may end the fit and give its output. The moving average is bias-corrected as in
 Adam; a divergence guard restores the last good weights after a loss jump and gives up
-after repeated ones.
+after repeated ones. The loop itself is :func:`archlab.loop.run`, shared by both.
 """
 
 from __future__ import annotations
 
-import copy
-import math
-import signal
-import sys
-import threading
-import time
 import dataclasses
+import math
+import numbers
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 import torch
 import torch.nn as nn
 
-from archlab import images, metrics, spectral, stopping
+from archlab import loop, stopping
+from archlab.batched import VmappedNets, use_gaussian_upsampling
 from archlab.engine import BF16_MAX_RELATIVE_ERROR, PRECISIONS, CompiledModule, bf16_error, engine_settings, resolve_device
+from archlab.loop import AUTO_STOP, RULES, STOPS, output_measures
 from archlab.models import ArchSpec, build, for_size, load_spec
 from archlab.tasks import Task
 
-#: The stop rules a fit runs beside itself (:mod:`archlab.stopping`): paper 000's blur/sharpness ratio,
-#: Wang et al.'s windowed and exponential moving variance, and the discrepancy principle (noise tasks).
-RULES = ("ratio", "wmv", "emv", "discrepancy")
-#: ``none``: run every iteration, recording where each rule would stop; a rule's name: stop there;
-#: ``auto``: stop at the rule :data:`AUTO_STOP` gives for the task; ``record``: run every iteration
-#: and report where that rule would have stopped (its output, PSNR and iteration) without stopping.
-STOPS = ("none", "record", "auto", *RULES)
-#: The rule ``stop="auto"`` uses for each task. Gaussian denoising: the discrepancy principle, which replayed on the
-#: fp32 Set9 ×¼ trajectories (results/stopping/README.md) stopped closest to the run's peak; it also stops
-#: earliest, with no patience to wait out. The other tasks: ES-WMV, the rule Wang et al. (TMLR 2023) measured
-#: across denoising, inpainting and super-resolution; enhancement: paper 000's ratio rule, its own use.
-AUTO_STOP = {"denoise": "discrepancy", "poisson": "wmv", "jpeg": "wmv", "inpaint": "wmv", "sr": "wmv",
-             "enhance": "ratio"}
+__all__ = ["AUTO_STOP", "RULES", "STOPS", "FitResult", "FitSettings", "fit", "fit_many", "output_measures"]
+
+#: The fields of :class:`FitSettings` the engine chooses under ``fast=True`` unless given.
+ENGINE_FIELDS = ("precision", "channels_last", "compile")
 
 
 @dataclass(frozen=True)
@@ -69,6 +59,10 @@ class FitSettings:
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+
+    def replace(self, **changes) -> "FitSettings":
+        """A copy with ``changes`` (validated as a new instance is)."""
+        return dataclasses.replace(self, **changes)
 
     def __post_init__(self):
         if self.eps is None and self.ratio_measures in stopping.MEASURES:  # ε calibrated for the measures
@@ -148,95 +142,74 @@ class FitResult:
         return out
 
 
-def output_measures(output: torch.Tensor, fbc: spectral.FBC | None = None, measures: str = "skimage"):
-    """The no-reference measures of a network output as a fit takes them at every evaluation:
-    ``(blur, sharpness, fbc values or None)`` (paper 000 eq. 8 and eq. 1). ``measures`` picks the
-    blur/sharpness pair (:data:`archlab.stopping.MEASURES`); with ``"skimage"`` the luma is computed
-    once for the sharpness and the FBC (both BT.601; the blur uses scikit-image's BT.709 grey)."""
-    luma = images.to_grey(output)
-    bands = None if fbc is None else fbc(luma)[0]
-    if measures == "paper":
-        return stopping.blur_effect_paper(output), stopping.mlv_sharpness_paper(output), bands
-    return stopping.blur_effect(output), stopping.mlv_sharpness(luma), bands
+def _settings(settings: FitSettings | None, overrides: dict, device: torch.device, fast: bool,
+              **engine_given) -> tuple[FitSettings, bool]:
+    """The run's settings: ``settings`` (default :class:`FitSettings`) with ``overrides``; the engine's
+    fields as given (a keyword, or ``settings`` itself when not ``fast``), else chosen by
+    :func:`archlab.engine.engine_settings`. Also whether the precision was asked for."""
+    fields = {f.name for f in dataclasses.fields(FitSettings)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise TypeError(f"fit: unknown setting {unknown[0]!r}; settings: {', '.join(sorted(fields))}")
+    base = settings if settings is not None else FitSettings()
+    given = {k: overrides.pop(k, None) for k in ENGINE_FIELDS} | {k: v for k, v in engine_given.items() if v is not None}
+    if settings is not None and not fast:
+        given = {k: getattr(settings, k) if given.get(k) is None else given[k] for k in ENGINE_FIELDS}
+    requested = given.get("precision") is not None
+    engine = engine_settings(device, fast, given.get("precision"), given.get("channels_last"), given.get("compile"))
+    return base.replace(**overrides, **engine), requested
 
 
-class _Monitor:
-    """Evaluation-time measurements, computed on the device and kept there until the end."""
-
-    def __init__(self, reference: torch.Tensor | None, observation: torch.Tensor, bands: int,
-                 measures: str = "skimage"):
-        self.reference, self.observation, self.bands, self.measures = reference, observation, bands, measures
-        self.rows: list[torch.Tensor] = []
-        self.iterations: list[int] = []
-        self.times: list[float] = []
-        self.columns = ["loss", "psnr_obs", "blur", "sharpness", "ratio"]
-        if reference is not None:
-            self.columns += ["psnr", "psnr_ema", "ssim", "ssim_ema"]
-        self.fbc = None  # FBC against the observation, where the network outputs its shape
-        if bands and min(observation.shape[-2:]) >= 2 * bands:
-            self.columns += [f"fbc_{i}" for i in range(bands)]
-            self.fbc = spectral.FBC(observation.float(), bands)
-        else:
-            self.bands = 0
-
-    def drop_last(self) -> None:
-        """Forget the latest evaluation (its weights were rolled back)."""
-        for values in (self.rows, self.iterations, self.times):
-            values.pop()
-
-    def frame(self) -> pd.DataFrame:
-        """The history: one row per kept evaluation (one host transfer for all of them)."""
-        data = torch.stack(self.rows).cpu().numpy() if self.rows else None
-        history = pd.DataFrame(data, columns=self.columns)
-        history.insert(0, "iteration", self.iterations)
-        history["seconds"] = self.times
-        return history
-
-    def measure(self, iteration: int, seconds: float, loss: torch.Tensor, net_out: torch.Tensor, restored: torch.Tensor, ema: torch.Tensor) -> torch.Tensor:
-        net_out = net_out.float()
-        same_shape = net_out.shape == self.observation.shape
-        values = [loss.detach().float().reshape(1), metrics.psnr(net_out, self.observation)
-                  if same_shape else loss.new_full((1,), math.nan)]
-        blur, sharp, bands = output_measures(net_out, self.fbc if self.bands and same_shape else None, self.measures)
-        values += [blur, sharp, blur / sharp]
-        if self.reference is not None:
-            values += [metrics.psnr(restored, self.reference), metrics.psnr(ema, self.reference),
-                       metrics.ssim(restored, self.reference), metrics.ssim(ema, self.reference)]
-        if self.bands:
-            values.append(bands if bands is not None else net_out.new_full((self.bands,), math.nan))
-        row = torch.cat([v.reshape(-1).float() for v in values])
-        self.rows.append(row)
-        self.iterations.append(iteration)
-        self.times.append(seconds)
-        return row
+def _prepare(arch, task: Task, y: torch.Tensor, seed: int, degradation_seed: int | None, device: torch.device,
+             reference: torch.Tensor | None, name: str = "observation"):
+    """The physics, network, input and reference of one run (the network built for the output size)."""
+    if not isinstance(y, torch.Tensor) or y.ndim != 4 or y.shape[0] != 1:
+        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"{name}: expected shape (1, C, H, W), got {shape}")
+    y = y.to(device, torch.float32)
+    physics = task.physics(tuple(y.shape), seed=seed if degradation_seed is None else degradation_seed,
+                           device=device).to(device)
+    out_size = tuple(physics.output_shape)
+    spec = load_spec(arch)
+    overrides = task.arch_overrides()
+    spec = for_size(spec.replace(**overrides) if overrides else spec, out_size)
+    net, z = build(spec, y.shape[1], out_size, seed=seed)
+    ref = None if reference is None else reference.to(device, torch.float32)
+    if ref is not None and ref.shape[-2:] != out_size:
+        what = "reference" if name == "observation" else "references"
+        raise ValueError(f"{what}: size {tuple(ref.shape[-2:])} does not match the output size {out_size}")
+    return physics, y, spec, net.to(device).train(), z.to(device), ref
 
 
-def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: torch.Tensor, *,
-        iterations: int = 3000, lr: float = 0.01, input_jitter: float = 1 / 30, ema: float = 0.99, seed: int = 0,
-        device: str | torch.device = "auto", eval_every: int = 10, reference: torch.Tensor | None = None,
-        stop: str = "none", window: int = stopping.DEFAULT_WINDOW, eps: float | None = None,
-        patience: int = stopping.DEFAULT_PATIENCE, ratio_measures: str = "skimage", fbc_bands: int = 5, fast: bool = True, precision: str | None = None, channels_last: bool | None = None,
-        compile: bool | None = None, net_input: torch.Tensor | None = None, progress: bool | None = None,
-        degradation_seed: int | None = None, on_evaluation=None, interruptible: bool = False) -> FitResult:
+def _result(run: loop.Run, spec: dict, extras: dict) -> FitResult:
+    outcome, selected = run.outcome, run.outcome["selected"]
+    best = outcome["best"]
+    return FitResult(output=outcome["output"], ema_output=outcome["ema_output"], history=outcome["history"],
+                     stopped_at=outcome["stopped_at"], stop_reason=outcome["reason"], seconds=outcome["seconds"],
+                     spec=spec, settings=asdict(run.settings), task=run.task.to_dict(), best_output=best[2],
+                     best_iteration=best[1], auto_stop_iteration=selected["iteration"],
+                     stop_output=selected["output"], stop_ema_output=selected["ema"], stop_rule=run.rules.chosen,
+                     rules=selected["rules"], restores=run.restores, extras=extras)
+
+
+def fit(arch: ArchSpec | str | nn.Module, task: Task, observation: torch.Tensor, settings: FitSettings | None = None,
+        *, reference: torch.Tensor | None = None, device: str | torch.device = "auto", fast: bool = True,
+        net_input: torch.Tensor | None = None, progress: bool | None = None, degradation_seed: int | None = None,
+        on_evaluation=None, interruptible: bool = False, **overrides) -> FitResult:
     """Fit a DIP network to one observation (Ulyanov et al. 2018; paper 000 §4).
 
     Parameters
     ----------
-    spec_or_module : ArchSpec, preset name, path, or nn.Module
+    arch : ArchSpec, preset name, path, or nn.Module
         The architecture; a module needs ``net_input``.
     task : Task
         The inverse problem (its ``physics`` gives A, the loss, the output size).
     observation : Tensor (1, C, h, w)
         The degraded image y in [0, 1].
-    reference : Tensor, optional
-        The clean image (in the task's reference space) for PSNR/SSIM; the best output is kept.
-    seed : int
-        Seeds the weights, the input noise and its jitter.
-    degradation_seed : int, optional
-        The seed ``task.degrade`` made the observation with; the physics rebuilds its seeded
-        parts from it (a Bernoulli inpainting mask). Default: ``seed``.
-    stop : {"none", "record", "auto", "ratio", "wmv", "emv", "discrepancy"}
-        Every rule of :data:`RULES` that applies to the task runs beside the fit and records
+    settings : FitSettings, optional
+        Everything that decides the fit (default :class:`FitSettings`); any of its fields may also be
+        given as a keyword (``iterations=500``), which replaces the field.
+        ``stop``: every rule of :data:`RULES` that applies to the task runs beside the fit and records
         where it would stop (``none`` runs all ``iterations``); naming a rule stops there and
         returns its output; ``auto`` takes the task's rule from :data:`AUTO_STOP`; ``record``
         reports where that rule would stop but runs all ``iterations``.
@@ -245,16 +218,18 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
         ``wmv``/``emv`` stop ``patience`` iterations after the variance of the outputs was
         least (Wang et al. 2023) and return the output there; ``discrepancy`` stops when
         the data-fit residual reaches the noise level (Gaussian σ or Poisson ζ of the task).
-    ratio_measures : {"skimage", "paper"}
-        The blur and sharpness of the ratio (:data:`archlab.stopping.MEASURES`): scikit-image's
-        Crete blur with Bahrami & Kot's MLV, or paper 000's code's own forms.
+    reference : Tensor, optional
+        The clean image (in the task's reference space) for PSNR/SSIM; the best output is kept.
+    device : str or torch.device
+        ``"auto"``: CUDA when present.
     fast : bool
         Let the engine pick ``precision``, ``channels_last`` and ``compile`` for the device
-        (:func:`archlab.engine.fast_settings`); ``False`` is the fp32 eager reference path.
-    precision, channels_last, compile
-        Override the engine's choice: ``bf16`` runs forward and backward under bfloat16
-        autocast (fp32 weights), ``channels_last`` keeps activations NHWC, ``compile``
-        wraps the network in :class:`archlab.engine.CompiledModule`.
+        (:func:`archlab.engine.fast_settings`) where they are not given as keywords; ``False`` runs
+        them as ``settings`` says (by default the fp32 eager reference path). The engine keeps fp32
+        where bf16 would lose the network's signal and says so in ``extras["engine"]``.
+    degradation_seed : int, optional
+        The seed ``task.degrade`` made the observation with; the physics rebuilds its seeded
+        parts from it (a Bernoulli inpainting mask). Default: the settings' ``seed``.
     on_evaluation : callable, optional
         Called as ``on_evaluation(iteration, output)`` at every kept evaluation with the
         network's output (on the device), e.g. to record the trajectory of the fit.
@@ -266,245 +241,156 @@ def fit(spec_or_module: ArchSpec | str | nn.Module, task: Task, observation: tor
     Returns
     -------
     FitResult
-    """
 
+    Examples
+    --------
+    >>> from archlab import images, tasks
+    >>> clean = images.resize(images.load("camera"), size=(32, 32))
+    >>> task = tasks.Denoise(sigma=25)
+    >>> result = fit("controlled-64", task, task.degrade(clean, seed=0), iterations=20, eval_every=10,
+    ...              window=10, reference=clean, fast=False, progress=False)
+    >>> result.stopped_at, list(result.history["iteration"])
+    (20, [10, 20])
+    """
     device = resolve_device(device)
-    engine = engine_settings(device, fast, precision, channels_last, compile)
-    precision_requested = precision is not None
-    settings = FitSettings(iterations=iterations, lr=lr, input_jitter=input_jitter, ema=ema, seed=seed,
-                           eval_every=eval_every, stop=stop, window=window, eps=eps, patience=patience,
-                           ratio_measures=ratio_measures, fbc_bands=fbc_bands, **engine)  # validated before any work
-    if observation.ndim != 4 or observation.shape[0] != 1:
-        raise ValueError(f"observation: expected shape (1, C, H, W), got {tuple(observation.shape)}")
-    y = observation.to(device, torch.float32)
-    physics = task.physics(tuple(y.shape), seed=seed if degradation_seed is None else degradation_seed,
-                           device=device).to(device)
-    out_size = tuple(physics.output_shape)
-    if isinstance(spec_or_module, nn.Module):
+    settings, requested = _settings(settings, overrides, device, fast)
+    if isinstance(arch, nn.Module):
         if net_input is None:
             raise ValueError("net_input: a module needs its input tensor")
-        net, z, spec_dict = spec_or_module, net_input, {"module": type(spec_or_module).__name__}
+        if observation.ndim != 4 or observation.shape[0] != 1:
+            raise ValueError(f"observation: expected shape (1, C, H, W), got {tuple(observation.shape)}")
+        y = observation.to(device, torch.float32)
+        physics = task.physics(tuple(y.shape), seed=settings.seed if degradation_seed is None else degradation_seed,
+                               device=device).to(device)
+        net, z, spec_dict = arch.to(device).train(), net_input.to(device), {"module": type(arch).__name__}
+        ref = None if reference is None else reference.to(device, torch.float32)
     else:
-        spec = load_spec(spec_or_module)
-        overrides = task.arch_overrides()
-        spec = for_size(spec.replace(**overrides) if overrides else spec, out_size)
-        net, z = build(spec, y.shape[1], out_size, seed=seed)
+        physics, y, spec, net, z, ref = _prepare(arch, task, observation, settings.seed, degradation_seed, device,
+                                                 reference)
         spec_dict = spec.to_dict()
-    net = net.to(device).train()
-    z = z.to(device)
-    engine_note = "as requested" if precision_requested or settings.precision == "fp32" else "bf16 keeps the signal"
-    if settings.precision == "bf16" and not precision_requested:
+    note = "as requested" if requested or settings.precision == "fp32" else "bf16 keeps the signal"
+    if settings.precision == "bf16" and not requested:
         error, layer = bf16_error(net, z)
         if error > BF16_MAX_RELATIVE_ERROR:
-            settings = dataclasses.replace(settings, precision="fp32")
-            engine_note = (f"fp32: in bf16 the activations of layer {layer} are off by {error:.0%} "
-                           f"(> {BF16_MAX_RELATIVE_ERROR:.0%})")
-    precision, channels_last = settings.precision, settings.channels_last
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+            settings = settings.replace(precision="fp32")
+            note = f"fp32: in bf16 the activations of layer {layer} are off by {error:.0%} (> {BF16_MAX_RELATIVE_ERROR:.0%})"
+    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     net = net.to(memory_format=memory_format)
     z = z.contiguous(memory_format=memory_format)
-    if engine["compile"]:
-        net = CompiledModule(net)
-    ref = None if reference is None else reference.to(device, torch.float32)
-    if ref is not None and ref.shape[-2:] != out_size:
-        raise ValueError(f"reference: size {tuple(ref.shape[-2:])} does not match the output size {out_size}")
-
-    optimiser = torch.optim.Adam(net.parameters(), lr=lr)
-    generator = torch.Generator(device=device).manual_seed(seed + 1)
-    monitor = _Monitor(ref, y, fbc_bands, ratio_measures)
-    rules = _StopRules(task, y, settings)
-    guard = stopping.DivergenceGuard()
-    good_state = _snapshot(net, optimiser)
-    average = stopping.EMA(ema)
-    best = (-math.inf, None, None)
-    reason, restores = "iterations", 0
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    iteration_bar = _progress(iterations, progress)
-    start = time.perf_counter()
-    iteration = 0
-    interrupted = [False]
-    for iteration in _iterations(iterations, interrupted if interruptible else None):
-        optimiser.zero_grad(set_to_none=True)
-        net_in = z + input_jitter * torch.randn(z.shape, generator=generator, device=device) if input_jitter else z
-        with autocast:
-            out = net(net_in)
-        out = out.float()
-        loss = physics.loss(out, y)
-        loss.backward()
-        optimiser.step()
-        with torch.no_grad():
-            out = out.detach()
-            ema_out = average.update(out)
-            rules.step(iteration, out, loss.detach(), ema_out)
-        if iteration % eval_every and iteration != iterations:
-            continue
-        with torch.no_grad():
-            restored = physics.restore(out, y)
-            ema_restored = physics.restore(ema_out, y)
-            row = monitor.measure(iteration, time.perf_counter() - start, loss, out, restored, ema_restored)
-            if iteration % eval_every == 0:
-                rules.evaluate(iteration, row[4:5], restored)
-        values = row.tolist()  # the one host transfer per evaluation
-        verdict = guard.check(values[0])
-        if verdict != "ok":
-            monitor.drop_last()
-            if verdict == "diverged":
-                reason = "diverged"
-                break
-            restores += 1
-            net.load_state_dict(good_state[0])
-            optimiser.load_state_dict(good_state[1])
-            continue
-        good_state = _snapshot(net, optimiser)
-        if on_evaluation is not None:
-            on_evaluation(iteration, out)
-        if ref is not None:
-            psnr_now = values[monitor.columns.index("psnr")]
-            if psnr_now > best[0]:
-                best = (psnr_now, iteration, restored.clone())
-        if iteration_bar is not None:
-            iteration_bar.update(iteration - iteration_bar.n)
-            iteration_bar.set_postfix({k: f"{values[monitor.columns.index(k)]:.2f}"
-                                       for k in ("psnr", "ratio") if k in monitor.columns})
-        if rules.chosen is not None and rules.stops and rules.stopped():
-            reason = rules.chosen
-            break
-    if interrupted[0]:  # also where a rule stopped the fit in the same iteration: the caller must see the signal
-        reason = "interrupted"
-    elif restores and not monitor.rows:  # no evaluation was ever kept: a NaN/inf loss from the first one
-        reason = "diverged"
-    seconds = time.perf_counter() - start
-    if iteration_bar is not None:
-        iteration_bar.close()
-    history = monitor.frame()
-    with torch.no_grad():
-        if reason == "diverged":  # report the last good weights, not the blown-up iterate
-            net.load_state_dict(good_state[0])
-            out = ema_out = net(z).float()
-        final, ema_final = physics.restore(out, y), physics.restore(ema_out, y)
-        if reason != "interrupted" and not (final.isfinite().all() and ema_final.isfinite().all()):
-            reason = "diverged"  # not even the last kept weights give a finite output
-        selected = rules.selected(physics, y, ref)
-    return FitResult(output=final.cpu(), ema_output=ema_final.cpu(), history=history, stopped_at=iteration,
-                     stop_reason=reason, seconds=seconds, spec=spec_dict, settings=asdict(settings),
-                     task=task.to_dict(), best_output=None if best[2] is None else best[2].cpu(),
-                     best_iteration=best[1], auto_stop_iteration=selected["iteration"],
-                     stop_output=selected["output"], stop_ema_output=selected["ema"], stop_rule=rules.chosen,
-                     rules=selected["rules"], restores=restores, extras={"engine": engine_note})
+    nets = loop.ModuleNets(net, z, settings.lr, settings.precision, CompiledModule(net) if settings.compile else None,
+                           memory_format)
+    run = loop.Run(task, physics, y, ref, settings, torch.Generator(device=device).manual_seed(settings.seed + 1),
+                   on_evaluation)
+    loop.run(nets, [run], progress=progress, interruptible=interruptible)
+    return _result(run, spec_dict, {"engine": note})
 
 
-class _StopRules:
-    """The stop rules of a fit (:data:`RULES` that apply to its task), fed as it runs; one may end it.
-
-    Per iteration (device work only, no host synchronisation) the variance rules take the output and
-    the discrepancy rule the residual (the task's data term: the mean squared error over observed
-    values); per evaluation the ratio rule takes r. The chosen rule (``stop``, or :data:`AUTO_STOP`
-    for ``auto``) also keeps the bias-corrected EMA at its detected iteration.
-    """
-
-    def __init__(self, task: Task, y: torch.Tensor, settings: FitSettings):
-        stop = settings.stop
-        self.chosen = AUTO_STOP.get(task.name, "ratio") if stop in ("auto", "record") else stop if stop in RULES else None
-        self.stops = stop != "record"
-        self.ratio = stopping.RatioRule(settings.window, settings.eps, settings.eval_every)
-        self.ratio_output: torch.Tensor | None = None
-        self.variance = {"wmv": stopping.WMVRule(patience=settings.patience),
-                         "emv": stopping.EMVRule(patience=settings.patience)}
-        self.discrepancy = None
-        if task.name == "denoise" and task.sigma > 0:
-            self.discrepancy = stopping.DiscrepancyRule(sigma=task.sigma / 255.0)
-        elif task.name == "poisson":
-            self.discrepancy = stopping.DiscrepancyRule.poisson(task.scale, y)
-        if self.chosen == "discrepancy" and self.discrepancy is None:
-            raise ValueError(f"fit.stop: discrepancy needs a noise level; the {task.name} task has none "
-                             f"(use ratio, wmv, emv or auto)")
-        self.ema: torch.Tensor | None = None
-
-    def _rule(self, name: str):
-        return {"ratio": self.ratio, "discrepancy": self.discrepancy, **self.variance}[name]
-
-    def step(self, iteration: int, out: torch.Tensor, loss: torch.Tensor, ema: torch.Tensor) -> None:
-        for rule in self.variance.values():
-            rule.update(iteration, out)
-        if self.discrepancy is not None:
-            self.discrepancy.update(iteration, loss.reshape(1), out)
-        if self.chosen in ("wmv", "emv", "discrepancy"):
-            at = self._rule(self.chosen).detected_iteration == iteration
-            self.ema = ema.clone() if self.ema is None else torch.where(at.view(-1, 1, 1, 1), ema, self.ema)
-
-    def evaluate(self, iteration: int, r: torch.Tensor, restored: torch.Tensor) -> None:
-        fired = self.ratio.update(iteration, r)
-        if self.ratio_output is None and bool(fired[0]):  # the flag stays set: the first fire keeps the output
-            self.ratio_output = restored.clone()
-
-    def stopped(self) -> bool:
-        flags = self._rule(self.chosen).stopped
-        return flags is not None and bool(flags[0])
-
-    def selected(self, physics, y: torch.Tensor, reference: torch.Tensor | None) -> dict:
-        """Per rule where it detected and stopped (and the PSNR of its output); the chosen rule's output."""
-        summary, outputs = {}, {}
-        for name in RULES:
-            rule = self._rule(name)
-            if rule is None or rule.stopped is None:
-                continue
-            detected, stopped = int(rule.detected_iteration[0]), int(rule.stop_iteration[0])
-            if name == "ratio":
-                output = self.ratio_output
-            else:
-                raw = rule.detected_output()
-                output = None if detected < 0 else physics.restore(raw, y)
-            entry = {"iteration": detected if detected >= 0 else None, "stopped_at": stopped if stopped >= 0 else None}
-            if reference is not None and output is not None:
-                entry["psnr"] = float(metrics.psnr(output, reference))
-            summary[name], outputs[name] = entry, output
-        chosen = self.chosen
-        output = outputs.get(chosen)
-        ema = None
-        if output is not None and self.ema is not None:
-            ema = physics.restore(self.ema, y)
-            if reference is not None:
-                summary[chosen]["psnr_ema"] = float(metrics.psnr(ema, reference))
-            ema = ema.cpu()
-        return {"rules": summary, "output": None if output is None else output.cpu(), "ema": ema,
-                "iteration": summary.get(chosen, {}).get("iteration") if output is not None else None}
-
-
-def _iterations(count: int, interrupted: list[bool] | None):
-    """1 .. ``count``; with ``interrupted``, a signal that would raise ``KeyboardInterrupt`` (SIGINT, or
-    SIGTERM where the caller mapped it so) sets ``interrupted[0]`` and ends the sequence instead (a second
-    one raises). The handlers are installed in the main thread only, and put back when the loop ends
-    or is left by an exception (the generator is closed then)."""
-    handlers = {}
-    if interrupted is not None and threading.current_thread() is threading.main_thread():
-        def stop(signum, frame):
-            if interrupted[0]:
-                raise KeyboardInterrupt
-            interrupted[0] = True
-
-        handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)
-                    if signal.getsignal(sig) is signal.default_int_handler}
-    try:
-        for iteration in range(1, count + 1):
-            if interrupted is not None and interrupted[0]:
-                return
-            yield iteration
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-
-
-def _snapshot(net: nn.Module, optimiser: torch.optim.Optimizer) -> tuple[dict, dict]:
-    """Copies of the weights and the optimiser state, for the divergence guard's roll-back."""
-    return copy.deepcopy(net.state_dict()), copy.deepcopy(optimiser.state_dict())
-
-
-def _progress(total: int, enabled: bool | None):
-    """A tqdm bar on an interactive terminal (or when asked), else None."""
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
+def _as_list(name: str, value) -> list | None:
+    """``value`` as a list of per-run values (one value is shared), or None when not given."""
+    if value is None:
         return None
-    from tqdm import tqdm
+    if isinstance(value, torch.Tensor):
+        if value.ndim != 4:
+            raise ValueError(f"{name}: expected (1, C, H, W), (K, C, H, W) or a list of (1, C, H, W) tensors, "
+                             f"got shape {tuple(value.shape)}")
+        return list(value.unsqueeze(1))
+    if isinstance(value, (str, numbers.Number)):
+        return [value]
+    if isinstance(value, Sequence) and len(value) > 0:
+        return list(value)
+    raise ValueError(f"{name}: expected a value or a non-empty list of per-run values, got {value!r}")
 
-    return tqdm(total=total, unit="it", leave=False)
+
+def _expand_runs(given: dict) -> tuple[int, dict]:
+    """K, the common length of the per-run lists, and every given value as a list of K."""
+    lists = {name: _as_list(name, value) for name, value in given.items()}
+    lengths = sorted({len(v) for v in lists.values() if v is not None} - {1})
+    if len(lengths) > 1:
+        raise ValueError(f"runs: per-run lists have different lengths {lengths}; give one value or K values each")
+    k = lengths[0] if lengths else 1
+    return k, {name: None if v is None else v * k if len(v) == 1 else v for name, v in lists.items()}
+
+
+def fit_many(arch: ArchSpec | str, task: Task, observations, settings: FitSettings | None = None, *, seeds=None,
+             lrs=None, lipschitz=None, sigmas=None, references=None, device: str | torch.device = "auto",
+             fast: bool = True, precision: str | None = None, degradation_seed: int | None = None,
+             **overrides) -> list[FitResult]:
+    """K independent DIP fits of one architecture as one vectorised computation.
+
+    Run k is what ``fit(arch_k, task, observation_k, settings, seed=seeds[k], lr=lrs[k],
+    reference=references[k])`` computes (Ulyanov et al. 2018; paper 000 §4), where ``arch_k`` is
+    ``arch`` with ``lipschitz=lipschitz[k]`` and every upsampler a Gaussian of ``sigmas[k]``
+    (paper 000 eq. 6-7) when those are given. With K ≥ 2 the weight sets are stacked and the
+    network runs under ``torch.func.vmap`` (:class:`archlab.batched.VmappedNets`); each run has its
+    own jitter generator, physics, EMA, monitor, stop rules and divergence guard, and a run that
+    ends leaves the stack and stops costing compute. In fp32 the outputs and histories equal the
+    sequential fits' to 1e-3 (tests/test_engine.py) wherever the fit itself is numerically stable:
+    both compute the same sums in another order, and fits whose gradients have rounding-level
+    elements (a batch norm's scale and shift feeding another normalisation, a pre-activation exactly
+    at a ReLU kink) amplify that rounding through Adam, as they would across thread counts.
+
+    Parameters
+    ----------
+    arch : ArchSpec, preset name or path
+        The shared architecture.
+    task : Task
+        The inverse problem (the physics of run k uses ``degradation_seed``, or ``seeds[k]`` when it
+        is None, as ``fit`` does).
+    observations : Tensor (1, C, h, w), Tensor (K, C, h, w) or list of (1, C, h, w)
+        One observation for every run, or one per run (images of equal size).
+    settings : FitSettings, optional
+        Shared by all runs, as in :func:`fit` (keywords replace its fields).
+    seeds, lrs, lipschitz, sigmas, references
+        A single value shared by all runs or one per run; K is the common length (``seeds`` and
+        ``lrs`` default to the settings'). ``lipschitz`` must be given for all runs or none;
+        ``sigmas`` needs upsamplers with the Gaussian's polyphase layout (:func:`use_gaussian_upsampling`).
+    fast, precision
+        ``fast`` picks bfloat16 autocast where :func:`archlab.engine.fast_settings` does (the
+        Lipschitz norms are computed in fp32 outside autocast, as in ``fit``); ``precision``
+        overrides it. Channels-last and compilation do not apply under ``vmap``.
+    degradation_seed
+        As in :func:`fit`.
+
+    Returns
+    -------
+    list of FitResult
+        In run order; ``seconds`` is the wall time until the run ended and ``extras``
+        holds ``{"batch": K, "run": k}`` (and ``"sigma"`` when given).
+    """
+    device = resolve_device(device)
+    base, _ = _settings(settings, overrides, device, fast, precision=precision, channels_last=False, compile=False)
+    k, per_run = _expand_runs({"observations": observations, "seeds": base.seed if seeds is None else seeds,
+                               "lrs": base.lr if lrs is None else lrs, "lipschitz": lipschitz, "sigmas": sigmas,
+                               "references": references})
+    if per_run["lipschitz"] is not None and any(lam is None for lam in per_run["lipschitz"]):
+        raise ValueError("lipschitz: give a bound λ > 0 for every run, or none at all")
+    base_spec = load_spec(arch)
+    nets, inputs, runs, specs, extras = [], [], [], [], []
+    for index in range(k):
+        run_settings = base.replace(seed=int(per_run["seeds"][index]), lr=float(per_run["lrs"][index]))
+        spec = base_spec
+        if per_run["lipschitz"] is not None:
+            spec = base_spec.replace(lipschitz=float(per_run["lipschitz"][index]))
+        reference = None if per_run["references"] is None else per_run["references"][index]
+        physics, y, spec, net, z, ref = _prepare(spec, task, per_run["observations"][index], run_settings.seed,
+                                                 degradation_seed, device, reference, name=f"observations: run {index}")
+        if index and y.shape != runs[0].y.shape:
+            raise ValueError(f"observations: run {index} has shape {tuple(y.shape)}, run 0 "
+                             f"{tuple(runs[0].y.shape)}; batched runs need images of equal size")
+        extra = {"batch": k, "run": index}
+        if per_run["sigmas"] is not None:
+            extra["sigma"] = float(per_run["sigmas"][index])
+            use_gaussian_upsampling(net, extra["sigma"])
+        nets.append(net)
+        inputs.append(z)
+        specs.append(spec.to_dict())
+        extras.append(extra)
+        runs.append(loop.Run(task, physics, y, ref, run_settings,
+                             torch.Generator(device=device).manual_seed(run_settings.seed + 1)))
+    if k == 1:
+        stack = loop.ModuleNets(nets[0], inputs[0], runs[0].settings.lr, base.precision)
+    else:
+        lam = None if per_run["lipschitz"] is None else [float(v) for v in per_run["lipschitz"]]
+        stack = VmappedNets(nets, inputs, [r.settings.lr for r in runs], base.precision, lam)
+    loop.run(stack, runs)
+    return [_result(run, spec, extra) for run, spec, extra in zip(runs, specs, extras)]

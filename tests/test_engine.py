@@ -6,7 +6,8 @@ import torch
 import torch.nn as nn
 
 from archlab import batched, engine, filters, images, layers, models, tasks
-from archlab.batched import fit_many, use_gaussian_upsampling
+from archlab.batched import use_gaussian_upsampling
+from archlab.fit import fit_many
 from archlab.engine import CompiledModule, engine_settings
 from archlab.fit import fit
 

@@ -36,8 +36,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from archlab import images, metrics, report
-from archlab.batched import fit_many
-from archlab.fit import FitSettings, fit
+from archlab.fit import FitSettings, fit, fit_many
 from archlab.studies.spec import StudySpec, _fail, default_storage, load_study
 from archlab.tasks import Task
 
@@ -475,7 +474,7 @@ class _Objective:
         return values if not single else values[0]
 
     def _fits(self, arch, settings: dict, obs: _Observation, hooks: list):
-        """The fits of every seed on one observation: one :func:`~archlab.batched.fit_many` when the
+        """The fits of every seed on one observation: one :func:`~archlab.fit.fit_many` when the
         study sets ``batch_seeds`` (and has several seeds), else sequential :func:`~archlab.fit.fit` calls,
         each reporting its evaluations through its hook (``on_evaluation``)."""
         if self.spec.batch_seeds and len(self.spec.seeds) > 1:
