@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from archlab import images, metrics, models, spectral, stopping, tasks
+from archlab import images, metrics, models, restoration, spectral, stopping, tasks
 from archlab.engine import resolve_device
 from archlab.fit import fit
 
@@ -268,7 +268,7 @@ def lipschitz_fbc(source: str | os.PathLike = "astronaut", *, lambdas: Sequence[
                   device: str | torch.device = "auto") -> pd.DataFrame:
     """Paper 000 §4.4, Fig. 5: FBC and PSNR of the same network under Lipschitz bounds ``lambdas`` (denoising).
 
-    The image is resized (bicubic, antialiased) so its longer side is ``size``, cropped to the network's
+    The image is resized (bicubic, antialiased) so its longer side is at most ``size``, cropped to the network's
     multiple, degraded with Gaussian noise ``sigma`` (seeded) and fitted with :func:`archlab.fit.fit` once per
     λ, with ``arch.replace(lipschitz=λ)``; the FBC target is the noisy observation, as in the paper. The fits
     run in fp32 (``fast=False``): bfloat16 rounding would add high-frequency error to the bands measured.
@@ -280,9 +280,7 @@ def lipschitz_fbc(source: str | os.PathLike = "astronaut", *, lambdas: Sequence[
         ``lipschitz`` column.
     """
     spec = models.load_spec(arch)
-    clean = images.load(source)
-    clean = images.resize(clean, scale=size / max(clean.shape[-2:])) if max(clean.shape[-2:]) != size else clean
-    clean = images.center_crop(clean, spec.multiple)
+    clean = restoration.clean_image(source, longest=size, multiple=spec.multiple)
     task = tasks.Denoise(sigma=sigma)
     noisy = task.degrade(clean, seed=seed)
     frames = []
@@ -326,8 +324,7 @@ def monitor_overhead(arch: str | models.ArchSpec = "faster-dip-32", source: str 
     _check_count("repeats", repeats)
     spec = models.load_spec(arch)
     clean = images.load(source)
-    clean = images.center_crop(images.resize(clean, scale=size / min(clean.shape[-2:])), spec.multiple,
-                               size=(size, size))
+    clean = restoration.clean_image(clean, scale=size / min(clean.shape[-2:]), crop=(size, size), multiple=spec.multiple)
     task = tasks.Denoise(sigma=25.0)
     noisy = task.degrade(clean, seed=seed)
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from archlab import images, metrics, models, report, stopping, tasks
+from archlab import images, metrics, models, report, restoration, stopping, tasks
 from archlab.fit import RULES, fit
 
 SET9_DENOISE = ("image_Baboon512rgb.png", "image_F16_512rgb.png", "image_House256rgb.png", "image_Peppers512rgb.png")
@@ -156,16 +156,13 @@ EXPERIMENTS = {"denoise-set9": denoise_set9_runs, "decoder-lambda": decoder_lamb
 
 
 def load_clean(run: Run) -> torch.Tensor:
-    """The clean image of a run: dataset file (or built-in), downscaled, cropped to the architecture."""
+    """The clean image of a run: dataset file (or built-in), downscaled, cropped to the architecture
+    (:func:`archlab.restoration.clean_image`)."""
     source = run.image if run.image in images.builtin_names() else images.datasets_root() / run.image
-    x = images.load(source)
-    if run.downscale > 1:
-        x = images.resize(x, scale=1 / run.downscale, method=run.resize)
-    if run.size:
-        x = images.center_crop(x, size=(run.size, run.size))
-    task = tasks.task_from_dict(run.task)
-    spec = models.load_spec(run.arch)
-    return images.center_crop(x, math.lcm(spec.multiple, getattr(task, "factor", 1)))
+    multiple = restoration.multiple_for(models.load_spec(run.arch), tasks.task_from_dict(run.task))
+    return restoration.clean_image(source, scale=1 / run.downscale if run.downscale > 1 else None,
+                                   crop=(run.size, run.size) if run.size else None, multiple=multiple,
+                                   method=run.resize)
 
 
 def read_rows(csv: Path) -> pd.DataFrame:

@@ -286,7 +286,7 @@ def test_mlv_sharpness_of_a_large_image_matches_numpy():
 
 
 def test_largest_equals_topk_with_ties_and_a_batch():
-    from archlab.stopping import _largest
+    from archlab.stopping.measures import _largest
 
     generator = torch.Generator().manual_seed(3)
     values = torch.randint(0, 50, (3, 200_003), generator=generator).float()  # heavy ties, a ragged last chunk

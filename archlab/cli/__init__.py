@@ -18,6 +18,8 @@ atomically by the commands themselves, so a failed command leaves no partial fil
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import importlib
 import os
 import re
@@ -86,6 +88,176 @@ def default_threads() -> int:
     cores = len(os.sched_getaffinity(0))
     env = os.environ.get("OMP_NUM_THREADS", "")
     return min(cores, int(env)) if env.isdigit() and int(env) >= 1 else cores
+
+
+# --- the inputs of a fit, shared by the commands that fit (restore, spectral fbc) ---
+
+def _task_fields() -> dict:
+    from archlab import tasks
+
+    found = {}
+    for cls in tasks.TASKS.values():
+        for f in dataclasses.fields(cls):
+            found.setdefault(f.name, f)
+    return found
+
+
+def add_fit_arguments(parser: argparse.ArgumentParser, out: str) -> None:
+    """The inputs of a restoration (``restore``, ``spectral fbc``): task and its flags,
+    image or observation, size, architecture, fit settings, seed, device and ``-o`` (default ``out``)."""
+    from archlab import images, models, tasks
+    from archlab.restoration import DEFAULT_ARCH, DEFAULT_FIT, DEFAULT_IMAGE, DEFAULT_MAX_PIXELS, DEFAULT_SIZE
+
+    parser.add_argument("--task", default="denoise", choices=sorted(tasks.TASKS), help="inverse problem (default denoise)")
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--image", default=None,
+                     help=f"clean image: a file or a built-in ({', '.join(images.builtin_names())}); "
+                          f"default {DEFAULT_IMAGE}")
+    src.add_argument("--observed", default=None, help="an already degraded image (no PSNR is reported)")
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE,
+                        help=f"resize a clean image so its longer side is SIZE pixels before degrading (0 = keep; {DEFAULT_SIZE})")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help=f"refuse a fit whose output has more pixels (memory; default {DEFAULT_MAX_PIXELS:,})")
+    parser.add_argument("--arch", default=DEFAULT_ARCH,
+                        help=f"a preset ({', '.join(sorted(models.PRESETS))}), 'auto', or a spec .toml/.json")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help=f"maximum iterations (default {DEFAULT_FIT['iterations']}; --arch auto: recommended)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help=f"Adam learning rate (default {DEFAULT_FIT['lr']}; --arch auto: recommended)")
+    parser.add_argument("--ema", type=float, default=0.99, help="weight of the output moving average (default 0.99)")
+    parser.add_argument("--eval-every", type=int, default=10, help="iterations between measurements (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the degradation, the input and the weights")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("-o", "--out", default=out, help=f"output folder (default ./{out})")
+    add_task_flags(parser)
+
+
+def add_task_flags(parser) -> None:
+    """One flag per task parameter (``--sigma``, ``--quality``, ``--mask`` ...), from the task dataclasses."""
+    for name, f in _task_fields().items():
+        flag = "--" + name.replace("_", "-")
+        if name == "mask":
+            parser.add_argument(flag, default=None, help="inpaint: center, bernoulli, or a mask image (white = known)")
+        elif name == "path":
+            continue
+        elif f.type is bool:
+            parser.add_argument(flag, default=None, action=argparse.BooleanOptionalAction, help=f.metadata.get("help"))
+        else:
+            parser.add_argument(flag, type=f.type, default=None, help=f.metadata.get("help"))
+
+
+def make_task(args):
+    """The task from ``--task`` and its flags; a flag another task owns is an error."""
+    from archlab import tasks
+
+    cls = tasks.TASKS[args.task]
+    own = {f.name for f in dataclasses.fields(cls)}
+    params = {}
+    for name in _task_fields():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if name not in own:
+            raise ValueError(f"--{name.replace('_', '-')}: not a parameter of task {args.task}; "
+                             f"its parameters: {', '.join(sorted(own - {'path'})) or 'none'}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{name.replace('_', '-')}: {value} is invalid; allowed: a finite number")
+        params[name] = value
+    if args.task == "inpaint":
+        mask = params.get("mask", "center")
+        for flag, kind in (("ratio", "center"), ("drop", "bernoulli")):
+            if flag in params and mask != kind:
+                raise ValueError(f"--{flag}: only used with --mask {kind}, not with --mask {mask}; "
+                                 f"remove --{flag} or use --mask {kind}")
+    if args.task == "inpaint" and params.get("mask") not in (None, "center", "bernoulli"):
+        params["path"], params["mask"] = params["mask"], "file"
+    return tasks.make_task(args.task, **params)
+
+
+def check_output(out: str, names: tuple[str, ...]):
+    """The ``-o`` folder, checked before any work: not a file, and if it exists, holding only ``names``
+    (an earlier output, which the new one replaces whole); its parent must be writable."""
+    from pathlib import Path
+
+    path = Path(out)
+    if Path.cwd().resolve().is_relative_to(path.resolve()):
+        raise ValueError(f"-o: {out} is the current folder or holds it; give a folder of its own")
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"-o: {out} is a file; give a folder (new, empty, or an earlier output)")
+    if path.is_dir():
+        foreign = sorted(p.name for p in path.iterdir() if p.name not in names)
+        if foreign:
+            raise ValueError(f"-o: folder {out} holds files this command does not write (e.g. {foreign[0]!r}) and "
+                             f"would be replaced; give a new or empty folder, or an earlier output")
+    parent = next(p for p in path.absolute().parents if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"-o: cannot create {out}: {parent} is not a writable folder")
+    return path
+
+
+def check_fit(result) -> None:
+    """Raise ``ValueError`` for a fit that diverged with nothing to write: no evaluation kept, or no
+    finite output even from the last kept weights."""
+    finite = bool(result.output.isfinite().all() and result.ema_output.isfinite().all())
+    if result.stop_reason == "diverged" and (result.history.empty or not finite):
+        raise ValueError(f"fit: diverged at iteration {result.stopped_at}: the loss or the output was not finite "
+                         f"({result.restores} roll-backs of the weights); lower --lr (was {result.settings['lr']})")
+
+
+def progress_lines(total: int, label: str):
+    """An ``on_evaluation`` callback printing a line on stderr every ~10 % of ``total`` iterations, or
+    None when stderr is a terminal (the fit shows a progress bar there)."""
+    if sys.stderr.isatty():
+        return None
+    import time
+
+    start, step = time.monotonic(), [1]
+
+    def report(iteration: int, output) -> None:
+        if iteration * 10 >= step[0] * total:
+            print(f"archlab {label}: iteration {iteration}/{total} ({100 * iteration // total} %), "
+                  f"{time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
+            step[0] = iteration * 10 // total + 1
+
+    return report
+
+
+def fit_inputs(args, outputs: tuple[str, ...]):
+    """Task, architecture (``--arch auto`` recommends one from the observation), observation,
+    reference and notes from the arguments of :func:`add_fit_arguments`, every input checked
+    (``-o`` against ``outputs`` included) before anything is fitted or written."""
+    from archlab import models, restoration, stopping
+
+    task = make_task(args)
+    advised = {}
+    if args.arch == "auto":
+        from archlab import recommend  # the texture model (scikit-learn) only when asked for
+
+        advised = {key: recommend.RULES[key][0] for key in ("iterations", "lr")}
+    for key, value in restoration.DEFAULT_FIT.items():  # what the user gave wins, then the recommendation, then the defaults
+        if getattr(args, key, None) is None:
+            setattr(args, key, advised.get(key, value))
+    if args.iterations < 1:
+        raise ValueError(f"--iterations: {args.iterations} must be ≥ 1")
+    window = stopping.DEFAULT_WINDOW
+    if args.eval_every < 1 or window % args.eval_every:
+        divisors = ", ".join(str(d) for d in range(1, window + 1) if window % d == 0)
+        raise ValueError(f"--eval-every: {args.eval_every} is invalid; allowed: a divisor of the stop rules' window "
+                         f"of {window} iterations ({divisors})")
+    check_output(args.out, outputs)
+    spec = recommend.BASE_SPEC if args.arch == "auto" else models.load_spec(args.arch)
+    flags = {"image": "--image", "observed": "--observed", "size": "--size", "max_pixels": "--max-pixels"}
+    prepared = restoration.prepare(task, spec, args.image, observed=args.observed, size=args.size, seed=args.seed,
+                                   max_pixels=args.max_pixels, names=flags)
+    y, reference, notes = prepared.y, prepared.reference, prepared.notes
+    if args.arch == "auto":
+        advice = recommend.recommend(y, task=task)
+        spec = advice.spec
+        notes.append(f"--arch auto: width {advice.width} (p = {advice.probabilities[advice.width]:.2f}) from the "
+                     f"texture of the observation (score {advice.texture_score:.2f}, "
+                     f"noise σ ≈ {advice.noise_sigma * 255:.1f}/255 discounted)")
+    return task, spec, y, reference, notes
+
 
 
 def _command(argv: list[str]) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from archlab import images, tasks
-from archlab.cli import restore
+from archlab.cli import add_task_flags, make_task
 
 
 def register(subparsers) -> None:
@@ -14,7 +14,7 @@ def register(subparsers) -> None:
     p.add_argument("image", help="an image file or a built-in (clean or the degraded observation)")
     p.add_argument("--task", default="denoise", choices=sorted(tasks.TASKS),
                    help="the task the architecture is for (default denoise)")
-    restore.add_task_flags(p)
+    add_task_flags(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=run)
 
@@ -22,7 +22,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from archlab import recommend
 
-    task = restore.make_task(args)
+    task = make_task(args)
     advice = recommend.recommend(images.load(args.image), task=task)
     if args.json:
         print(json.dumps(images.finite_json(advice.to_dict()), indent=2, allow_nan=False))

@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from archlab import experiments, figures, images, spectral
-from archlab.cli import restore
+from archlab.cli import add_fit_arguments, check_fit, fit_inputs, progress_lines
+from archlab.restoration import DEFAULT_IMAGE
 from archlab.fit import fit
 
 
@@ -28,7 +29,7 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="spectral_command", required=True, metavar="SUBCOMMAND")
 
     fbc = sub.add_parser("fbc", help="fit like `restore` and plot FBC per band and PSNR (paper 000 Fig. 3)")
-    restore.add_fit_arguments(fbc, out="fbc")
+    add_fit_arguments(fbc, out="fbc")
     fbc.add_argument("--bands", type=int, default=5, help="FBC bands (default 5)")
     fbc.set_defaults(func=run_fbc)
 
@@ -84,13 +85,13 @@ def _add_common(parser: argparse.ArgumentParser, name: str) -> None:
 
 def run_fbc(args: argparse.Namespace) -> int:
     """Fit, then write ``fbc.png`` (FBC bands and PSNR, peak marked), ``history.csv`` and ``summary.json``."""
-    task, spec, observation, reference, notes = restore.setup(args, outputs=("fbc.png", "history.csv", "summary.json"))
+    task, spec, observation, reference, notes = fit_inputs(args, ("fbc.png", "history.csv", "summary.json"))
     result = fit(spec, task, observation, iterations=args.iterations, lr=args.lr, ema=args.ema, seed=args.seed,
                  device=args.device, eval_every=args.eval_every, reference=reference, fbc_bands=args.bands,
-                 on_evaluation=restore.progress_lines(args.iterations, "spectral fbc"))
-    restore.check_fit(result)
+                 on_evaluation=progress_lines(args.iterations, "spectral fbc"))
+    check_fit(result)
     out = Path(args.out)
-    image = args.observed or args.image or restore.DEFAULT_IMAGE
+    image = args.observed or args.image or DEFAULT_IMAGE
     summary = {"task": task.to_dict(), "arch": args.arch, "image": image, "notes": notes, **result.summary()}
     with images.atomic_dir(out) as tmp:
         figures.plot_fbc(result.history, tmp / "fbc.png", title=f"{task.name} - {args.arch} - {Path(image).stem}")

@@ -35,7 +35,7 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from archlab import images, metrics, report
+from archlab import images, metrics, report, restoration
 from archlab.fit import FitSettings, fit, fit_many
 from archlab.studies.spec import StudySpec, _fail, default_storage, load_study
 from archlab.tasks import Task
@@ -269,9 +269,7 @@ def observations(spec: StudySpec) -> list[_Observation]:
     out = []
     for image in spec.images:
         for label, source in image.resolve(spec.base_dir):
-            x = images.load(source, grey=image.grey)
-            if image.size or image.scale:
-                x = images.resize(x, scale=image.scale, size=image.size)
+            x = restoration.clean_image(source, scale=image.scale or None, size=image.size or None, grey=image.grey)
             for task_label, task in spec.tasks:
                 m = math.lcm(multiple, getattr(task, "factor", 1))
                 h, w = (side // m * m for side in images.center_crop(x, 1, size=image.crop).shape[-2:])
@@ -280,7 +278,7 @@ def observations(spec: StudySpec) -> list[_Observation]:
                         _fail(key, f"needs image sides of at least {2 * need} pixels; image {label!r} is {w}x{h} "
                                    f"after its size/scale/crop (multiples of {m}); use a smaller depth or a larger "
                                    f"image")
-                xi = images.center_crop(x, m, size=image.crop)
+                xi = restoration.clean_image(x, crop=image.crop, multiple=m)
                 out.append(_Observation(task_label, task, label, task.degrade(xi, seed=spec.degradation_seed),
                                         task.reference(xi)))
     return out

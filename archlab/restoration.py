@@ -1,0 +1,221 @@
+"""From an image to a restored image: the one way archlab prepares an image, and :func:`restore`.
+
+Preparing is load → resize → centre crop to sizes the architecture (and an SR factor) accepts →
+degrade (seeded) → reference: :func:`clean_image` and :func:`prepare` do it for the command line,
+the reproductions, the studies and the experiments alike. :func:`restore` is ``archlab restore`` as one
+call: prepare, fit with the automatic stop (:data:`archlab.fit.AUTO_STOP`), return the restoration.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from archlab import images, metrics, models, tasks
+
+DEFAULT_IMAGE = "camera"
+DEFAULT_ARCH = "controlled-64"
+#: Fit settings of a restoration when neither the user nor a recommendation gives them.
+DEFAULT_FIT = {"iterations": 500, "lr": 0.002}
+#: Longer side a clean image is resized to before it is degraded (0 keeps it).
+DEFAULT_SIZE = 128
+#: Largest network output a fit starts on unless told otherwise (1024 x 1024).
+DEFAULT_MAX_PIXELS = 1 << 20
+#: Memory of a fit per output pixel and channel of the widest level, in bytes: activations, their
+#: gradients, the monitors' buffers (measured: controlled-64 and ulyanov-dip at 128² and 256², fp32 CPU,
+#: about 21 float32 maps of the width per pixel; 24 here).
+FIT_BYTES_PER_PIXEL_CHANNEL = 96
+
+
+def multiple_for(spec: models.ArchSpec, task: tasks.Task) -> int:
+    """The multiple the clean image's sides must be: the architecture's and the SR factor's (lcm)."""
+    return math.lcm(spec.multiple, getattr(task, "factor", 1))
+
+
+def clean_image(source: str | os.PathLike | torch.Tensor, *, multiple: int = 1, scale: float | None = None,
+                size: tuple[int, int] | None = None, longest: int = 0, crop: tuple[int, int] | None = None,
+                method: str = "torch", grey: bool = False) -> torch.Tensor:
+    """A clean image as archlab fits it: loaded, resized, centre-cropped.
+
+    Parameters
+    ----------
+    source : str, path or Tensor
+        A file, a built-in name (:func:`archlab.images.builtin_names`) or an image (1, C, H, W).
+    multiple : int
+        The crop keeps the largest centred multiple of it (:func:`multiple_for`).
+    scale, size, longest
+        At most one resize: by ``scale``, to ``size`` = (H, W), or so that the longer side is
+        ``longest`` when it is longer (never enlarging; 0 keeps it). Bicubic with antialiasing,
+        ``method`` as :func:`archlab.images.resize`.
+    crop : (int, int), optional
+        Centre crop to this (H, W) first (then down to ``multiple``, in one centred crop).
+    grey : bool
+        Load as one channel.
+
+    Examples
+    --------
+    >>> clean_image("camera", longest=100, multiple=32).shape
+    torch.Size([1, 1, 96, 96])
+    """
+    if sum(v is not None and v != 0 for v in (scale, size, longest)) > 1:
+        raise ValueError("clean_image: give at most one of scale, size and longest")
+    x = source if isinstance(source, torch.Tensor) else images.load(source, grey=grey)
+    if longest and max(x.shape[-2:]) > longest:
+        scale = longest / max(x.shape[-2:])
+    if scale is not None or size is not None:
+        x = images.resize(x, scale=scale, size=size, method=method)
+    return images.center_crop(x, multiple, size=crop)
+
+
+def check_pixels(spec: models.ArchSpec, size: tuple[int, int] | None, factor: int, max_pixels: int,
+                 name: str = "image") -> None:
+    """Refuse a fit whose output (``size`` × ``factor``) has more than ``max_pixels`` pixels, with the
+    memory it would need: about :data:`FIT_BYTES_PER_PIXEL_CHANNEL` bytes per pixel and channel of the
+    widest level. ``name`` is the input the message names."""
+    if size is None:
+        return
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels: {max_pixels} is invalid; allowed: an integer ≥ 1")
+    h, w = size[0] * factor, size[1] * factor
+    if h * w <= max_pixels:
+        return
+    width = max(spec.width) if isinstance(spec.width, tuple) else spec.width
+    gigabytes = h * w * width * FIT_BYTES_PER_PIXEL_CHANNEL / 1e9
+    raise ValueError(f"{name}: a fit with a {w}x{h} output ({h * w:,} pixels, width {width}) needs about "
+                     f"{gigabytes:.1f} GB; the limit is max_pixels {max_pixels:,}; resize the image or raise the limit")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a fit starts from: the observation ``y``, the clean ``reference`` in the task's reference
+    space (None for an observed image) and notes on what was done to the input."""
+
+    y: torch.Tensor
+    reference: torch.Tensor | None
+    notes: list[str] = field(default_factory=list)
+
+
+def _working_size(size: tuple[int, int], longest: int) -> tuple[int, int]:
+    """``(H, W)`` after resizing the longer side to ``longest`` when it is larger (0 keeps it)."""
+    scale = longest / max(size) if longest else 1.0
+    return size if scale >= 1 else (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+
+
+def prepare(task: tasks.Task, spec: models.ArchSpec, image: str | os.PathLike | None = None, *,
+            observed: str | os.PathLike | None = None, size: int = DEFAULT_SIZE, seed: int = 0,
+            max_pixels: int = DEFAULT_MAX_PIXELS, names: Mapping[str, str] | None = None) -> Prepared:
+    """A clean ``image`` resized (longer side ``size``, never enlarged), cropped for ``spec`` and degraded by
+    ``task`` with ``seed``; or an ``observed`` (already degraded) image, cropped for ``spec``.
+
+    Every size is checked before the image is decoded (``max_pixels``, :func:`check_pixels`). ``names`` maps
+    the parameter names (``image``, ``observed``, ``size``, ``max_pixels``) to the names errors use (the
+    command line's flags).
+    """
+    names = {"image": "image", "observed": "observed", "size": "size", "max_pixels": "max_pixels", **(names or {})}
+    factor = getattr(task, "factor", 1)
+    if max_pixels < 1:
+        raise ValueError(f"{names['max_pixels']}: {max_pixels} is invalid; allowed: an integer ≥ 1")
+
+    def pixels(shape, factor_, name):
+        try:
+            check_pixels(spec, shape, factor_, max_pixels, names[name])
+        except ValueError as error:
+            raise ValueError(str(error).replace("max_pixels", names["max_pixels"])) from None
+
+    notes = []
+    if observed is not None:
+        pixels(images.image_size(observed), factor, "observed")
+        y = images.load(observed)
+        note = images.describe(observed)
+        if note:
+            notes.append(note)
+        obs_multiple = spec.multiple // math.gcd(spec.multiple, factor)
+        if min(y.shape[-2:]) * factor < 2 * spec.multiple:
+            models.check_size(spec, tuple(s * factor for s in y.shape[-2:]))
+        cropped = images.center_crop(y, obs_multiple)
+        if cropped.shape != y.shape:
+            if task.name == "inpaint" and getattr(task, "mask", "") == "file":
+                raise ValueError(f"{names['observed']}: {y.shape[-1]}x{y.shape[-2]} is not a multiple of {obs_multiple} "
+                                 f"(needed by the architecture); crop the image and its mask first")
+            notes.append(f"cropped {y.shape[-1]}x{y.shape[-2]} to {cropped.shape[-1]}x{cropped.shape[-2]}")
+        if task.name == "jpeg" and getattr(task, "grey", False):
+            cropped = images.to_grey(cropped)
+        return Prepared(cropped, None, notes)
+    source = image if image is not None else DEFAULT_IMAGE
+    if size and size < 2:
+        raise ValueError(f"{names['size']}: {size} must be ≥ 2 (or 0 to keep the image size)")
+    header = images.image_size(source)
+    if header is not None:
+        pixels(_working_size(header, size), 1, "image")
+    x = clean_image(source, longest=size)
+    note = images.describe(source)
+    if note:
+        notes.append(note)
+    pixels(tuple(x.shape[-2:]), 1, "image")
+    multiple = multiple_for(spec, task)
+    if min(x.shape[-2:]) < 2 * multiple:
+        models.check_size(spec, tuple(x.shape[-2:]))
+    x = images.center_crop(x, multiple)
+    return Prepared(task.degrade(x, seed=seed), task.reference(x), notes)
+
+
+@dataclass
+class Restoration:
+    """What :func:`restore` returns: the ``restored`` image, the ``observation`` it came from, the clean
+    ``reference`` (None for an observed image), the :class:`archlab.fit.FitResult` and notes."""
+
+    restored: torch.Tensor
+    observation: torch.Tensor
+    reference: torch.Tensor | None
+    result: object
+    notes: list[str]
+
+    @property
+    def psnr(self) -> float | None:
+        """PSNR of the restoration against the reference (dB), where there is one."""
+        return None if self.reference is None else float(metrics.psnr(self.restored, self.reference))
+
+
+def restore(image: str | os.PathLike | None = None, *, observed: str | os.PathLike | None = None,
+            task: str | tasks.Task = "denoise", arch: str | models.ArchSpec = DEFAULT_ARCH, size: int = DEFAULT_SIZE,
+            seed: int = 0, device: str | torch.device = "auto", max_pixels: int = DEFAULT_MAX_PIXELS,
+            **settings) -> Restoration:
+    """Restore an image with a controlled deep image prior, stopped automatically: ``archlab restore`` as a call.
+
+    Parameters
+    ----------
+    image : str or path, optional
+        A clean image (file or built-in; default ``camera``), degraded here by ``task`` with ``seed``.
+    observed : str or path, optional
+        An already degraded image instead (then no PSNR is known).
+    task : str or Task
+        A task name (its default parameters, :data:`archlab.tasks.TASKS`) or a task.
+    arch : str or ArchSpec
+        A preset, a spec file or a spec (default ``controlled-64``).
+    size : int
+        Longer side a clean image is resized to first (0 keeps it).
+    settings
+        :class:`archlab.fit.FitSettings` fields; by default :data:`DEFAULT_FIT` and ``stop="auto"``.
+
+    Returns
+    -------
+    Restoration
+
+    Examples
+    --------
+    >>> r = restore("camera", size=32, arch="faster-dip-32", iterations=20, eval_every=10, window=10)
+    >>> r.restored.shape, r.psnr > 10
+    (torch.Size([1, 1, 32, 32]), True)
+    """
+    from archlab.fit import fit
+
+    task = tasks.make_task(task) if isinstance(task, str) else task
+    spec = models.load_spec(arch)
+    prepared = prepare(task, spec, image, observed=observed, size=size, seed=seed, max_pixels=max_pixels)
+    settings = {**DEFAULT_FIT, "stop": "auto", "seed": seed, **settings}
+    result = fit(spec, task, prepared.y, reference=prepared.reference, device=device, progress=False, **settings)
+    return Restoration(result.restored, prepared.y, prepared.reference, result, prepared.notes)

@@ -1,0 +1,193 @@
+"""The discrepancy principle (Morozov 1966) as a stop rule, and a noise level estimated from the observation."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import torch
+import torch.nn.functional as F
+
+from archlab.stopping import checks
+from archlab.stopping.measures import symmetric_pad
+
+#: τ of the discrepancy principle. The clean image itself leaves E‖x − y‖²/N = σ² (Gaussian noise,
+#: every value observed), so a fit below σ² is explaining noise; τ = 1 stops where the fit is as close
+#: to y as the clean image is. A DIP output at its PSNR peak leaves about σ² + MSE(peak), so τ > 1 stops
+#: earlier, nearer the peak; regularisation theory asks for τ > 1 (Engl, Hanke, Neubauer 1996, §4.3).
+DEFAULT_TAU = 1.0
+
+# Daubechies-2 high-pass decomposition taps (PyWavelets' ``Wavelet("db2").dec_hi``) from their closed
+# form, and Φ⁻¹(0.75), the MAD of a unit normal.
+_SQRT3 = math.sqrt(3)
+_DB2_HIGH = tuple(c / (4 * math.sqrt(2)) for c in (-1 - _SQRT3, 3 + _SQRT3, _SQRT3 - 3, 1 - _SQRT3))
+_NORMAL_MAD = statistics.NormalDist().inv_cdf(0.75)
+
+
+def estimate_sigma(y: torch.Tensor) -> torch.Tensor:
+    """Robust estimate of the standard deviation of additive white Gaussian noise in ``y``.
+
+    The median absolute deviation of the finest diagonal wavelet detail coefficients d of each
+    channel (Daubechies-2, the 'dd' band of one level of the separable transform, symmetric border,
+    exactly zero coefficients left out), divided by the MAD of a unit normal:
+
+        σ̂_c = median_i |d_i| / Φ⁻¹(0.75),   Φ⁻¹(0.75) ≈ 0.6745,      σ̂ = mean_c σ̂_c.
+
+    The finest diagonal band of a natural image holds almost only noise; the image content that
+    leaks into it makes σ̂ slightly high on textured images. This is
+    ``skimage.restoration.estimate_sigma(y, average_sigmas=True, channel_axis=-1)``, batched, in torch.
+
+    Parameters
+    ----------
+    y : Tensor (N, C, H, W)
+        Observations, C = 1 or 3, on the [0, 1] scale (σ̂ is on the same scale: 25/255 for σ = 25).
+
+    Returns
+    -------
+    Tensor (N,)
+        σ̂ of each image (the mean of its channels' estimates), in ``y``'s dtype, on its device.
+
+    References
+    ----------
+    Donoho, Johnstone, "Ideal spatial adaptation by wavelet shrinkage", Biometrika 81(3):425-455
+    (1994), §4.2.
+    """
+    checks.image(y, "estimate_sigma", 1)
+    n, c, h, w = y.shape
+    taps = torch.tensor(_DB2_HIGH[::-1], dtype=y.dtype, device=y.device)
+    detail = y.reshape(n * c, 1, h, w)
+    for dim, kernel, stride in ((-2, taps.view(1, 1, 4, 1), (2, 1)), (-1, taps.view(1, 1, 1, 4), (1, 2))):
+        # PyWavelets' symmetric-mode DWT: extend by 3 on each side, filter, keep every other sample from the second.
+        length = detail.shape[dim]
+        detail = F.conv2d(symmetric_pad(detail, dim, 3, 3).narrow(dim, 1, length + 5), kernel, stride=stride)
+    magnitude = detail.flatten(1).abs()
+    magnitude = torch.where(magnitude > 0, magnitude, math.nan)
+    return (magnitude.nanquantile(0.5, dim=1) / _NORMAL_MAD).view(n, c).mean(1)
+
+
+
+class DiscrepancyRule:
+    """The discrepancy principle of Morozov (1966): stop when the residual reaches the noise level.
+
+    With the per-value data-fit residual ρ_t = ‖A f(z_t) − y‖² / N of each run (the MSE loss of the
+    problem; for a mask, the mean over the observed values) and the noise level
+
+        ρ_noise = E‖A x − y‖² / N = σ²   (additive Gaussian noise of std σ),
+
+    a run stops at the first update with ρ_t ≤ τ · ρ_noise; the detected iteration is that one.
+    Fitting below the noise level means fitting the noise. ``σ`` is on the [0, 1] scale (25/255 for
+    σ = 25); when it is not given, :func:`estimate_sigma` estimates it from y. Clipping y to [0, 1]
+    lowers the true level near black and white, so the rule then fires a little later.
+
+    For Poisson noise of scale ζ, y = ζ · Poisson(x/ζ), Var(y_i) = ζ x_i, so
+    ρ_noise = ζ · mean(x), estimated by ζ · mean(y) (:meth:`poisson`).
+
+    Parameters
+    ----------
+    sigma : float, sequence or Tensor (K,), optional
+        Noise standard deviation(s) > 0 on the [0, 1] scale, one for all runs or one per run.
+    y : Tensor (K, C, H, W), optional
+        The observations, to estimate σ from when ``sigma`` is None.
+    tau : float
+        Safety factor τ > 0 (default 1: see :data:`DEFAULT_TAU`).
+
+    Attributes
+    ----------
+    sigma : Tensor float64 (K,) or 0-d
+        The effective σ, √ρ_noise.
+    residual : Tensor (K,) or None
+        The latest residual.
+
+    References
+    ----------
+    Morozov, "On the solution of functional equations by the method of regularization", Soviet
+    Math. Doklady 7:414-417 (1966); Engl, Hanke, Neubauer, "Regularization of Inverse Problems",
+    Kluwer (1996), §4.3.
+    """
+
+    def __init__(self, sigma=None, y: torch.Tensor | None = None, tau: float = DEFAULT_TAU):
+        if not (isinstance(tau, (int, float)) and not isinstance(tau, bool) and math.isfinite(tau) and tau > 0):
+            raise ValueError(f"DiscrepancyRule: tau must be a finite number > 0, got {tau!r}")
+        if sigma is None:
+            if y is None:
+                raise ValueError("DiscrepancyRule: give sigma (> 0, the [0, 1] scale) or y to estimate it from")
+            sigma = estimate_sigma(y)
+        sigma = torch.as_tensor(sigma, dtype=torch.float64).detach()
+        if sigma.ndim > 1 or not (torch.isfinite(sigma) & (sigma > 0)).all():
+            raise ValueError(f"DiscrepancyRule: sigma must be a number > 0 or one per run (K,), got {sigma.tolist()}")
+        self.sigma, self.tau = sigma, float(tau)
+        self.reset()
+
+    @classmethod
+    def poisson(cls, scale: float, y: torch.Tensor, tau: float = DEFAULT_TAU) -> DiscrepancyRule:
+        """The rule for Poisson noise of scale ζ = ``scale`` (> 0): ρ_noise = ζ · mean(y) per run."""
+        if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"DiscrepancyRule.poisson: scale must be a finite number > 0, got {scale!r}")
+        checks.image(y, "DiscrepancyRule.poisson", 1)
+        return cls(sigma=(scale * y.double().mean((1, 2, 3))).sqrt(), tau=tau)
+
+    def reset(self) -> None:
+        """Forget the stop flags and the kept outputs."""
+        self._threshold: torch.Tensor | None = None
+        self._last_iteration: int | None = None
+        self._output: torch.Tensor | None = None
+        self.residual: torch.Tensor | None = None
+        self.stopped: torch.Tensor | None = None
+        self.stop_iteration: torch.Tensor | None = None
+
+    def update(self, iteration: int, residual: torch.Tensor, outputs: torch.Tensor | None = None) -> torch.Tensor:
+        """Record the residual (K,) of ``iteration``; return the stop flags, bool (K,).
+
+        With ``outputs`` (K, C, H, W), each run's output at its stop is kept for :meth:`detected_output`.
+        """
+        name = "DiscrepancyRule.update"
+        iteration = checks.iteration(name, iteration, self._last_iteration)
+        if not isinstance(residual, torch.Tensor) or residual.ndim != 1:
+            got = tuple(residual.shape) if isinstance(residual, torch.Tensor) else type(residual).__name__
+            raise ValueError(f"{name}: residual must be a 1-D tensor (K,), got {got}")
+        k = residual.shape[0] if self.stopped is None else self.stopped.shape[0]
+        if self.sigma.ndim == 1:
+            k = self.sigma.shape[0]
+        if residual.shape[0] != k:
+            raise ValueError(f"{name}: residual must have K={k} values (one per run), got {residual.shape[0]}")
+        if outputs is not None:
+            outputs = checks.outputs(name, outputs, None if self._output is None else tuple(self._output.shape))
+            if outputs.shape[0] != k:
+                raise ValueError(f"{name}: outputs must have K={k} runs, got {outputs.shape[0]}")
+        if self.stopped is None:
+            self._threshold = (self.tau * self.sigma.square()).to(residual.device)
+            self.stopped = torch.zeros(residual.shape, dtype=torch.bool, device=residual.device)
+            self.stop_iteration = torch.full(residual.shape, -1, dtype=torch.int64, device=residual.device)
+        self._last_iteration = iteration
+        self.residual = residual.detach()
+        fire = (self.residual <= self._threshold) & ~self.stopped
+        self.stop_iteration = torch.where(fire, iteration, self.stop_iteration)
+        self.stopped = self.stopped | fire
+        if outputs is not None:
+            kept = torch.full_like(outputs, math.nan) if self._output is None else self._output
+            self._output = torch.where(fire.view(-1, 1, 1, 1), outputs, kept)
+        return self.stopped.clone()
+
+    @property
+    def detected_iteration(self) -> torch.Tensor | None:
+        """int64 (K,): where each run stopped (the discrepancy principle keeps that output), −1 while running."""
+        return self.stop_iteration
+
+    def detected_output(self) -> torch.Tensor | None:
+        """(K, C, H, W): the output at each run's stop, NaN while it runs (None if no outputs were given)."""
+        return self._output
+
+    def to_dict(self) -> dict:
+        """Settings (``sigma``: the effective σ) and, under ``"state"``, the state as plain numbers."""
+        sigma = self.sigma.tolist()
+        state = {"iteration": self._last_iteration, "stopped": checks.plain(self.stopped),
+                 "stop_iteration": checks.plain(self.stop_iteration), "residual": checks.plain(self.residual)}
+        return {"sigma": sigma, "tau": self.tau, "state": state}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DiscrepancyRule:
+        """A fresh rule with the settings of :meth:`to_dict`'s output (its ``"state"`` is not restored)."""
+        unknown = set(data) - {"sigma", "tau", "state"}
+        if unknown:
+            raise ValueError(f"DiscrepancyRule: unknown fields {sorted(unknown)}; accepted: sigma, tau, state")
+        return cls(sigma=data.get("sigma"), tau=data.get("tau", DEFAULT_TAU))
