@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from archlab import figures, report
+from archlab import report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ def main() -> None:
     curves = pd.read_csv(spectral / "lipschitz_curves.csv")
     # the command of results/spectral/README.md: --image .../image_F16_512rgb.png --size 64 (σ 25, the default arch)
     title = "denoising σ = 25, shi-decoder-text, image_F16_512rgb 64px"
-    print(f"wrote {figures.plot_lipschitz_fbc(curves, spectral / 'lipschitz.png', title)}")
+    print(f"wrote {report.plot_lipschitz_fbc(curves, spectral / 'lipschitz.png', title)}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from archlab import experiments, figures, models
+from archlab import experiments, models, report
 from archlab.cli import main
 
 TINY_HOURGLASS = models.ArchSpec(kind="hourglass", depth=1, width=8, skip=2, upsampler="bilinear")
@@ -124,8 +124,8 @@ def test_lipschitz_fbc_records_fbc_per_lambda_and_small_lambda_fits_less(tmp_pat
 
 def test_markdown_table_and_write_table(tmp_path):
     table = pd.DataFrame({"name": ["a", "b"], "value": [1.234567, float("nan")], "n": [1, 2]})
-    assert figures.markdown_table(table, digits=3) == "| name | value | n |\n| --- | --- | --- |\n| a | 1.23 | 1 |\n| b |  | 2 |\n"
-    csv_path, md_path = figures.write_table(table, tmp_path / "t")
+    assert report.markdown_table(table, 3, style="g", index=False) + "\n" == "| name | value | n |\n| --- | --- | --- |\n| a | 1.23 | 1 |\n| b |  | 2 |\n"
+    csv_path, md_path = report.write_table(table, tmp_path / "t")
     pd.testing.assert_frame_equal(pd.read_csv(csv_path), table)
     assert md_path.read_text().startswith("| name |")
 
@@ -133,10 +133,10 @@ def test_markdown_table_and_write_table(tmp_path):
 def test_plot_fbc_needs_fbc_columns(tmp_path):
     history = pd.DataFrame({"iteration": [10, 20], "psnr": [20.0, 21.0]})
     with pytest.raises(ValueError, match="fbc"):
-        figures.plot_fbc(history, tmp_path / "x.png")
+        report.plot_fbc(history, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
     history = history.assign(**{f"fbc_{i}": [0.5, 0.6] for i in range(5)})
-    with Image.open(figures.plot_fbc(history, tmp_path / "fbc.png")) as im:
+    with Image.open(report.plot_fbc(history, tmp_path / "fbc.png")) as im:
         assert im.size[0] > 500
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from matplotlib.axes import Axes
 
-from archlab import figures, report, studies
+from archlab import report, studies
 from archlab.fit import FitResult
 from archlab.studies import worker
 
@@ -185,7 +185,7 @@ def test_titles_show_no_machine_paths(tmp_path, monkeypatch):
     assert report.plain_title("σ = 25, lr 1/30, shi-decoder") == "σ = 25, lr 1/30, shi-decoder"
     monkeypatch.setitem(matplotlib.rcParams, "svg.fonttype", "none")  # keep the SVG's text as text
     history = pd.DataFrame({"iteration": [10, 20], "psnr": [20.0, 21.0], "fbc_0": [0.5, 0.6], "fbc_1": [0.1, 0.2]})
-    figures.plot_fbc(history, tmp_path / "fbc.svg", title="denoise - /tmp/work/my_spec.toml - camera")
+    report.plot_fbc(history, tmp_path / "fbc.svg", title="denoise - /tmp/work/my_spec.toml - camera")
     svg = (tmp_path / "fbc.svg").read_text()
     assert "denoise - my_spec - camera" in svg and "/tmp/work" not in svg
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from archlab import experiments, figures, images, spectral
+from archlab import experiments, images, report, spectral
 from archlab.cli import add_fit_arguments, check_fit, fit_inputs, progress_lines
 from archlab.restoration import DEFAULT_IMAGE
 from archlab.fit import fit
@@ -94,7 +94,7 @@ def run_fbc(args: argparse.Namespace) -> int:
     image = args.observed or args.image or DEFAULT_IMAGE
     summary = {"task": task.to_dict(), "arch": args.arch, "image": image, "notes": notes, **result.summary()}
     with images.atomic_dir(out) as tmp:
-        figures.plot_fbc(result.history, tmp / "fbc.png", title=f"{task.name} - {args.arch} - {Path(image).stem}")
+        report.plot_fbc(result.history, tmp / "fbc.png", title=f"{task.name} - {args.arch} - {Path(image).stem}")
         result.history.to_csv(tmp / "history.csv", index=False)
         images.write_json(summary, tmp / "summary.json")
     last = result.history.iloc[-1]
@@ -111,7 +111,7 @@ def run_psd(args: argparse.Namespace) -> int:
     for name in args.images:
         radius, psd = spectral.radial_psd(images.load(name), bins=args.bins)
         curves[Path(name).stem] = (radius.numpy(), psd[0].numpy())
-    path = figures.plot_radial_psd(curves, args.output)
+    path = report.plot_radial_psd(curves, args.output)
     print(f"wrote {path}")
     return 0
 
@@ -129,7 +129,7 @@ def run_trajectory(args: argparse.Namespace) -> int:
               f"{row['eps_first_min']:.4g} at {row['first_min_iteration']}", file=sys.stderr, flush=True)
     curves = pd.concat(parts, ignore_index=True)
     summary = experiments.trajectory_summary(curves)
-    return _write(args.out, "trajectory", curves, summary, figures.plot_trajectories)
+    return _write(args.out, "trajectory", curves, summary, report.plot_trajectories)
 
 
 def run_sinusoid(args: argparse.Namespace) -> int:
@@ -138,7 +138,7 @@ def run_sinusoid(args: argparse.Namespace) -> int:
                                              width=args.width, iterations=args.iterations, lr=args.lr,
                                              seed=args.seed, device=args.device)
     summary = experiments.convergence_table(curves, args.delta)
-    return _write(args.out, "sinusoid", curves, summary, lambda c, p: figures.plot_sinusoid(c, p, args.delta))
+    return _write(args.out, "sinusoid", curves, summary, lambda c, p: report.plot_sinusoid(c, p, args.delta))
 
 
 def run_lipschitz(args: argparse.Namespace) -> int:
@@ -152,7 +152,7 @@ def run_lipschitz(args: argparse.Namespace) -> int:
     histories = pd.concat(parts, ignore_index=True)
     summary = experiments.lipschitz_summary(histories)
     title = f"denoising σ = {args.sigma:g}, {args.arch}, {Path(args.image).stem} {args.size}px"
-    return _write(args.out, "lipschitz", histories, summary, lambda c, p: figures.plot_lipschitz_fbc(c, p, title))
+    return _write(args.out, "lipschitz", histories, summary, lambda c, p: report.plot_lipschitz_fbc(c, p, title))
 
 
 def _write(folder: str, name: str, curves, summary, plot) -> int:
@@ -160,7 +160,7 @@ def _write(folder: str, name: str, curves, summary, plot) -> int:
     plot(curves, out / f"{name}.png")
     with images.atomic_path(out / f"{name}_curves.csv") as tmp:
         curves.to_csv(tmp, index=False)
-    figures.write_table(summary, out / name)
-    print(figures.markdown_table(summary), end="")
+    report.write_table(summary, out / name)
+    print(report.markdown_table(summary, 4, style="g", index=False) + "\n", end="")
     print(f"wrote {out / name}.png, {name}_curves.csv, {name}.csv, {name}.md")
     return 0

@@ -1,12 +1,5 @@
-"""Figures and tables of the spectral measurements and experiments (matplotlib, written atomically).
-
-* :func:`plot_fbc` - paper 000 Fig. 3: FBC per band and PSNR against iterations, the PSNR peak marked;
-* :func:`plot_radial_psd` - paper 004 Fig. 2: radial power spectra of several images on one log-log plot;
-* :func:`plot_trajectories` - paper 001 Fig. 1(e-h): trajectory distance against iterations;
-* :func:`plot_sinusoid` - paper 001 Fig. 3(e, f): per-frequency squared amplitude error against iterations;
-* :func:`plot_lipschitz_fbc` - paper 000 Fig. 5: PSNR and FBC per Lipschitz bound;
-* :func:`markdown_table` and :func:`write_table` - the tables beside the figures.
-"""
+"""Figures of the papers' spectral measurements: FBC (paper 000 Fig. 3, 5), radial power spectra (paper 004
+Fig. 2), trajectory distances (paper 001 Fig. 1) and per-frequency errors (paper 001 Fig. 3)."""
 
 from __future__ import annotations
 
@@ -19,8 +12,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from archlab.images import atomic_path
-from archlab.report import markdown_table as markdown_table_base, plain_title, save_figure
+from archlab.report.figures import plain_title, save_figure
 
 #: Names of the five FBC bands of paper 000 §3.2, lowest first.
 BAND_NAMES = ("lowest", "low", "medium", "high", "highest")
@@ -190,20 +182,3 @@ def plot_lipschitz_fbc(histories: pd.DataFrame, path: str | os.PathLike, title: 
         ax.grid(True, alpha=0.3)
     figure.suptitle(plain_title(title))
     return save_figure(figure, path)
-
-
-def markdown_table(table: pd.DataFrame, digits: int = 4) -> str:
-    """A GitHub-flavoured Markdown table; floats with ``digits`` significant digits, NaN as an empty cell."""
-
-    return markdown_table_base(table, digits, style="g", index=False) + "\n"
-
-
-def write_table(table: pd.DataFrame, stem: str | os.PathLike, digits: int = 4) -> tuple[Path, Path]:
-    """Write ``table`` as ``stem.csv`` and ``stem.md`` (:func:`markdown_table`), atomically; return both paths."""
-    stem = Path(stem)
-    csv_path, md_path = stem.with_suffix(".csv"), stem.with_suffix(".md")
-    with atomic_path(csv_path) as tmp:
-        table.to_csv(tmp, index=False)
-    with atomic_path(md_path) as tmp:
-        tmp.write_text(markdown_table(table, digits))
-    return csv_path, md_path
