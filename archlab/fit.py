@@ -97,7 +97,9 @@ class FitResult:
     ``stop_output`` the output the stop rule selects (``stop_rule``; its detected iteration is
     ``auto_stop_iteration``) and ``stop_ema_output`` the EMA at that iteration.
     ``history`` has one row per evaluation; ``rules`` says, per rule, where it detected and
-    stopped (and the PSNR of its output where a reference was given).
+    stopped (and the PSNR of its output where a reference was given). ``baseline`` is the task's
+    naive restoration of the observation (itself; bicubic for SR) and ``observation_psnr`` its PSNR
+    against the reference (None without a reference of its size).
     """
 
     output: torch.Tensor
@@ -116,6 +118,8 @@ class FitResult:
     restores: int = 0
     extras: dict = field(default_factory=dict)
     stop_rule: str | None = None
+    baseline: torch.Tensor | None = None
+    observation_psnr: float | None = None
     stop_ema_output: torch.Tensor | None = None
     rules: dict = field(default_factory=dict)
 
@@ -189,7 +193,8 @@ def _result(run: loop.Run, spec: dict, extras: dict) -> FitResult:
                      spec=spec, settings=asdict(run.settings), task=run.task.to_dict(), best_output=best[2],
                      best_iteration=best[1], auto_stop_iteration=selected["iteration"],
                      stop_output=selected["output"], stop_ema_output=selected["ema"], stop_rule=run.rules.chosen,
-                     rules=selected["rules"], restores=run.restores, extras=extras)
+                     rules=selected["rules"], restores=run.restores, extras=extras, baseline=outcome["baseline"],
+                     observation_psnr=outcome["observation_psnr"])
 
 
 def fit(arch: ArchSpec | str | nn.Module, task: Task, observation: torch.Tensor, settings: FitSettings | None = None,

@@ -318,8 +318,9 @@ def run(nets, runs: list[Run], *, progress: bool | None = False, interruptible: 
     ``interruptible``: SIGINT/SIGTERM end the loop after the current iteration (reason ``interrupted``).
     ``outcome`` keys: ``output``/``ema_output`` (the task's restore of the last output and of the EMA),
     ``history``, ``stopped_at``, ``reason`` (``iterations``, a rule's name, ``diverged`` or ``interrupted``),
-    ``seconds`` (until the run ended), ``best`` (PSNR, iteration, output) and ``selected``
-    (:meth:`RuleSet.selected`).
+    ``seconds`` (until the run ended), ``best`` (PSNR, iteration, output), ``selected``
+    (:meth:`RuleSet.selected`), ``baseline`` (the task's naive restoration of y: y itself, or bicubic for
+    SR) and ``observation_psnr`` (the baseline's PSNR, where a reference of its size is known).
     """
     settings = runs[0].settings
     total, every, jitter = settings.iterations, settings.eval_every, settings.input_jitter
@@ -429,7 +430,12 @@ def _finish(nets, r: Run, slot: int, out: torch.Tensor, iteration: int, reason: 
         if reason != "interrupted" and not (final.isfinite().all() and ema_final.isfinite().all()):
             reason = "diverged"  # not even the last kept weights give a finite output
         selected = r.rules.selected(r.physics, r.y, r.reference)
+        baseline = r.physics.baseline(r.y)
+        observation_psnr = None
+        if r.reference is not None and baseline.shape == r.reference.shape:
+            observation_psnr = float(metrics.psnr(baseline, r.reference))
     r.outcome = {"output": final.cpu(), "ema_output": ema_final.cpu(), "history": r.monitor.frame(),
+                 "baseline": baseline.cpu(), "observation_psnr": observation_psnr,
                  "stopped_at": iteration, "reason": reason, "seconds": seconds,
                  "best": (r.best[0], r.best[1], None if r.best[2] is None else r.best[2].cpu()),
                  "selected": selected}

@@ -142,3 +142,18 @@ def test_physics_rebuilds_the_mask_of_the_degradation_seed(noisy):
     assert result.history["loss"].iloc[0] == pytest.approx(float(expected), rel=1e-4)
     wrong = fit(TINY, task, y, iterations=1, eval_every=1, seed=1, input_jitter=0.0, fast=False, progress=False)
     assert wrong.history["loss"].iloc[0] > 1.5 * result.history["loss"].iloc[0]  # the seed-1 mask counts holes
+
+
+def test_the_result_carries_the_tasks_baseline_and_its_psnr():
+    from archlab import images, metrics, tasks
+
+    x = images.center_crop(images.resize(images.load("camera"), size=(32, 32)), 8)
+    task = tasks.SuperResolution(factor=2)
+    y = task.degrade(x, seed=0)
+    result = fit("controlled-64", task, y, iterations=2, eval_every=1, window=2, reference=x, fast=False,
+                 progress=False)
+    bicubic = torch.nn.functional.interpolate(y, size=(32, 32), mode="bicubic", align_corners=False).clamp(0, 1)
+    torch.testing.assert_close(result.baseline, bicubic)
+    assert result.observation_psnr == pytest.approx(float(metrics.psnr(bicubic, x)), abs=1e-5)
+    assert fit("controlled-64", task, y, iterations=2, eval_every=1, window=2, fast=False,
+               progress=False).observation_psnr is None

@@ -59,10 +59,7 @@ def run(args) -> int:
         notes.append(f"the fit diverged at iteration {result.stopped_at}; the outputs come from the last weights "
                      f"whose loss was finite")
     if reference is not None:
-        physics = task.physics(tuple(y.shape), seed=args.seed)
-        baseline = physics.baseline(y)
-        summary["observation_psnr"] = (float(metrics.psnr(baseline, reference)) if baseline.shape == reference.shape
-                                       else None)
+        summary["observation_psnr"] = result.observation_psnr
         reasons["observation_psnr"] = "the baseline and the reference differ in size"
         summary["psnr_restored"] = float(metrics.psnr(restored, reference))
         summary["ssim_restored"] = float(metrics.ssim(restored, reference))
@@ -74,7 +71,7 @@ def run(args) -> int:
         images.save(result.output, tmp / "restored_last.png")
         images.save(y, tmp / "observed.png")
         if args.task == "sr":
-            images.save(task.physics(tuple(y.shape)).baseline(y), tmp / "baseline_bicubic.png")
+            images.save(result.baseline, tmp / "baseline_bicubic.png")
         result.history.to_csv(tmp / "history.csv", index=False)
         images.write_json({"arch": result.spec, "fit": result.settings, "task": result.task}, tmp / "spec.json")
         images.write_json(summary, tmp / "summary.json", reasons)

@@ -17,8 +17,8 @@ from optuna.trial import TrialState
 
 from archlab import report
 from archlab.images import atomic_path
-from archlab.studies.spec import EXTRA_METRICS, OBJECTIVES, _fail, _study_file, resolve_target, shipped
-from archlab.studies.worker import _curve_frame, artifacts_dir, make_storage, shown, trial_results
+from archlab.studies.spec import EXTRA_METRICS, OBJECTIVES, fail, study_file, resolve_target, shipped
+from archlab.studies.worker import curve_frame, artifacts_dir, make_storage, shown, trial_results
 
 #: Tables every report shows besides the objectives (paper 004 Fig. 4 and Table 1; paper 000 Fig. 5).
 DEFAULT_METRICS = ("peak_psnr", "final_psnr", "peak_iteration", "stop_iteration", "final_fbc_high")
@@ -32,7 +32,7 @@ def open_existing(name: str, storage: str | None = None) -> optuna.Study:
     try:
         return optuna.load_study(study_name=name, storage=make_storage(url))
     except KeyError:
-        _fail("study", f"no study {name!r} in {url}")
+        fail("study", f"no study {name!r} in {url}")
 
 
 def _storage_url(study: optuna.Study) -> str | None:
@@ -94,7 +94,7 @@ def load_curves(name: str | optuna.Study, storage: str | None = None,
             for meta in (m for m in metas if m.filename.endswith("-curves.csv")):
                 with contextlib.suppress(OSError, optuna.artifacts.exceptions.ArtifactNotFound):
                     with store.open_reader(meta.artifact_id) as reader:
-                        frames.append(_curve_frame(pd.read_csv(reader)).assign(trial=t.number, **t.params))
+                        frames.append(curve_frame(pd.read_csv(reader)).assign(trial=t.number, **t.params))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -192,7 +192,7 @@ def reproduce_command(source: str | os.PathLike, storage: str | None = None) -> 
     when one was given. None for a study known only by its name in a storage."""
     text = str(source)
     if text.endswith(".toml") or Path(text).is_file():
-        path = _study_file(text).resolve()
+        path = study_file(text).resolve()
         target = os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
     elif text in shipped():
         target = text
@@ -221,17 +221,17 @@ def write_report(name: str, storage: str | None = None, fmt: str = "md", out_dir
     trials' artifacts (``artifacts``: their folder, default as for the run).
     """
     if fmt not in report.TABLE_FORMATS:
-        _fail("format", f"{fmt!r} is invalid; allowed: {', '.join(report.TABLE_FORMATS)}")
+        fail("format", f"{fmt!r} is invalid; allowed: {', '.join(report.TABLE_FORMATS)}")
     allowed = report.FIGURE_FORMATS if fmt != "latex" else ("png", "pdf")
     if figure_format not in allowed:
-        _fail("figure_format", f"{figure_format!r} is invalid with format {fmt}; allowed: {', '.join(allowed)}")
+        fail("figure_format", f"{figure_format!r} is invalid with format {fmt}; allowed: {', '.join(allowed)}")
     if standalone and fmt != "latex":
-        _fail("standalone", f"only for format latex, not {fmt}")
+        fail("standalone", f"only for format latex, not {fmt}")
     study = open_existing(name, storage)
     spec = study.user_attrs["spec"]
     trials = load(study)
     if "task" not in trials or not (trials["state"] == "COMPLETE").any():
-        _fail("study", f"{study.study_name!r} has no complete trial to report yet")
+        fail("study", f"{study.study_name!r} has no complete trial to report yet")
     out, written = Path(out_dir), []
     out.mkdir(parents=True, exist_ok=True)
     per_metric, weights = tables(trials, spec), importances(study)

@@ -57,19 +57,20 @@ RANGE_KEYS = ("low", "high", "log", "step")
 STUDY_FIT_DEFAULTS = {"stop": "record"}
 
 
-def _fail(where: str, message: str):
+def fail(where: str, message: str):
+    """Raise the one-line error of a study file: ``WHERE: MESSAGE`` (the key, then what it accepts)."""
     raise ValueError(f"{where}: {message}")
 
 
 def _bool(where: str, value) -> bool:
     if not isinstance(value, bool):
-        _fail(where, f"{value!r} is invalid; allowed: true, false")
+        fail(where, f"{value!r} is invalid; allowed: true, false")
     return value
 
 
 def _int(where: str, value, low: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        _fail(where, f"{value!r} is invalid; allowed: an integer ≥ {low}")
+        fail(where, f"{value!r} is invalid; allowed: an integer ≥ {low}")
     return value
 
 
@@ -78,7 +79,7 @@ def _pair(where: str, value) -> tuple[int, int] | None:
         return None
     pair = [value, value] if isinstance(value, int) else value
     if not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(v, int) and v >= 2 for v in pair):
-        _fail(where, f"{value!r} is invalid; allowed: an integer ≥ 2 or [height, width]")
+        fail(where, f"{value!r} is invalid; allowed: an integer ≥ 2 or [height, width]")
     return tuple(pair)
 
 
@@ -102,26 +103,26 @@ class Param:
         """From a TOML value: a list of choices or a table with keys ``low, high, log, step``."""
         where = f"space.{name}"
         if name not in SPACE_NAMES:
-            _fail("space", f"unknown parameter {name!r}; allowed: {', '.join(SPACE_NAMES)}")
+            fail("space", f"unknown parameter {name!r}; allowed: {', '.join(SPACE_NAMES)}")
         if isinstance(value, list):
             if not value or not all(isinstance(v, (str, int, float, bool)) for v in value):
-                _fail(where, f"{value!r} is invalid; allowed: a non-empty list of strings/numbers/booleans")
+                fail(where, f"{value!r} is invalid; allowed: a non-empty list of strings/numbers/booleans")
             return cls(name, tuple(value))
         if not isinstance(value, dict):
-            _fail(where, f"{value!r} is invalid; allowed: a list of choices or a table with {', '.join(RANGE_KEYS)}")
+            fail(where, f"{value!r} is invalid; allowed: a list of choices or a table with {', '.join(RANGE_KEYS)}")
         unknown = sorted(set(value) - set(RANGE_KEYS))
         if unknown:
-            _fail(where, f"unknown key {unknown[0]!r}; allowed: {', '.join(RANGE_KEYS)}")
+            fail(where, f"unknown key {unknown[0]!r}; allowed: {', '.join(RANGE_KEYS)}")
         low, high, log, step = (value.get(k) for k in RANGE_KEYS)
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
         if not numbers or not low < high:
-            _fail(where, f"low={low!r}, high={high!r} are invalid; allowed: numbers with low < high")
+            fail(where, f"low={low!r}, high={high!r} are invalid; allowed: numbers with low < high")
         if not isinstance(log or False, bool):
-            _fail(f"{where}.log", f"{log!r} is invalid; allowed: true, false")
+            fail(f"{where}.log", f"{log!r} is invalid; allowed: true, false")
         if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0 or log):
-            _fail(f"{where}.step", f"{step!r} is invalid; allowed: a number > 0, and no step with log = true")
+            fail(f"{where}.step", f"{step!r} is invalid; allowed: a number > 0, and no step with log = true")
         if log and low <= 0:
-            _fail(f"{where}.low", f"{low!r} is invalid; allowed: a number > 0 with log = true")
+            fail(f"{where}.low", f"{low!r} is invalid; allowed: a number > 0 with log = true")
         return cls(name, (), low, high, bool(log), step)
 
     @property
@@ -172,17 +173,17 @@ class ImageSpec:
         if isinstance(value, str):
             value = {"source": value}
         if not isinstance(value, dict) or not isinstance(value.get("source"), str):
-            _fail(where, f"{value!r} is invalid; allowed: a source string or a table with {', '.join(IMAGE_KEYS)}")
+            fail(where, f"{value!r} is invalid; allowed: a source string or a table with {', '.join(IMAGE_KEYS)}")
         unknown = sorted(set(value) - set(IMAGE_KEYS))
         if unknown:
-            _fail(where, f"unknown key {unknown[0]!r}; allowed: {', '.join(IMAGE_KEYS)}")
+            fail(where, f"unknown key {unknown[0]!r}; allowed: {', '.join(IMAGE_KEYS)}")
         scale, grey = value.get("scale"), value.get("grey", False)
         if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0):
-            _fail(f"{where}.scale", f"{scale!r} is invalid; allowed: a number > 0")
+            fail(f"{where}.scale", f"{scale!r} is invalid; allowed: a number > 0")
         if not isinstance(grey, bool):
-            _fail(f"{where}.grey", f"{grey!r} is invalid; allowed: true, false")
+            fail(f"{where}.grey", f"{grey!r} is invalid; allowed: true, false")
         if value.get("size") is not None and scale is not None:
-            _fail(where, "give size or scale, not both")
+            fail(where, "give size or scale, not both")
         limit = value.get("limit")
         limit = None if limit is None else _int(f"{where}.limit", limit, 1)
         return cls(value["source"], str(value.get("label", "")), _pair(f"{where}.size", value.get("size")), scale,
@@ -201,13 +202,13 @@ class ImageSpec:
             candidates.append(images.datasets_root() / self.source)
         path = next((c for c in candidates if c.exists()), None)
         if path is None:
-            _fail("images.source", f"{self.source!r} is not a built-in ({', '.join(images.builtin_names())}), "
+            fail("images.source", f"{self.source!r} is not a built-in ({', '.join(images.builtin_names())}), "
                                    "a file, or a folder here, beside the study or under the datasets")
         if path.is_file():
             return [(self.label or path.stem, str(path))]
         found = images.list_images(path)[: self.limit]
         if not found:
-            _fail("images.source", f"folder {path} holds no images")
+            fail("images.source", f"folder {path} holds no images")
         return [(f"{self.label}{p.stem}" if self.label else p.stem, str(p)) for p in found]
 
     def to_value(self) -> dict:
@@ -247,54 +248,54 @@ class StudySpec:
         """Validate a study dict (parsed TOML); every error names its key and the allowed values."""
         unknown = sorted(set(data) - set(TOP_KEYS))
         if unknown:
-            _fail("study", f"unknown key {unknown[0]!r}; allowed: {', '.join(TOP_KEYS)}")
+            fail("study", f"unknown key {unknown[0]!r}; allowed: {', '.join(TOP_KEYS)}")
         name = data.get("name")
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-            _fail("name", f"{name!r} is invalid; allowed: letters, digits, '.', '_', '-'")
+            fail("name", f"{name!r} is invalid; allowed: letters, digits, '.', '_', '-'")
         for key in ("tasks", "images", "space", "objectives"):
             if not data.get(key):
-                _fail(key, "missing or empty; every study needs tasks, images, space and objectives")
+                fail(key, "missing or empty; every study needs tasks, images, space and objectives")
         for key in ("arch", "fit", "space", "objectives", "sampler", "pruner"):
             if not isinstance(data.get(key, {}), dict):
-                _fail(key, f"{data[key]!r} is invalid; allowed: a table [{key}]")
+                fail(key, f"{data[key]!r} is invalid; allowed: a table [{key}]")
         for key in ("tasks", "images"):
             if not isinstance(data[key], list):
-                _fail(key, f"{data[key]!r} is invalid; allowed: an array of tables [[{key}]]")
+                fail(key, f"{data[key]!r} is invalid; allowed: an array of tables [[{key}]]")
         tasks = []
         for i, entry in enumerate(data["tasks"]):
             if not isinstance(entry, dict) or "task" not in entry:
-                _fail(f"tasks[{i}]", f"{entry!r} is invalid; allowed: a table with task = <name> and its parameters")
+                fail(f"tasks[{i}]", f"{entry!r} is invalid; allowed: a table with task = <name> and its parameters")
             params = dict(entry)
             for key, value in params.items():
                 if isinstance(value, float) and not math.isfinite(value):
-                    _fail(f"tasks[{i}].{key}", f"{value} is invalid; allowed: a finite number")
+                    fail(f"tasks[{i}].{key}", f"{value} is invalid; allowed: a finite number")
             label = str(params.pop("label", params["task"]))
             tasks.append((label, make_task(params.pop("task"), **params)))
         if len({label for label, _ in tasks}) < len(tasks):
-            _fail("tasks", "two tasks share a label; give each a distinct label = ...")
+            fail("tasks", "two tasks share a label; give each a distinct label = ...")
         space = tuple(Param.parse(k, v) for k, v in data["space"].items())
         objectives = data["objectives"]
         for key, direction in objectives.items():
             if key not in OBJECTIVES:
-                _fail("objectives", f"unknown objective {key!r}; allowed: {', '.join(OBJECTIVES)}")
+                fail("objectives", f"unknown objective {key!r}; allowed: {', '.join(OBJECTIVES)}")
             if direction not in ("maximize", "minimize"):
-                _fail(f"objectives.{key}", f"{direction!r} is invalid; allowed: maximize, minimize")
+                fail(f"objectives.{key}", f"{direction!r} is invalid; allowed: maximize, minimize")
         arch = dict(data.get("arch", {}))
         base = load_spec(arch.pop("preset")) if "preset" in arch else ArchSpec()
         arch = ArchSpec.from_dict({**base.to_dict(), **arch})
         fit_settings = {**STUDY_FIT_DEFAULTS, **data.get("fit", {})}
         unknown = sorted(set(fit_settings) - set(FIT_FIELDS))
         if unknown:
-            _fail("fit", f"unknown key {unknown[0]!r}; allowed: {', '.join(FIT_FIELDS)} (seeds go in 'seeds')")
+            fail("fit", f"unknown key {unknown[0]!r}; allowed: {', '.join(FIT_FIELDS)} (seeds go in 'seeds')")
         FitSettings(**fit_settings)
         seeds = data.get("seeds", [0])
         if not isinstance(seeds, list) or not seeds:
-            _fail("seeds", f"{seeds!r} is invalid; allowed: a non-empty list of integers ≥ 0")
+            fail("seeds", f"{seeds!r} is invalid; allowed: a non-empty list of integers ≥ 0")
         sampler, pruner = dict(data.get("sampler", {"kind": "grid"})), dict(data.get("pruner", {"kind": "none"}))
         n_trials = data.get("n_trials")
         metrics = data.get("metrics", [])
         if not isinstance(metrics, list) or any(m not in OBJECTIVES and m not in EXTRA_METRICS for m in metrics):
-            _fail("metrics", f"{metrics!r} is invalid; allowed: a list of {', '.join([*OBJECTIVES, *EXTRA_METRICS])}")
+            fail("metrics", f"{metrics!r} is invalid; allowed: a list of {', '.join([*OBJECTIVES, *EXTRA_METRICS])}")
         spec = cls(name=name, tasks=tuple(tasks),
                    images=tuple(ImageSpec.parse(i, v) for i, v in enumerate(data["images"])), space=space,
                    objectives=tuple(objectives.items()), arch=arch, fit=tuple(fit_settings.items()),
@@ -321,31 +322,31 @@ class StudySpec:
                     if name not in ("transposed", "none"):
                         filters.get(name)
                 except ValueError as exc:
-                    _fail(where, str(exc))
+                    fail(where, str(exc))
         kind = dict(self.sampler).get("kind")
         if kind not in SAMPLERS:
-            _fail("sampler.kind", f"{kind!r} is invalid; allowed: {', '.join(SAMPLERS)}")
+            fail("sampler.kind", f"{kind!r} is invalid; allowed: {', '.join(SAMPLERS)}")
         if kind == "grid":
             coarse = [p.name for p in self.space if p.grid() is None]
             if coarse:
-                _fail(f"space.{coarse[0]}", "the grid sampler needs choices or a step for every parameter")
+                fail(f"space.{coarse[0]}", "the grid sampler needs choices or a step for every parameter")
             if self.n_trials is not None:
-                _fail("n_trials", f"not used by the grid sampler (the grid has {self.grid_size} points); remove it")
+                fail("n_trials", f"not used by the grid sampler (the grid has {self.grid_size} points); remove it")
         elif self.n_trials is None:
-            _fail("n_trials", f"the {kind} sampler needs n_trials = <integer ≥ 1> (the study's trial budget)")
+            fail("n_trials", f"the {kind} sampler needs n_trials = <integer ≥ 1> (the study's trial budget)")
         if kind == "cmaes" and importlib.util.find_spec("cmaes") is None:
-            _fail("sampler.kind", "cmaes needs the 'cmaes' package (pip install cmaes); allowed without it: "
+            fail("sampler.kind", "cmaes needs the 'cmaes' package (pip install cmaes); allowed without it: "
                                   "grid, random, tpe, nsga2")
         self.make_sampler()
         pruner = dict(self.pruner).get("kind")
         if pruner not in PRUNERS:
-            _fail("pruner.kind", f"{pruner!r} is invalid; allowed: {', '.join(PRUNERS)}")
+            fail("pruner.kind", f"{pruner!r} is invalid; allowed: {', '.join(PRUNERS)}")
         if pruner != "none" and len(self.objectives) > 1:
-            _fail("pruner.kind", "pruning needs a single objective; allowed with several objectives: none")
+            fail("pruner.kind", "pruning needs a single objective; allowed with several objectives: none")
         self.make_pruner()
         labels = [label for image in self.images for label, _ in image.resolve(self.base_dir)]
         if len(set(labels)) < len(labels):
-            _fail("images", f"two images share the label in {labels}; give each a distinct label = ...")
+            fail("images", f"two images share the label in {labels}; give each a distinct label = ...")
 
     def _options(self, which: str) -> tuple[type, dict]:
         options = dict(getattr(self, which))
@@ -392,7 +393,7 @@ class StudySpec:
             spec = ArchSpec.from_dict(arch)
             FitSettings(**settings)
         except ValueError as exc:
-            _fail(f"space {params}", str(exc))
+            fail(f"space {params}", str(exc))
         return spec, settings
 
     def to_dict(self) -> dict:
@@ -414,13 +415,13 @@ def _construct(what: str, cls: type, options: dict):
             return cls(**options)
     except (TypeError, ValueError) as exc:
         allowed = [p for p in inspect.signature(cls).parameters if p != "search_space"]
-        _fail(what, f"{exc}; allowed keys for {cls.__name__}: kind, {', '.join(allowed)}")
+        fail(what, f"{exc}; allowed keys for {cls.__name__}: kind, {', '.join(allowed)}")
 
 
 def _gaussian(sigma: float, factor: int, filter_dir: str | Path | None) -> str:
     """Name or TOML path of the Gaussian upsampler of ``sigma`` (σ ≥ 0 in input pixels)."""
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or sigma < 0:
-        _fail("space.sigma", f"{sigma!r} is invalid; allowed: a number ≥ 0")
+        fail("space.sigma", f"{sigma!r} is invalid; allowed: a number ≥ 0")
     wanted = filters.design("gaussian", factor, sigma=float(sigma))
     for name, flt in filters.catalog().items():
         if flt.factor == factor and len(flt.taps) == len(wanted.taps) and np.allclose(flt.taps, wanted.taps):
@@ -453,27 +454,28 @@ def shipped() -> dict[str, str]:
     return out
 
 
-def _study_file(source: str | os.PathLike) -> Path | None:
+def study_file(source: str | os.PathLike) -> Path | None:
+    """``source`` as a study file path (it must exist), or None when it names a shipped study."""
     path = Path(source)
     if path.suffix == ".toml" or path.is_file():
-        return path if path.is_file() else _fail("study", f"file {path} not found")
+        return path if path.is_file() else fail("study", f"file {path} not found")
     return None
 
 
 def load_study(source: str | os.PathLike) -> StudySpec:
     """A :class:`StudySpec` from a study TOML path or a shipped study's name (:func:`shipped`)."""
-    path = _study_file(source)
+    path = study_file(source)
     if path is None:
         entry = study_dir() / f"{source}.toml"
         if not entry.is_file():
-            _fail("study", f"unknown study {str(source)!r}; shipped: {', '.join(shipped())} (or a path to a .toml)")
+            fail("study", f"unknown study {str(source)!r}; shipped: {', '.join(shipped())} (or a path to a .toml)")
         text, base = entry.read_text(encoding="utf-8"), ""
     else:
         text, base = path.read_text(encoding="utf-8"), str(path.resolve().parent)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        _fail("study", f"cannot parse {source}: {exc}")
+        fail("study", f"cannot parse {source}: {exc}")
     return StudySpec.from_dict(data, base_dir=base)
 
 
@@ -487,6 +489,6 @@ def default_storage(source: str | os.PathLike) -> str:
 
 def resolve_target(source: str, storage: str | None) -> tuple[str, str]:
     """``(study name, storage URL)`` for a study file, a shipped name or a study name in ``storage``."""
-    path = _study_file(source) if str(source).endswith(".toml") or Path(source).is_file() else None
+    path = study_file(source) if str(source).endswith(".toml") or Path(source).is_file() else None
     name = load_study(path).name if path else str(source)
     return name, storage or default_storage(source)

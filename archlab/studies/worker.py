@@ -37,7 +37,7 @@ from optuna.trial import TrialState
 
 from archlab import images, metrics, report, restoration
 from archlab.fit import FitSettings, fit, fit_many
-from archlab.studies.spec import StudySpec, _fail, default_storage, load_study
+from archlab.studies.spec import StudySpec, fail, default_storage, load_study
 from archlab.tasks import Task
 
 HEARTBEAT_INTERVAL, GRACE_PERIOD, MAX_RETRY = 60, 120, 3
@@ -59,27 +59,27 @@ def storage_url(url: str, exists: bool = False) -> str:
     try:
         parsed = sqlalchemy.engine.make_url(url)
     except sqlalchemy.exc.ArgumentError:
-        _fail("storage", f"{shown(url)!r} is not a URL; {allowed}")
+        fail("storage", f"{shown(url)!r} is not a URL; {allowed}")
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
             path = Path(database)
             if not path.parent.is_dir():
-                _fail("storage", f"the folder of {database} does not exist; create it or give another sqlite:///FILE")
+                fail("storage", f"the folder of {database} does not exist; create it or give another sqlite:///FILE")
             if path.is_dir():
-                _fail("storage", f"{database} is a folder; give a file, sqlite:///FILE")
+                fail("storage", f"{database} is a folder; give a file, sqlite:///FILE")
             if exists and not path.is_file():
-                _fail("storage", f"{database} does not exist (no study has been run there)")
+                fail("storage", f"{database} does not exist (no study has been run there)")
     elif backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         module = {"psycopg": "psycopg", "psycopg2": "psycopg2", "pg8000": "pg8000"}.get(parsed.get_driver_name())
         if module is None or importlib.util.find_spec(module) is None:
-            _fail("storage", f"the PostgreSQL driver {parsed.get_driver_name()!r} is not supported or not installed; "
+            fail("storage", f"the PostgreSQL driver {parsed.get_driver_name()!r} is not supported or not installed; "
                              f"pip install 'psycopg[binary]' and use postgresql://...")
     else:
-        _fail("storage", f"{shown(url)!r} is invalid; {allowed}")
+        fail("storage", f"{shown(url)!r} is invalid; {allowed}")
     return parsed.render_as_string(hide_password=False)
 
 
@@ -99,7 +99,7 @@ def make_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL,
                               grace_period=grace_period,
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        _fail("storage", f"cannot open {shown(url)}: {_first_line(exc)}")
+        fail("storage", f"cannot open {shown(url)}: {_first_line(exc)}")
 
 
 def _first_line(exc: Exception) -> str:
@@ -137,7 +137,7 @@ def creation_lock(url: str):
             finally:
                 connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
     except sqlalchemy.exc.OperationalError as exc:
-        _fail("storage", f"cannot open {shown(url)}: {_first_line(exc)}")
+        fail("storage", f"cannot open {shown(url)}: {_first_line(exc)}")
     finally:
         engine.dispose()
 
@@ -225,7 +225,7 @@ def open_study(spec: StudySpec, storage: RDBStorage) -> optuna.Study:
         study.set_user_attr("definition", definition)
     elif _jsonable(stored) != _jsonable(definition):
         changed = sorted(k for k in definition if _jsonable(stored.get(k)) != _jsonable(definition[k]))
-        _fail("study", f"{spec.name!r} exists in the storage with a different definition (changed: "
+        fail("study", f"{spec.name!r} exists in the storage with a different definition (changed: "
                        f"{', '.join(changed)}); rename the study or use another storage")
     study.set_user_attr("spec", spec.to_dict())  # the latest description, trial budget and report metrics
     names = [name for name, _ in spec.objectives]
@@ -275,7 +275,7 @@ def observations(spec: StudySpec) -> list[_Observation]:
                 h, w = (side // m * m for side in images.center_crop(x, 1, size=image.crop).shape[-2:])
                 for key, need in sorted(needs.items(), key=lambda item: -item[1]):  # the deepest named first
                     if min(h, w) < 2 * need:  # as models.check_size, before any storage is created
-                        _fail(key, f"needs image sides of at least {2 * need} pixels; image {label!r} is {w}x{h} "
+                        fail(key, f"needs image sides of at least {2 * need} pixels; image {label!r} is {w}x{h} "
                                    f"after its size/scale/crop (multiples of {m}); use a smaller depth or a larger "
                                    f"image")
                 xi = restoration.clean_image(x, crop=image.crop, multiple=m)
@@ -404,7 +404,7 @@ class _Intermediate:
             self.check(k * self.stride + int(history["iteration"].iloc[-1]))
 
 
-def _curve_frame(history: pd.DataFrame) -> pd.DataFrame:
+def curve_frame(history: pd.DataFrame) -> pd.DataFrame:
     """The history with its lowest and highest FBC bands (paper 000 eq. 1) as ``fbc_low``/``fbc_high``."""
     fbc = [c for c in history.columns if c.startswith("fbc_")]
     return history.assign(fbc_low=history[fbc[0]], fbc_high=history[fbc[-1]]) if fbc else history
@@ -498,7 +498,7 @@ class _Objective:
             table = table[leading + [c for c in table.columns if c not in leading]]
             csv = Path(tmp) / f"trial-{trial.number}-curves.csv"
             table.to_csv(csv, index=False)
-            frame = pd.concat([_curve_frame(h).assign(panel=f"{obs.task_label}/{obs.image}", seed=f"seed {seed}")
+            frame = pd.concat([curve_frame(h).assign(panel=f"{obs.task_label}/{obs.image}", seed=f"seed {seed}")
                                for obs, seed, h in histories.values()])
             paths = [csv, report.plot_curves(frame, Path(tmp) / f"trial-{trial.number}-curves.png", line="seed",
                                              columns=("psnr", "ratio", "fbc_high"))]
@@ -589,15 +589,15 @@ def run(source: str | os.PathLike | StudySpec, storage: str | None = None, *, n_
     """
     spec = source if isinstance(source, StudySpec) else load_study(source)
     if dict(spec.pruner)["kind"] != "none" and spec.objectives[0] not in [(n, "maximize") for n in PSNR_OBJECTIVES]:
-        _fail("pruner.kind", "a pruner compares the PSNR at each evaluation; allowed with the objective "
+        fail("pruner.kind", "a pruner compares the PSNR at each evaluation; allowed with the objective "
                              f"{', '.join(PSNR_OBJECTIVES)} (maximize); with {spec.objectives[0][0]}: none")
     if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
-        _fail("n_trials", f"{n_trials!r} is invalid; allowed: an integer ≥ 1")
+        fail("n_trials", f"{n_trials!r} is invalid; allowed: an integer ≥ 1")
     url = storage_url(storage or default_storage(spec.name if isinstance(source, StudySpec) else source))
     data = observations(spec)  # every image loaded and checked against the space before anything is created
     store_dir = artifacts_dir(url, artifacts)
     if store_dir.exists() and not store_dir.is_dir():
-        _fail("artifacts", f"{store_dir} is a file; give a folder")
+        fail("artifacts", f"{store_dir} is a file; give a folder")
     with creation_lock(url):
         rdb = make_storage(url, heartbeat_interval, grace_period)
         study = open_study(spec, rdb)
