@@ -2,7 +2,7 @@
 
 * :func:`fast_settings` / :func:`engine_settings` - the precision (bfloat16 autocast with
   fp32 weights), memory format (channels-last) and ``torch.compile`` that ``fit(fast=True)``
-  uses, chosen per device from measurements (``archlab bench dip``); the fp32 eager path
+  uses, chosen per device from measurements (``python benchmarks/speed.py dip``); the fp32 eager path
   stays the reference.
 * :class:`CompiledModule` - ``torch.compile`` of a network (forward and, through
   AOTAutograd, backward) that falls back to eager execution if compilation fails.
@@ -22,7 +22,7 @@ PRECISIONS = ("fp32", "bf16")
 
 #: Whether ``fast=True`` may use bfloat16 autocast. Measured (results/bench/README.md): after 1,000
 #: iterations bf16 moves the PSNR by -0.11 dB on average (EMA output: -0.03 dB), within the ±0.15 dB
-#: that any rounding change (fp32 channels-last) causes; set False if ``archlab bench dip`` disagrees.
+#: that any rounding change (fp32 channels-last) causes; set False if ``python benchmarks/speed.py dip`` disagrees.
 BF16_SAFE = True
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -6,9 +6,6 @@
   encoder-decoder and by the same with fully-connected layers; per-frequency amplitude errors and the
   iteration at which each frequency converges.
 * :func:`lipschitz_fbc` - paper 000 §4.4, Fig. 5: the FBC of the Decoder for several Lipschitz bounds λ.
-* :func:`monitor_overhead` - the share of a fit's wall time that its evaluations (the on-device monitors of
-  :func:`archlab.fit.fit`) take (``archlab bench overhead``; the monitors against the papers' NumPy/SciPy
-  metrics are :func:`archlab.bench.bench_monitors`).
 
 The experiment loops are plain Adam on the MSE, as in the papers' code; outputs are kept on the device and
 measured once at the end, so the loops never synchronise with the host.
@@ -18,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +23,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from archlab import images, metrics, models, restoration, spectral, stopping, tasks
+from archlab import images, metrics, models, restoration, spectral, tasks
 from archlab.engine import resolve_device
 from archlab.fit import fit
 
@@ -302,43 +298,3 @@ def lipschitz_summary(histories: pd.DataFrame) -> pd.DataFrame:
         row.update({c: last[c] for c in h.columns if c.startswith("fbc_")})
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def monitor_overhead(arch: str | models.ArchSpec = "faster-dip-32", source: str | os.PathLike = "astronaut", *,
-                     size: int = 128, iterations: int = 200, eval_every: int = 10, repeats: int = 3,
-                     seed: int = 0, device: str | torch.device = "auto") -> dict:
-    """Share of a fit's wall time spent on its evaluations (FBC, ratio, PSNR/SSIM, the host transfer).
-
-    A denoising fit (σ 25) of ``iterations`` steps on a ``size`` x ``size`` image is timed with
-    ``eval_every`` and with a single evaluation at the end (``eval_every = iterations``), alternately,
-    ``repeats`` times each; the medians give ``overhead = (t_eval - t_plain) / t_eval``. ``archlab bench overhead`` prints it.
-
-    Returns
-    -------
-    dict
-        ``fit_s`` (median, with evaluations), ``plain_s`` (median, without), ``overhead`` (fraction of
-        ``fit_s``), ``evaluations``, ``size``, ``iterations``, ``eval_every``, ``device``.
-    """
-    _check_count("iterations", iterations, 2)
-    _check_count("eval_every", eval_every)
-    _check_count("repeats", repeats)
-    spec = models.load_spec(arch)
-    clean = images.load(source)
-    clean = restoration.clean_image(clean, scale=size / min(clean.shape[-2:]), crop=(size, size), multiple=spec.multiple)
-    task = tasks.Denoise(sigma=25.0)
-    noisy = task.degrade(clean, seed=seed)
-
-    def run(every: int) -> float:
-        window = every * math.ceil(stopping.DEFAULT_WINDOW / every)
-        return fit(spec, task, noisy, iterations=iterations, seed=seed, device=device, eval_every=every,
-                   window=window, reference=clean, progress=False).seconds
-
-    run(eval_every)
-    timed, plain = [], []
-    for _ in range(repeats):
-        timed.append(run(eval_every))
-        plain.append(run(iterations))
-    fit_s, plain_s = statistics.median(timed), statistics.median(plain)
-    return {"fit_s": fit_s, "plain_s": plain_s, "overhead": (fit_s - plain_s) / fit_s,
-            "evaluations": iterations // eval_every, "size": size, "iterations": iterations,
-            "eval_every": eval_every, "device": str(resolve_device(device))}

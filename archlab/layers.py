@@ -161,25 +161,6 @@ class Upsampler(nn.Module):
         return self._upsample_axis(self._upsample_axis(x, 3), 2)
 
 
-def upsample_naive(x: torch.Tensor, taps: np.ndarray, factor: int, padding: str = "reflect") -> torch.Tensor:
-    """The papers' form, kept as the speed baseline: insert zeros, then one depthwise 2-D
-    convolution with the outer-product kernel ``h hᵀ`` (it multiplies every inserted zero).
-    Same alignment and borders as :class:`Upsampler`, so the outputs are equal."""
-    n, c, h, w = x.shape
-    s, length = factor, len(taps)
-    _, before, after = polyphase_kernels(taps, s)
-    before, after = before + 1, after + 1
-    x = pad_axis(pad_axis(x, 3, before, after, padding), 2, before, after, padding)
-    nails = x.new_zeros(n, c, x.shape[2] * s, x.shape[3] * s)
-    nails[:, :, ::s, ::s] = x
-    t = torch.as_tensor(np.asarray(taps), dtype=x.dtype, device=x.device)
-    kernel = torch.outer(t, t).flip(0, 1).expand(c, 1, length, length)
-    y = F.conv2d(nails, kernel, groups=c)
-    # y[m] = Σ_k h[k] nails[m + L - 1 - k] and nails[q] = u[q - s·before], so output n sits at m = n + off.
-    off = filter_offset(length, s) + s * before - (length - 1)
-    return y[:, :, off : off + h * s, off : off + w * s]
-
-
 def spectral_norm(matrix: torch.Tensor) -> torch.Tensor:
     """Exact largest singular value, ``sqrt(λ_max(W Wᵀ))`` on the smaller Gram matrix.
 

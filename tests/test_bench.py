@@ -1,4 +1,4 @@
-"""Benchmarks: the contenders compute the same thing, the tables hold what they claim, the CLI writes them."""
+"""Speed benchmarks (benchmarks/speed.py): the contenders compute the same thing, the tables hold what they claim, the CLI writes them."""
 
 import math
 
@@ -9,8 +9,9 @@ import torch
 import torch.nn as nn
 from skimage.metrics import peak_signal_noise_ratio
 
-from archlab import bench, images, layers, models, spectral, stopping
-from archlab.cli import main
+from archlab import images, layers, models, spectral, stopping
+from benchmarks import speed as bench
+from benchmarks.speed import main
 
 TINY = models.ArchSpec(kind="hourglass", depth=2, width=8, skip=2, lipschitz=2.0, norm="mean_only")
 
@@ -152,9 +153,9 @@ def test_papers_blur_and_sharpness_track_archlabs(name):
         assert values["blurred"][i] < values["sharp"][i] / 2
 
 
-def test_cli_bench_writes_csv(tmp_path, capsys):
+def test_command_writes_csv(tmp_path, capsys):
     out = tmp_path / "upsample.csv"
-    code = main(["bench", "upsample", "--channels", "4", "--size", "16", "--repeats", "2", "--threads", "1",
+    code = main(["upsample", "--channels", "4", "--size", "16", "--repeats", "2", "--threads", "1",
                  "-o", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
@@ -163,22 +164,22 @@ def test_cli_bench_writes_csv(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir()] == ["upsample.csv"]  # no temporary file left
 
 
-def test_cli_bench_bad_input(capsys):
-    assert main(["bench", "dip", "--config", "ulyanov-dip"]) == 2
+def test_command_bad_input(capsys):
+    assert main(["dip", "--config", "ulyanov-dip"]) == 2
     assert "PRESET:SIZE" in capsys.readouterr().err
-    assert main(["bench", "upsample", "--threads", "0"]) == 2
+    assert main(["upsample", "--threads", "0"]) == 2
 
 
-def test_cli_bench_monitors_and_overhead_write_csv(tmp_path, capsys):
+def test_command_monitors_and_overhead_write_csv(tmp_path, capsys):
     out = tmp_path / "monitors.csv"
-    assert main(["bench", "monitors", "--size", "32", "--repeats", "1", "--threads", "1", "--device", "cpu",
+    assert main(["monitors", "--size", "32", "--repeats", "1", "--threads", "1", "--device", "cpu",
                  "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "papers_s" in printed and "ratio: papers_s / torch_s" in printed and "conditions: device=cpu" in printed
     row = pd.read_csv(out).iloc[0]
     assert row["size"] == 32 and row["ratio"] == pytest.approx(row["papers_s"] / row["torch_s"])
     out = tmp_path / "overhead.csv"
-    assert main(["bench", "overhead", "--arch", "faster-dip-32", "--size", "32", "--iterations", "4",
+    assert main(["overhead", "--arch", "faster-dip-32", "--size", "32", "--iterations", "4",
                  "--eval-every", "2", "--repeats", "1", "--threads", "1", "--device", "cpu", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "overhead" in printed and "share of the fit's wall time" in printed
@@ -186,4 +187,4 @@ def test_cli_bench_monitors_and_overhead_write_csv(tmp_path, capsys):
     assert row["evaluations"] == 2 and row["iterations"] == 4 and row["fit_s"] > 0
     assert row["overhead"] == pytest.approx((row["fit_s"] - row["plain_s"]) / row["fit_s"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["monitors.csv", "overhead.csv"]
-    assert main(["bench", "overhead", "--iterations", "1"]) == 2
+    assert main(["overhead", "--iterations", "1"]) == 2

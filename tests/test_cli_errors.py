@@ -171,12 +171,6 @@ CASES = [
     (["texture", "cv", "--table", "{f}/missing.csv"], "missing.csv"),
     (["texture", "cv", "--train-sigmas", "a,b"], "--train-sigmas"),
     (["texture", "cv", "--folds", "1"], "n_splits"),
-    # bench
-    (["bench", "upsample", "--filter", "NOPE"], "unknown name 'NOPE'"),
-    (["bench", "upsample", "--threads", "0"], "--threads"),
-    (["bench", "upsample", "--device", "bogus"], "--device"),
-    (["bench", "dip", "--config", "bad"], "PRESET:SIZE"),
-    (["bench", "upsample", "-o", "{f}/afile/x.csv", "--channels", "2", "--size", "8", "--repeats", "1"], "afile"),
     # study
     (["study"], "required: SUBCOMMAND"),
     (["study", "run"], "required: study"),

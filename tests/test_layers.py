@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from archlab import filters
-from archlab.layers import LipschitzConv2d, MeanOnlyBatchNorm, Upsampler, spectral_norm, upsample_naive
+from archlab.layers import LipschitzConv2d, MeanOnlyBatchNorm, Upsampler, spectral_norm
+from benchmarks.speed import upsample_naive
 
 CATALOGUE = sorted(filters.catalog())
 

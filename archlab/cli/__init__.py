@@ -35,7 +35,6 @@ GROUPS = {
     "recommend": "recommend a DIP architecture for an image from its texture",
     "texture": "texture features, width prediction and its cross-validation",
     "study": "Optuna studies: run (resumable, several workers), report, dashboard",
-    "bench": "time the upsampler and the fit engine against the papers' forms",
     "reproduce": "rerun a paper experiment and write its results table",
 }
 _TYPE_WORDS = {"int": "an integer", "float": "a number"}

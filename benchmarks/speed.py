@@ -1,11 +1,13 @@
-"""Benchmarks: the polyphase upsampler and the fit engine against the papers' forms.
+"""Speed benchmarks: the polyphase upsampler and the fit engine against the papers' forms.
 
-Each function runs its contenders in one process, interleaved round by round (so a
-machine whose load changes slows them alike), and returns a table of medians:
+Run from the repository root: ``python benchmarks/speed.py upsample | dip | many | monitors | overhead``
+(each prints its table and the conditions it ran under - CPU capability, threads, load - and with
+``-o`` writes the table as CSV). Each function runs its contenders in one process, interleaved round
+by round (so a machine whose load changes slows them alike), and returns a table of medians:
 
-* :func:`bench_upsample` - forward + backward of :class:`~archlab.layers.Upsampler`
-  against :func:`~archlab.layers.upsample_naive` (zero insertion, one depthwise 2-D
-  convolution with the outer-product kernel: the papers' form);
+* :func:`bench_upsample` - forward + backward of :class:`archlab.layers.Upsampler` against
+  :func:`upsample_naive` (zero insertion, one depthwise 2-D convolution with the outer-product
+  kernel: the papers' form);
 * :func:`bench_dip` - a DIP fit as the papers' code runs it (:func:`reference_fit`) against
   :func:`archlab.fit.fit` with its fast settings and with the fp32 reference settings:
   seconds per iteration, PSNR after N iterations, achieved GFLOP/s and the fraction of the
@@ -13,14 +15,16 @@ machine whose load changes slows them alike), and returns a table of medians:
 * :func:`bench_many` - :func:`archlab.fit.fit_many` of K runs against K sequential fits;
 * :func:`bench_monitors` - the on-device monitors of a fit (Crete blur, MLV sharpness, FBC, two PSNRs)
   against paper 000's per-iteration NumPy/SciPy code for the same metrics and against tuned NumPy
-  forms of archlab's definitions, on one 512×512 RGB image.
-
-The share of a whole fit's time its evaluations take is :func:`archlab.experiments.monitor_overhead`.
+  forms of archlab's definitions, on one 512×512 RGB image;
+* :func:`monitor_overhead` - the share of a fit's wall time its evaluations take.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
+import statistics
+import sys
 import os
 import platform
 import time
@@ -37,7 +41,8 @@ from skimage.measure import blur_effect as skimage_blur_effect
 from skimage.metrics import peak_signal_noise_ratio
 from torch.utils.flop_counter import FlopCounterMode
 
-from archlab import filters, images, layers, metrics, models, spectral, stopping, tasks
+from archlab import filters, images, layers, metrics, models, restoration, spectral, stopping, tasks
+from archlab.layers import filter_offset, pad_axis, polyphase_kernels
 from archlab.engine import engine_settings, resolve_device
 from archlab.fit import fit, fit_many, output_measures
 
@@ -88,7 +93,7 @@ def bench_upsample(filter: str = "L-60", channels: int = 128, size: int = 64, re
     layer = layers.Upsampler(channels, flt, factor=flt.factor).to(device)
     taps = np.array(flt.taps)
     x = torch.rand(1, channels, size, size, generator=torch.Generator().manual_seed(0)).to(device)
-    if not torch.allclose(layer(x), layers.upsample_naive(x, taps, flt.factor), atol=1e-4):
+    if not torch.allclose(layer(x), upsample_naive(x, taps, flt.factor), atol=1e-4):
         raise RuntimeError(f"bench upsample: Upsampler and the naive form disagree for {flt.name}")
 
     def run(upsample):
@@ -97,7 +102,7 @@ def bench_upsample(filter: str = "L-60", channels: int = 128, size: int = 64, re
             upsample(leaf).sum().backward()
         return call
 
-    naive_form = run(lambda t: layers.upsample_naive(t, taps, flt.factor))
+    naive_form = run(lambda t: upsample_naive(t, taps, flt.factor))
     times = interleaved({"archlab.Upsampler (polyphase)": run(layer), "naive (zeros + 2-D depthwise conv)": naive_form},
                         repeats, device)
     naive = np.median(times["naive (zeros + 2-D depthwise conv)"])
@@ -554,3 +559,213 @@ def bench_monitors(size: int = 512, repeats: int = 7, sigma: float = 25.0, seed:
     result["max_rel_diff"] = float(max(differences))
     result.update(size=size, repeats=repeats, device=str(device), threads=torch.get_num_threads())
     return result
+
+
+def upsample_naive(x: torch.Tensor, taps: np.ndarray, factor: int, padding: str = "reflect") -> torch.Tensor:
+    """The papers' form, kept as the speed baseline: insert zeros, then one depthwise 2-D
+    convolution with the outer-product kernel ``h hᵀ`` (it multiplies every inserted zero).
+    Same alignment and borders as :class:`Upsampler`, so the outputs are equal."""
+    n, c, h, w = x.shape
+    s, length = factor, len(taps)
+    _, before, after = polyphase_kernels(taps, s)
+    before, after = before + 1, after + 1
+    x = pad_axis(pad_axis(x, 3, before, after, padding), 2, before, after, padding)
+    nails = x.new_zeros(n, c, x.shape[2] * s, x.shape[3] * s)
+    nails[:, :, ::s, ::s] = x
+    t = torch.as_tensor(np.asarray(taps), dtype=x.dtype, device=x.device)
+    kernel = torch.outer(t, t).flip(0, 1).expand(c, 1, length, length)
+    y = F.conv2d(nails, kernel, groups=c)
+    # y[m] = Σ_k h[k] nails[m + L - 1 - k] and nails[q] = u[q - s·before], so output n sits at m = n + off.
+    off = filter_offset(length, s) + s * before - (length - 1)
+    return y[:, :, off : off + h * s, off : off + w * s]
+
+
+def _check_count(name: str, value, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    return value
+
+
+def monitor_overhead(arch: str | models.ArchSpec = "faster-dip-32", source: str | os.PathLike = "astronaut", *,
+                     size: int = 128, iterations: int = 200, eval_every: int = 10, repeats: int = 3,
+                     seed: int = 0, device: str | torch.device = "auto") -> dict:
+    """Share of a fit's wall time spent on its evaluations (FBC, ratio, PSNR/SSIM, the host transfer).
+
+    A denoising fit (σ 25) of ``iterations`` steps on a ``size`` x ``size`` image is timed with
+    ``eval_every`` and with a single evaluation at the end (``eval_every = iterations``), alternately,
+    ``repeats`` times each; the medians give ``overhead = (t_eval - t_plain) / t_eval``. ``python benchmarks/speed.py overhead`` prints it.
+
+    Returns
+    -------
+    dict
+        ``fit_s`` (median, with evaluations), ``plain_s`` (median, without), ``overhead`` (fraction of
+        ``fit_s``), ``evaluations``, ``size``, ``iterations``, ``eval_every``, ``device``.
+    """
+    _check_count("iterations", iterations, 2)
+    _check_count("eval_every", eval_every)
+    _check_count("repeats", repeats)
+    spec = models.load_spec(arch)
+    clean = images.load(source)
+    clean = restoration.clean_image(clean, scale=size / min(clean.shape[-2:]), crop=(size, size), multiple=spec.multiple)
+    task = tasks.Denoise(sigma=25.0)
+    noisy = task.degrade(clean, seed=seed)
+
+    def run(every: int) -> float:
+        window = every * math.ceil(stopping.DEFAULT_WINDOW / every)
+        return fit(spec, task, noisy, iterations=iterations, seed=seed, device=device, eval_every=every,
+                   window=window, reference=clean, progress=False).seconds
+
+    run(eval_every)
+    timed, plain = [], []
+    for _ in range(repeats):
+        timed.append(run(eval_every))
+        plain.append(run(iterations))
+    fit_s, plain_s = statistics.median(timed), statistics.median(plain)
+    return {"fit_s": fit_s, "plain_s": plain_s, "overhead": (fit_s - plain_s) / fit_s,
+            "evaluations": iterations // eval_every, "size": size, "iterations": iterations,
+            "eval_every": eval_every, "device": str(resolve_device(device))}
+
+
+# --- the command line ---
+
+def parser() -> argparse.ArgumentParser:
+    """``python benchmarks/speed.py upsample | dip | many | monitors | overhead [--threads N]``."""
+    p = argparse.ArgumentParser(prog="benchmarks/speed.py", description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    sub = p.add_subparsers(dest="bench_command", required=True, metavar="SUBCOMMAND")
+
+    upsample = sub.add_parser("upsample", help="polyphase Upsampler vs zero insertion + 2-D depthwise conv (fwd+bwd)")
+    upsample.add_argument("--filter", default="L-60", help="catalogue name or filter TOML (default L-60)")
+    upsample.add_argument("--channels", type=int, default=128, help="channels of the input (default 128)")
+    upsample.add_argument("--size", type=int, default=64, help="input side in pixels (default 64)")
+    upsample.add_argument("--repeats", type=int, default=30, help="interleaved timed rounds (default 30)")
+    _add_common(upsample)
+    upsample.set_defaults(func=run_upsample)
+
+    dip = sub.add_parser("dip", help="the papers' DIP loop vs archlab's engine: s/iteration, PSNR, roofline")
+    dip.add_argument("--config", action="append", metavar="PRESET:SIZE",
+                     help="architecture preset and image side, repeatable (default ulyanov-dip:128 faster-dip-64:256)")
+    dip.add_argument("--iterations", type=int, default=1000, help="iterations of every loop (default 1000)")
+    dip.add_argument("--image", default="astronaut", help="clean image, file or built-in (default astronaut)")
+    dip.add_argument("--sigma", type=float, default=25.0, help="noise σ on the 0..255 scale (default 25)")
+    dip.add_argument("--seed", type=int, default=0, help="seed of noise, weights and input (default 0)")
+    dip.add_argument("--repeats", type=int, default=1, help="rounds of the three loops (default 1)")
+    _add_common(dip)
+    dip.set_defaults(func=run_dip)
+
+    many = sub.add_parser("many", help="fit_many of K runs vs K sequential fits: fit-iterations per second")
+    many.add_argument("--arch", default="controlled-64", help="preset or spec file (default controlled-64)")
+    many.add_argument("--size", type=int, default=64, help="image side (default 64)")
+    many.add_argument("--k", type=int, nargs="+", default=[1, 4, 8], help="numbers of runs (default 1 4 8)")
+    many.add_argument("--iterations", type=int, default=100, help="iterations of every fit (default 100)")
+    many.add_argument("--repeats", type=int, default=1, help="rounds per K (default 1)")
+    many.add_argument("--fp32", action="store_true", help="compare in fp32 eager instead of the fast settings")
+    _add_common(many)
+    many.set_defaults(func=run_many)
+
+    monitors = sub.add_parser("monitors", help="on-device monitors vs paper 000's NumPy/SciPy code and tuned NumPy")
+    monitors.add_argument("--size", type=int, default=512, help="image side (default 512)")
+    monitors.add_argument("--repeats", type=int, default=7, help="interleaved timed rounds (default 7)")
+    _add_common(monitors)
+    monitors.set_defaults(func=run_monitors)
+
+    overhead = sub.add_parser("overhead", help="share of a fit's wall time spent on its evaluations")
+    overhead.add_argument("--arch", default="faster-dip-32", help="preset or spec file (default faster-dip-32)")
+    overhead.add_argument("--size", type=int, default=128, help="image side (default 128)")
+    overhead.add_argument("--iterations", type=int, default=200, help="iterations of every fit (default 200)")
+    overhead.add_argument("--eval-every", type=int, default=10, help="iterations between evaluations (default 10)")
+    overhead.add_argument("--repeats", type=int, default=3, help="rounds of the two fits (default 3)")
+    _add_common(overhead)
+    overhead.set_defaults(func=run_overhead)
+    return p
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=argparse.SUPPRESS, help="torch threads")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument("-o", "--output", default=None, help="also write the table to this CSV file")
+
+
+def _prepare(args) -> torch.device:
+    """The device (``--threads`` is the global option, applied before the command runs)."""
+    return resolve_device(args.device)
+
+
+def _report(table: pd.DataFrame, args, device: torch.device, bar: str) -> None:
+    with pd.option_context("display.width", 250, "display.max_columns", None, "display.float_format", "{:.4g}".format):
+        print(table.to_string(index=False))
+    print("conditions: " + ", ".join(f"{k}={v}" for k, v in conditions(device).items()))
+    print(bar)
+    if args.output:
+        with images.atomic_path(args.output) as tmp:
+            table.to_csv(tmp, index=False)
+        print(f"wrote {args.output}")
+
+
+def run_upsample(args) -> int:
+    device = _prepare(args)
+    table = bench_upsample(args.filter, args.channels, args.size, args.repeats, device)
+    _report(table, args, device, "speedup: naive median / Upsampler median")
+    return 0
+
+
+def _configs(values: list[str] | None) -> tuple[tuple[str, int], ...]:
+    if not values:
+        return DIP_CONFIGS
+    configs = []
+    for value in values:
+        preset, _, size = value.rpartition(":")
+        if not preset or not size.isdigit():
+            raise ValueError(f"config: {value!r} is not PRESET:SIZE (e.g. ulyanov-dip:128)")
+        configs.append((preset, int(size)))
+    return tuple(configs)
+
+
+def run_dip(args) -> int:
+    device = _prepare(args)
+    table = bench_dip(_configs(args.config), args.iterations, args.image, args.sigma, args.seed, args.repeats,
+                            device=device)
+    _report(table, args, device, "speedup: reference loop / archlab fit; fast_minus_fp32_db: PSNR difference of the two engines")
+    return 0
+
+
+def run_many(args) -> int:
+    device = _prepare(args)
+    table = bench_many(args.arch, args.size, tuple(args.k), args.iterations, repeats=args.repeats,
+                             fast=not args.fp32, device=device)
+    _report(table, args, device, "speedup: batched / sequential throughput")
+    return 0
+
+
+def run_monitors(args) -> int:
+    device = _prepare(args)
+    table = pd.DataFrame([bench_monitors(args.size, args.repeats, device=device)])
+    _report(table, args, device, "ratio: papers_s / torch_s; max_rel_diff: largest relative numpy/torch disagreement")
+    return 0
+
+
+def run_overhead(args) -> int:
+    device = _prepare(args)
+    table = pd.DataFrame([monitor_overhead(args.arch, size=args.size, iterations=args.iterations,
+                                                       eval_every=args.eval_every, repeats=args.repeats,
+                                                       device=device)])
+    _report(table, args, device, "overhead: the evaluations' share of the fit's wall time")
+    return 0
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one benchmark; bad input is one line on stderr and exit code 2."""
+    args = parser().parse_args(argv)
+    if getattr(args, "threads", None) is not None:
+        if args.threads < 1:
+            print(f"speed: error: --threads: {args.threads} is invalid; allowed: an integer >= 1", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as exc:
+        print(f"speed {args.bench_command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
