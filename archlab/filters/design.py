@@ -1,51 +1,22 @@
-"""Upsampling filters: design, exact frequency responses, summaries and the catalogue.
-
-Upsampling by an integer factor ``s`` inserts ``s - 1`` zeros between samples and
-convolves the result with a low-pass FIR ``h`` (REFERENCE §1; paper 004 §3.3).
-Zero insertion keeps the input spectrum on the *passband* ``[0, 0.5/s)`` and
-creates a mirrored *replica* above it, starting at ``0.5/s``; ``h`` must keep the
-first and suppress the second. Frequencies are in cycles per output sample, on
-``[0, 0.5]``. Every filter's taps sum to ``s`` (DC gain ``s``, so a constant
-signal stays constant).
-
-Kinds (:data:`KINDS`, parameters in :func:`design`): ``nearest``, ``linear``
-(bilinear in 2-D), ``cubic`` (Keys), ``lanczos``, ``gaussian`` (paper 000), the
-designed ``kaiser`` (Kaiser's window formulas, as ``scipy.signal.kaiserord``/``firwin``), ``equiripple``
-(``remez``) and ``least_squares`` (``firls``), and explicit ``taps``.
-
-The kernel kinds (nearest .. lanczos) sample their continuous kernel ``K(x)``,
-``x`` in input pixels, at output offsets ``d`` from the filter centre:
-``h = K(d / s)``, with ``d`` half-integer for even ``s`` (an even number of taps)
-and integer for odd ``s``. This is PyTorch's ``interpolate(..., align_corners=False)``
-(REFERENCE §1): nearest ×2 = ``[1, 1]``, linear ×2 = ``[0.25, 0.75, 0.75, 0.25]``.
-Gaussian and designed filters have an odd number of taps; for even ``s`` their
-centre tap lands on the input sample (sample-aligned, paper 000). The centre of every filter is the (possibly half-integer)
-index :attr:`Filter.delay` ``= (len(taps) - 1) / 2``.
-"""
+"""The :class:`Filter` (taps, factor, exact response and figures) and :func:`design`, one function for every kind."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
-import os
-import tempfile
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from archlab.filters import response
 
 KINDS = ("nearest", "linear", "cubic", "lanczos", "gaussian", "kaiser", "equiripple", "least_squares", "taps")
 
 # Largest filter a design may need; beyond it a specification counts as unmet.
 MAX_TAPS = 4097
 # Grid points per frequency interval before the local refinement of an extremum.
-_GRID = 4097
-_HALF_POWER = 1.0 / math.sqrt(2.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -138,7 +109,7 @@ class Filter:
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 2:
             raise ValueError(f"n: {n!r} must be an integer ≥ 2")
         f = np.linspace(0.0, 0.5, int(n))
-        return f, _amplitude(self.taps, f) * np.exp(-2j * np.pi * f * self.delay)
+        return f, response.amplitude(self.taps, f) * np.exp(-2j * np.pi * f * self.delay)
 
     def summary(self, stopband_edge: float | None = None, passband_edge: float | None = None) -> dict[str, float]:
         """Figures of merit of the magnitude response on the filter's bands, relative to the DC gain.
@@ -175,18 +146,18 @@ class Filter:
             def gain_db(value):
                 return float(20.0 * np.log10(value / dc))
 
-            pass_max = _extreme(self.taps, 0.0, pass_edge, largest=True)
-            pass_min = _extreme(self.taps, 0.0, pass_edge, largest=False)
+            pass_max = response.extreme(self.taps, 0.0, pass_edge, largest=True)
+            pass_min = response.extreme(self.taps, 0.0, pass_edge, largest=False)
             return {
                 "dc_gain": float(self.taps.sum()),
                 "passband_edge": pass_edge,
                 "passband_ripple_db": gain_db(pass_max) - gain_db(pass_min),
                 "stopband_edge": stop_edge,
-                "stopband_attenuation_db": 0.0 - gain_db(_extreme(self.taps, stop_edge, 0.5, largest=True)),
-                "stopband_mean_attenuation_db": float(-10.0 * np.log10(_mean_power(self.taps, stop_edge, 0.5)
+                "stopband_attenuation_db": 0.0 - gain_db(response.extreme(self.taps, stop_edge, 0.5, largest=True)),
+                "stopband_mean_attenuation_db": float(-10.0 * np.log10(response.mean_power(self.taps, stop_edge, 0.5)
                                                                        / dc**2)),
-                "cutoff_3db": _cutoff(self.taps, dc),
-                "replica_center_db": gain_db(_magnitude(self.taps, 0.75 / self.factor)[0]),
+                "cutoff_3db": response.cutoff(self.taps, dc),
+                "replica_center_db": gain_db(response.magnitude(self.taps, 0.75 / self.factor)[0]),
             }
 
     def to_dict(self) -> dict[str, Any]:
@@ -408,7 +379,7 @@ def _meeting(build: Callable[[int], np.ndarray], lengths: range, factor: int, st
     for n in lengths:
         taps = _trim(build(n))
         taps = factor * taps / taps.sum()
-        if 20 * np.log10(factor / _extreme(taps, stop, 0.5, largest=True)) >= attenuation:
+        if 20 * np.log10(factor / response.extreme(taps, stop, 0.5, largest=True)) >= attenuation:
             return taps
     longest = lengths[-1] if lengths else MAX_TAPS
     raise ValueError(f"attenuation_db: {attenuation:g} dB from {stop:g} cannot be met by {method} "
@@ -519,215 +490,3 @@ _DESIGNERS: dict[str, tuple[tuple[str, ...], Callable]] = {
     "least_squares": (_BANDS + ("numtaps", "attenuation_db", "stopband_weight"), _optimal("firls")),
     "taps": (("taps", "passband_edge", "stopband_edge"), _explicit),
 }
-
-
-def _amplitude(taps: np.ndarray, f) -> np.ndarray:
-    """Zero-phase amplitude ``A(f) = Σ_k h[k] cos(2π f (k - c))`` (``H(f) = A(f) e^{-i 2π f c}`` for
-    symmetric taps, ``|H| = |A|``), in blocks of about a million products."""
-    f = np.atleast_1d(np.asarray(f, dtype=np.float64))
-    offsets = np.arange(len(taps)) - (len(taps) - 1) / 2
-    out = np.empty(len(f))
-    block = max(1, 2**20 // len(taps))
-    for start in range(0, len(f), block):
-        out[start:start + block] = np.cos(2 * np.pi * np.outer(f[start:start + block], offsets)) @ taps
-    return out
-
-
-def _magnitude(taps: np.ndarray, f) -> np.ndarray:
-    return np.abs(_amplitude(taps, f))
-
-
-def _extreme(taps: np.ndarray, low: float, high: float, *, largest: bool) -> float:
-    """Largest (or smallest) ``|H(f)|`` on ``[low, high]``: grid, then a bounded local search.
-
-    The smallest is 0 when the amplitude changes sign on the grid (a null in the band).
-    """
-    grid = np.linspace(low, high, _GRID)
-    amplitude = _amplitude(taps, grid)
-    if not largest and np.any(np.signbit(amplitude[1:]) != np.signbit(amplitude[:-1])):
-        return 0.0
-    values = np.abs(amplitude)
-    i = int(np.argmax(values) if largest else np.argmin(values))
-    best = values[i]
-    if 0 < i < len(grid) - 1:
-        sign = -1.0 if largest else 1.0
-        found = _golden(lambda f: sign * _magnitude(taps, f)[0], grid[i - 1], grid[i + 1])
-        best = max(best, -found) if largest else min(best, found)
-    return float(best)
-
-
-def _golden(function: Callable[[float], float], low: float, high: float, tolerance: float = 1e-12) -> float:
-    """The minimum of a unimodal ``function`` on ``[low, high]`` by golden-section search."""
-    ratio = (math.sqrt(5.0) - 1.0) / 2.0
-    a, b = low, high
-    c, d = b - ratio * (b - a), a + ratio * (b - a)
-    fc, fd = function(c), function(d)
-    while b - a > tolerance:
-        if fc <= fd:
-            b, d, fd = d, c, fc
-            c = b - ratio * (b - a)
-            fc = function(c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + ratio * (b - a)
-            fd = function(d)
-    return min(fc, fd, function(low), function(high))
-
-
-def _mean_power(taps: np.ndarray, low: float, high: float) -> float:
-    """Mean of ``|H(f)|²`` over ``[low, high]``, exact: ``|H|² = Σ_m r[m] cos(2π f m)``, ``r`` the
-    autocorrelation of the taps."""
-    r = np.correlate(taps, taps, mode="full")[len(taps) - 1:]
-    if high <= low:
-        return float(r[0] + 2.0 * np.sum(r[1:] * np.cos(2.0 * np.pi * low * np.arange(1, len(r)))))
-    m = np.arange(1, len(r))
-    sines = (np.sin(2.0 * np.pi * m * high) - np.sin(2.0 * np.pi * m * low)) / (np.pi * m)
-    return float((r[0] * (high - low) + np.sum(r[1:] * sines)) / (high - low))
-
-
-def _cutoff(taps: np.ndarray, dc: float) -> float:
-    grid = np.linspace(0.0, 0.5, _GRID)
-    below = np.nonzero(_magnitude(taps, grid) <= dc * _HALF_POWER)[0]
-    if len(below) == 0:
-        return float("nan")
-    low, high = grid[int(below[0]) - 1], grid[int(below[0])]
-    while high - low > 1e-13:  # bisection on the first crossing of the half-power level
-        middle = (low + high) / 2
-        low, high = (middle, high) if _magnitude(taps, middle)[0] > dc * _HALF_POWER else (low, middle)
-    return float((low + high) / 2)
-
-
-#: Environment variable naming the user's filter folders (several separated by ``os.pathsep``).
-USER_ENV = "ARCHLAB_FILTERS"
-
-
-def catalogue_dir():
-    """The folder holding the shipped catalogue TOMLs (package data ``archlab.data.filters``)."""
-    try:
-        return resources.files("archlab.data.filters")
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "filters"
-
-
-def user_dirs() -> list[Path]:
-    """The user's catalogue folders, searched by name beside the shipped one: every folder in
-    ``$ARCHLAB_FILTERS`` (separated by ``os.pathsep``), then ``$XDG_CONFIG_HOME/archlab/filters``
-    (``~/.config/archlab/filters`` when ``XDG_CONFIG_HOME`` is unset). Folders need not exist."""
-    folders = [Path(part).expanduser() for part in os.environ.get(USER_ENV, "").split(os.pathsep) if part]
-    config = os.environ.get("XDG_CONFIG_HOME") or Path("~/.config").expanduser()
-    folders.append(Path(config) / "archlab" / "filters")
-    return list(dict.fromkeys(folders))
-
-
-def _entries() -> dict[str, list]:
-    """``name -> [(origin, file), ...]``: every ``*.toml`` of the shipped catalogue (origin ``"shipped"``)
-    and of the user's folders (origin: the file's path)."""
-    found: dict[str, list] = {}
-    folders = [("shipped", catalogue_dir()), *((None, d) for d in user_dirs() if d.is_dir())]
-    for origin, folder in folders:
-        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-            if entry.name.endswith(".toml") and entry.is_file():
-                found.setdefault(entry.name[:-5], []).append((origin or str(entry), entry))
-    return found
-
-
-def load(path) -> Filter:
-    """Read a filter specification TOML (``kind``, ``factor``, parameters; ``name``
-    defaults to the file's stem) and design it (:meth:`Filter.from_dict`)."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML ({exc})") from exc
-    data.setdefault("name", path.stem)
-    try:
-        return Filter.from_dict(data)
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
-
-
-def names() -> list[str]:
-    """Sorted names of the catalogue filters: the shipped ones and those in the user's folders (:func:`user_dirs`)."""
-    return sorted(_entries())
-
-
-def source(name: str) -> str:
-    """Where the catalogue filter ``name`` comes from: ``"shipped"`` or the path of the user's file."""
-    return _entry(name)[0]
-
-
-def _entry(name: str):
-    found = _entries().get(name)
-    if not found:
-        folders = ", ".join(str(d) for d in user_dirs())
-        raise ValueError(f"filter: unknown name {name!r}; catalogue: {', '.join(names())} (user folders: {folders}; "
-                         f"or a path to a .toml)")
-    if len(found) > 1:
-        raise ValueError(f"filter: {name!r} is defined twice ({', '.join(str(e) for _, e in found)}); "
-                         "rename one file")
-    return found[0]
-
-
-def get(source) -> Filter:
-    """A filter by catalogue name, from a TOML path, or a :class:`Filter` unchanged.
-
-    A string ending in ``.toml`` or containing a path separator is read as a file;
-    anything else is looked up in the catalogue (:func:`names`: the shipped filters and
-    the user's folders, :func:`user_dirs`). A name defined in two places is an error.
-    """
-    if isinstance(source, Filter):
-        return source
-    if not isinstance(source, (str, Path)) and not hasattr(source, "__fspath__"):
-        raise ValueError(f"filter: {source!r} is not a name, a TOML path or a Filter")
-    text = str(Path(source)) if not isinstance(source, str) else source
-    if not isinstance(source, str) or text.endswith(".toml") or "/" in text or "\\" in text:
-        return load(source)
-    with resources.as_file(_entry(text)[1]) as path:
-        return load(path)
-
-
-def catalog() -> dict[str, Filter]:
-    """Every catalogue filter (shipped and the user's), as a dict ``name -> Filter`` in sorted name order."""
-    return {name: get(name) for name in names()}
-
-
-def to_toml(spec: Mapping[str, Any]) -> str:
-    """A filter specification (:meth:`Filter.from_dict`'s keys; strings, numbers, booleans and
-    lists of numbers) as TOML text, one ``key = value`` per line."""
-    def value(item) -> str:
-        if isinstance(item, bool):
-            return "true" if item else "false"
-        if isinstance(item, numbers.Integral):
-            return str(int(item))
-        if isinstance(item, numbers.Real):
-            if not math.isfinite(item):
-                raise ValueError(f"filter specification: {item!r} is not a finite number")
-            return repr(float(item))
-        if isinstance(item, str):
-            return '"' + item.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-        if isinstance(item, (list, tuple, np.ndarray)):
-            return "[" + ", ".join(value(v) for v in item) + "]"
-        raise ValueError(f"filter specification: cannot write {item!r} as TOML")
-
-    return "".join(f"{key} = {value(item)}\n" for key, item in spec.items() if item is not None)
-
-
-def save(spec: Mapping[str, Any], path) -> Filter:
-    """Check a filter specification (by designing it), then write it to ``path`` as TOML, atomically
-    (a temporary file in the same folder, then a rename). Returns the designed filter."""
-    flt = Filter.from_dict(spec)
-    text = to_toml(spec)
-    if Filter.from_dict(tomllib.loads(text)) != flt:
-        raise ValueError("filter specification: does not survive the TOML round trip")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".toml", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return flt
