@@ -102,7 +102,7 @@ def start_together(tmp_path: Path, storage: str) -> tuple[str, list[subprocess.C
 def check_shared(name: str, storage: str, results: list[subprocess.CompletedProcess]) -> None:
     for result in results:
         assert result.returncode == 0, result.stdout[-3000:]
-    from archlab.studies.worker import storage_url
+    from archlab.studies.storage import storage_url
 
     loaded = optuna.load_study(study_name=name, storage=storage_url(storage))
     trials = loaded.trials
@@ -124,7 +124,7 @@ def test_four_workers_start_together_on_a_new_sqlite_study(tmp_path):
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 @pytest.mark.skipif(not os.environ.get("ARCHLAB_PG_URL"), reason="ARCHLAB_PG_URL is not set (.ci/postgres.sh)")
 def test_four_workers_start_together_on_a_new_postgres_study(tmp_path):
-    from archlab.studies.worker import storage_url
+    from archlab.studies.storage import storage_url
 
     url = storage_url(os.environ["ARCHLAB_PG_URL"])
     schema = f"race_{uuid.uuid4().hex[:8]}"  # a new, empty schema: the workers must create Optuna's tables
@@ -163,7 +163,7 @@ def test_ctrl_c_on_a_worker_is_one_line_and_its_retry_starts_clean(tmp_path):
 
 
 def _ctrl_c_once(tmp_path):
-    from archlab.studies.worker import storage_url
+    from archlab.studies.storage import storage_url
 
     tmp_path.mkdir()
 

@@ -115,7 +115,7 @@ def run_study(args: argparse.Namespace) -> int:
 def report_study(args: argparse.Namespace) -> int:
     """Write the report files and list them."""
     from archlab import studies
-    from archlab.studies.worker import storage_url
+    from archlab.studies.storage import storage_url
 
     storage_url(studies.resolve_target(args.study, args.storage)[1], exists=True)  # create no empty database
     for path in studies.write_report(args.study, args.storage, args.format, args.output, artifacts=args.artifacts,
@@ -129,7 +129,7 @@ def dashboard(args: argparse.Namespace) -> int:
     import optuna
 
     from archlab import studies
-    from archlab.studies.worker import shown, storage_url
+    from archlab.studies.storage import shown, storage_url
 
     try:
         import optuna_dashboard

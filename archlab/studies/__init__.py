@@ -16,8 +16,8 @@ and returns the objectives' means over them; several objectives make a Pareto st
 from archlab.studies.results import DEFAULT_METRICS, importances, load, load_curves, open_existing, tables, write_report
 from archlab.studies.spec import (EXTRA_METRICS, OBJECTIVES, PRUNERS, SAMPLERS, SPACE_NAMES, ImageSpec, Param,
                                   StudySpec, default_storage, load_study, resolve_target, shipped, study_dir)
-from archlab.studies.worker import (GRACE_PERIOD, HEARTBEAT_INTERVAL, TrialDiverged, TrialProgress, artifacts_dir,
-                                    make_storage, observations, open_study, run, trial_results)
+from archlab.studies.storage import GRACE_PERIOD, HEARTBEAT_INTERVAL, artifacts_dir, make_storage
+from archlab.studies.worker import TrialDiverged, TrialProgress, observations, open_study, run, trial_results
 
 __all__ = ["DEFAULT_METRICS", "EXTRA_METRICS", "GRACE_PERIOD", "HEARTBEAT_INTERVAL", "OBJECTIVES", "PRUNERS",
            "SAMPLERS", "SPACE_NAMES", "ImageSpec", "Param", "StudySpec", "TrialDiverged", "TrialProgress", "artifacts_dir",

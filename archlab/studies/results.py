@@ -18,7 +18,8 @@ from optuna.trial import TrialState
 from archlab import report
 from archlab.images import atomic_path
 from archlab.studies.spec import EXTRA_METRICS, OBJECTIVES, fail, study_file, resolve_target, shipped
-from archlab.studies.worker import curve_frame, artifacts_dir, make_storage, shown, trial_results
+from archlab.studies.storage import artifacts_dir, make_storage, shown
+from archlab.studies.worker import curve_frame, trial_results
 
 #: Tables every report shows besides the objectives (paper 004 Fig. 4 and Table 1; paper 000 Fig. 5).
 DEFAULT_METRICS = ("peak_psnr", "final_psnr", "peak_iteration", "stop_iteration", "final_fbc_high")
