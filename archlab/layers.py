@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from archlab import filters
 
 PADDINGS = ("reflect", "replicate", "zeros", "circular")
+#: Paddings of :class:`LipschitzConv2d` (the names of :data:`PADDINGS`).
+CONV_PADDINGS = ("reflect", "zeros")
 
 
 def filter_offset(length: int, factor: int) -> int:
@@ -201,7 +203,7 @@ class LipschitzConv2d(nn.Conv2d):
     * ``"kaiming"`` - He-uniform with a = 0, fan-in (paper 000's code);
     * ``"torch"`` - PyTorch's default, He-uniform with a = √5 (Ulyanov et al.'s and paper 004's code).
 
-    Padding is explicit (``pad`` = "reflect" or "zero") as in the DIP codes.
+    Padding is explicit (``pad`` = one of :data:`CONV_PADDINGS`) as in the DIP codes.
     """
 
     METHODS = ("svd", "power", "operator")
@@ -216,8 +218,8 @@ class LipschitzConv2d(nn.Conv2d):
             raise ValueError(f"lipschitz: {lipschitz!r} must be > 0 (or None for no bound)")
         if method not in self.METHODS:
             raise ValueError(f"lipschitz_method: {method!r} is not one of {', '.join(self.METHODS)}")
-        if pad not in ("reflect", "zero"):
-            raise ValueError(f"pad: {pad!r} is not one of reflect, zero")
+        if pad not in CONV_PADDINGS:
+            raise ValueError(f"pad: {pad!r} is not one of {', '.join(CONV_PADDINGS)}")
         if init not in self.INITS:
             raise ValueError(f"init: {init!r} is not one of {', '.join(self.INITS)}")
         if init == "kaiming-leaky":
@@ -287,7 +289,7 @@ class LipschitzConv2d(nn.Conv2d):
         return self.weight / scale.to(self.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.halo and self.pad_mode == "zero":
+        if self.halo and self.pad_mode == "zeros":
             x = F.pad(x, [self.halo] * 4)
         elif self.halo and min(x.shape[-2:]) > self.halo:
             x = F.pad(x, [self.halo] * 4, mode="reflect")

@@ -30,17 +30,15 @@ import torch
 import torch.nn as nn
 
 from archlab import filters
-from archlab.layers import PADDINGS, LipschitzConv2d, MeanOnlyBatchNorm, Upsampler
+from archlab.layers import CONV_PADDINGS, PADDINGS, LipschitzConv2d, MeanOnlyBatchNorm, Upsampler
 
 KINDS = ("hourglass", "decoder", "convnet", "conv_decoder", "mlp_decoder", "deep_decoder")
 #: Kinds built layer by layer as their codes are: the last layer runs at full resolution, without upsampler.
 LAYERED = ("conv_decoder", "mlp_decoder", "deep_decoder")
 NORMS = ("batch", "mean_only", "none")
 ACTS = ("leaky_relu", "relu")
-PADS = ("reflect", "zero")
 DOWNSAMPLES = ("stride", "avg", "max")
 NOISES = ("uniform", "normal", "fourier", "meshgrid")
-LIPSCHITZ_METHODS = LipschitzConv2d.METHODS
 INITS = LipschitzConv2d.INITS
 
 
@@ -122,12 +120,14 @@ class ArchSpec:
         check("lipschitz", self.lipschitz is None or self.lipschitz == "auto"
               or (isinstance(self.lipschitz, (int, float)) and not isinstance(self.lipschitz, bool)
                   and self.lipschitz > 0), "a number > 0, auto (chosen for the image size), or none")
-        check("lipschitz_method", self.lipschitz_method in LIPSCHITZ_METHODS, ", ".join(LIPSCHITZ_METHODS))
+        check("lipschitz_method", self.lipschitz_method in LipschitzConv2d.METHODS, ", ".join(LipschitzConv2d.METHODS))
         check("norm", self.norm in NORMS, ", ".join(NORMS))
         check("act", self.act in ACTS, ", ".join(ACTS))
         check("leak", 0 <= self.leak < 1, "0 ≤ leak < 1")
         check("kernel", isinstance(self.kernel, int) and self.kernel >= 1 and self.kernel % 2 == 1, "an odd integer ≥ 1")
-        check("pad", self.pad in PADS, ", ".join(PADS))
+        if self.pad == "zero":  # the name of spec files written before "zeros" (PyTorch's) was the only one
+            object.__setattr__(self, "pad", "zeros")
+        check("pad", self.pad in CONV_PADDINGS, ", ".join(CONV_PADDINGS))
         check("input_depth", isinstance(self.input_depth, int) and self.input_depth >= 1, "an integer ≥ 1")
         check("input_noise", self.input_noise in NOISES, ", ".join(NOISES))
         check("input_depth", self.input_noise != "fourier" or self.input_depth % 2 == 0,
@@ -219,7 +219,7 @@ PRESETS: dict[str, ArchSpec] = {
     "shi-decoder-text": _SHI_TEXT,
     # ConvDecoder (Darestani & Heckel; paper 004's light_cnn.py, num_layers = 6): 6 × [upsample, conv 3×3 128
     # zero-padded, ReLU, BN], the last layer at full size without upsampling, + 1×1 output.
-    "convdecoder": ArchSpec(kind="conv_decoder", depth=6, width=128, skip=0, act="relu", pad="zero", input_depth=128,
+    "convdecoder": ArchSpec(kind="conv_decoder", depth=6, width=128, skip=0, act="relu", pad="zeros", input_depth=128,
                             input_noise="normal", input_scale=1.0, sigmoid=False, **_TORCH_CODE),
     # Deep Decoder (Heckel & Hand; decodernw with [128] * 5, d = 6): 6 × [1×1 conv 128, bilinear, ReLU, BN], the
     # last without upsampling, no conv bias.

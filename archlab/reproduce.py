@@ -458,6 +458,8 @@ def _stopping_text(table: pd.DataFrame) -> str:
     summary.columns = [f"{rule.removesuffix(' gap')} {stat}" for rule, stat in summary.columns]
     summary.insert(0, "runs", outcomes.groupby(["task", "arch"], sort=False).size())
     summary.insert(1, "auto rule", outcomes.groupby(["task", "arch"], sort=False)["auto rule"].first())
+    summary.index = [f"{task} · {arch}" for task, arch in summary.index]
+    summary.index.name = "task · network"
     overall = outcomes[gaps].agg(["mean", "max"])
     parts = ["### Gap to the oracle peak (dB), mean and largest per task\n\n" + report.markdown_table(summary),
              "### Over every run\n\n" + report.markdown_table(overall.T.rename_axis("rule"))]

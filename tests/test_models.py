@@ -107,3 +107,10 @@ def test_stem_adds_its_blocks_and_an_unbounded_output_is_free():
     assert net[-1][0].lipschitz is None and net[-2][0].lipschitz == 1.0
     with pytest.raises(ValueError, match="stem"):
         models.ArchSpec(kind="hourglass", stem=1)
+
+
+def test_one_padding_vocabulary_and_old_spec_files_still_load():
+    spec = models.ArchSpec(kind="decoder", depth=2, width=8, skip=0, pad="zero")  # the name spec files used before
+    assert spec.pad == "zeros" and models.preset("convdecoder").pad == "zeros"
+    with pytest.raises(ValueError, match="reflect, zeros"):
+        models.ArchSpec(kind="decoder", depth=2, width=8, skip=0, pad="circle")
