@@ -133,7 +133,7 @@ class RuleSet:
                          "emv": stopping.EMVRule(patience=settings.patience)}
         self.discrepancy = None
         if task.name == "denoise" and task.sigma > 0:
-            self.discrepancy = stopping.DiscrepancyRule(sigma=task.sigma / 255.0)
+            self.discrepancy = stopping.DiscrepancyRule(sigma=task.sigma / 255.0, clipped=bool(task.clip))
         elif task.name == "poisson":
             self.discrepancy = stopping.DiscrepancyRule.poisson(task.scale, y)
         if self.chosen == "discrepancy" and self.discrepancy is None:

@@ -42,6 +42,7 @@ def replay(path: Path, sigma: float | None, patience: int = 1000) -> list[dict]:
     }
     if sigma is not None:
         rules["discrepancy (known σ)"] = stopping.DiscrepancyRule(sigma=sigma / 255.0)
+        rules["discrepancy (known σ, clipped noise)"] = stopping.DiscrepancyRule(sigma=sigma / 255.0, clipped=True)
     for iteration, output in zip(iterations, outputs):
         x = output[None]
         for measures in ("archlab", "paper"):
@@ -52,7 +53,7 @@ def replay(path: Path, sigma: float | None, patience: int = 1000) -> list[dict]:
         residual = (x - y).square().mean().reshape(1)
         for name in rules:
             if name.startswith("discrepancy"):
-                rules[name].update(iteration, residual)
+                rules[name].update(iteration, residual, x)
     rows = []
     for name, rule in rules.items():
         detected = int((rule.stop_iteration if name.startswith("ratio") else rule.detected_iteration)[0])

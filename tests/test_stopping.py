@@ -23,6 +23,7 @@ from archlab.stopping import (
     WMVRule,
     blur_effect,
     blur_sharpness_ratio,
+    clipped_noise_power,
     estimate_sigma,
     mlv_map,
     mlv_sharpness,
@@ -485,6 +486,45 @@ def test_discrepancy_rule_fires_at_the_noise_level_per_run_and_keeps_the_output(
     assert fired.index(True) == int(np.flatnonzero(residual[:, 0] <= 1.5 * 0.01)[0]) < 139
 
 
+@pytest.mark.parametrize("sigma", [15 / 255, 50 / 255, 0.4])
+def test_clipped_noise_power_is_the_integral_of_the_clipped_error(sigma):
+    from scipy import integrate, stats
+
+    xs = [0.0, 0.02, 0.3, 0.5, 0.9, 1.0]
+    got = clipped_noise_power(torch.tensor(xs).view(1, 1, 1, -1), sigma).flatten().tolist()
+    for x, value in zip(xs, got):
+        clipped = lambda n: (min(max(x + n, 0.0), 1.0) - x) ** 2 * stats.norm.pdf(n, scale=sigma)  # noqa: E731
+        expected = integrate.quad(clipped, -12 * sigma, 12 * sigma, points=[-x, 1 - x], limit=200)[0]
+        assert value == pytest.approx(expected, rel=1e-6, abs=1e-12)
+    assert got[3] == pytest.approx(sigma**2, rel=0.02 if sigma < 0.3 else 0.5)  # mid-grey: hardly clipped
+    per_run = clipped_noise_power(torch.full((2, 1, 2, 2), 0.5), torch.tensor([0.05, 0.1]))
+    assert per_run[:, 0, 0, 0].tolist() == pytest.approx([0.05**2, 0.1**2], rel=1e-5)  # 5σ from the bounds
+
+
+def test_discrepancy_rule_for_clipped_noise_waits_for_the_clipped_level():
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, 32, 32) * 0.3  # a dark image: much of the noise is clipped away
+    sigma = 50 / 255
+    y = (x + sigma * torch.randn_like(x)).clamp(0, 1)
+    level = float(((y - x) ** 2).mean())
+    assert level < 0.8 * sigma**2
+    plain, clipped = DiscrepancyRule(sigma=sigma), DiscrepancyRule(sigma=sigma, clipped=True)
+    fired = {}
+    for i, w in enumerate(torch.linspace(0, 1, 101)):  # outputs moving from the mean of y towards y
+        out = (1 - w) * y.mean() + w * y
+        residual = ((out - y) ** 2).mean().reshape(1)
+        for name, rule in (("plain", plain), ("clipped", clipped)):
+            if rule.update(i, residual, out).item() and name not in fired:
+                fired[name] = i
+    assert fired["plain"] < fired["clipped"]
+    threshold = float(clipped_noise_power(((1 - torch.linspace(0, 1, 101)[fired["clipped"]]) * y.mean()
+                                           + torch.linspace(0, 1, 101)[fired["clipped"]] * y), sigma).mean())
+    assert threshold == pytest.approx(level, rel=0.35)
+    assert clipped.to_dict()["clipped"] is True and DiscrepancyRule.from_dict(clipped.to_dict()).clipped
+    with pytest.raises(ValueError, match="needs the outputs"):
+        DiscrepancyRule(sigma=sigma, clipped=True).update(0, torch.tensor([0.1]))
+
+
 @pytest.mark.parametrize("sigma", [5, 25, 50])
 def test_estimate_sigma_recovers_a_known_sigma(sigma):
     generator = torch.Generator().manual_seed(sigma)
@@ -594,7 +634,7 @@ def test_state_is_plain_json_and_settings_round_trip():
     rule = DiscrepancyRule(sigma=[0.1, 0.2], tau=1.1)
     rule.update(3, torch.tensor([0.5, 0.01]))
     data = json.loads(json.dumps(rule.to_dict(), allow_nan=False))
-    assert data == {"sigma": [0.1, 0.2], "tau": 1.1,
+    assert data == {"sigma": [0.1, 0.2], "tau": 1.1, "clipped": False,
                     "state": {"iteration": 3, "stopped": [False, True], "stop_iteration": [-1, 3],
                               "residual": [0.5, pytest.approx(0.01)]}}
     assert DiscrepancyRule.from_dict(data).sigma.tolist() == [0.1, 0.2]

@@ -24,6 +24,28 @@ _DB2_HIGH = tuple(c / (4 * math.sqrt(2)) for c in (-1 - _SQRT3, 3 + _SQRT3, _SQR
 _NORMAL_MAD = statistics.NormalDist().inv_cdf(0.75)
 
 
+def clipped_noise_power(x: torch.Tensor, sigma) -> torch.Tensor:
+    """Per value, the power of Gaussian noise clipped to the image range: E[(clip(x + n, 0, 1) − x)²].
+
+    With n ~ N(0, σ²), a = −x/σ, b = (1 − x)/σ, Φ and φ the unit normal's CDF and density:
+
+        E[(clip(x + n, 0, 1) − x)²] = σ² [Φ(b) − Φ(a) − (b φ(b) − a φ(a))] + x² Φ(a) + (1 − x)² (1 − Φ(b)).
+
+    It is σ² for x far from 0 and 1 and falls towards σ²/2 at black and white, where half the noise is
+    clipped away. ``x`` (K, C, H, W) is clamped to [0, 1]; ``sigma`` is a number or one per run (K,), on
+    the [0, 1] scale. Returns a tensor of x's shape (float64).
+    """
+    x = x.detach().double().clamp(0.0, 1.0)
+    sigma = torch.as_tensor(sigma, dtype=torch.float64, device=x.device)
+    if sigma.ndim == 1:
+        sigma = sigma.view(-1, 1, 1, 1)
+    a, b = -x / sigma, (1 - x) / sigma
+    cdf_a, cdf_b = torch.special.ndtr(a), torch.special.ndtr(b)
+    pdf = lambda t: torch.exp(-0.5 * t.square()) / math.sqrt(2 * math.pi)  # noqa: E731
+    inside = sigma.square() * (cdf_b - cdf_a - (b * pdf(b) - a * pdf(a)))
+    return inside + x.square() * cdf_a + (1 - x).square() * (1 - cdf_b)
+
+
 def estimate_sigma(y: torch.Tensor) -> torch.Tensor:
     """Robust estimate of the standard deviation of additive white Gaussian noise in ``y``.
 
@@ -76,8 +98,15 @@ class DiscrepancyRule:
 
     a run stops at the first update with ρ_t ≤ τ · ρ_noise; the detected iteration is that one.
     Fitting below the noise level means fitting the noise. ``σ`` is on the [0, 1] scale (25/255 for
-    σ = 25); when it is not given, :func:`estimate_sigma` estimates it from y. Clipping y to [0, 1]
-    lowers the true level near black and white, so the rule then fires a little later.
+    σ = 25); when it is not given, :func:`estimate_sigma` estimates it from y.
+
+    When y was clipped to [0, 1] (``clipped=True``, as the papers' denoising data are) the noise left in
+    y is weaker than σ near black and white, and σ² overstates the level: the residual crosses it before
+    the network has fitted the image (at σ = 50 on 64-px Set9, 20 iterations before the peak of PSNR,
+    1-2 dB short). The level is then that of clipped noise (:func:`clipped_noise_power`) at the
+    current output, the best estimate of x the fit has, updated at every step:
+
+        ρ_noise,t = mean_i E[(clip(x_i + n, 0, 1) − x_i)²] at x = f(z_t).
 
     For Poisson noise of scale ζ, y = ζ · Poisson(x/ζ), Var(y_i) = ζ x_i, so
     ρ_noise = ζ · mean(x), estimated by ζ · mean(y) (:meth:`poisson`).
@@ -90,6 +119,9 @@ class DiscrepancyRule:
         The observations, to estimate σ from when ``sigma`` is None.
     tau : float
         Safety factor τ > 0 (default 1: see :data:`DEFAULT_TAU`).
+    clipped : bool
+        y is clip(x + n, 0, 1): compare with the clipped noise's level at the current output, which
+        :meth:`update` then needs (``outputs``).
 
     Attributes
     ----------
@@ -105,7 +137,7 @@ class DiscrepancyRule:
     Kluwer (1996), §4.3.
     """
 
-    def __init__(self, sigma=None, y: torch.Tensor | None = None, tau: float = DEFAULT_TAU):
+    def __init__(self, sigma=None, y: torch.Tensor | None = None, tau: float = DEFAULT_TAU, clipped: bool = False):
         if not (isinstance(tau, (int, float)) and not isinstance(tau, bool) and math.isfinite(tau) and tau > 0):
             raise ValueError(f"DiscrepancyRule: tau must be a finite number > 0, got {tau!r}")
         if sigma is None:
@@ -115,7 +147,9 @@ class DiscrepancyRule:
         sigma = torch.as_tensor(sigma, dtype=torch.float64).detach()
         if sigma.ndim > 1 or not (torch.isfinite(sigma) & (sigma > 0)).all():
             raise ValueError(f"DiscrepancyRule: sigma must be a number > 0 or one per run (K,), got {sigma.tolist()}")
-        self.sigma, self.tau = sigma, float(tau)
+        if not isinstance(clipped, bool):
+            raise ValueError(f"DiscrepancyRule: clipped must be true or false, got {clipped!r}")
+        self.sigma, self.tau, self.clipped = sigma, float(tau), clipped
         self.reset()
 
     @classmethod
@@ -154,8 +188,14 @@ class DiscrepancyRule:
             outputs = checks.outputs(name, outputs, None if self._output is None else tuple(self._output.shape))
             if outputs.shape[0] != k:
                 raise ValueError(f"{name}: outputs must have K={k} runs, got {outputs.shape[0]}")
+        elif self.clipped:
+            raise ValueError(f"{name}: a rule for clipped noise needs the outputs (K, C, H, W)")
+        if self.clipped:
+            level = clipped_noise_power(outputs, self.sigma.to(outputs.device)).mean((1, 2, 3))
+            self._threshold = (self.tau * level).to(residual.dtype)
         if self.stopped is None:
-            self._threshold = (self.tau * self.sigma.square()).to(residual.device)
+            if not self.clipped:
+                self._threshold = (self.tau * self.sigma.square()).to(residual.device)
             self.stopped = torch.zeros(residual.shape, dtype=torch.bool, device=residual.device)
             self.stop_iteration = torch.full(residual.shape, -1, dtype=torch.int64, device=residual.device)
         self._last_iteration = iteration
@@ -182,12 +222,12 @@ class DiscrepancyRule:
         sigma = self.sigma.tolist()
         state = {"iteration": self._last_iteration, "stopped": checks.plain(self.stopped),
                  "stop_iteration": checks.plain(self.stop_iteration), "residual": checks.plain(self.residual)}
-        return {"sigma": sigma, "tau": self.tau, "state": state}
+        return {"sigma": sigma, "tau": self.tau, "clipped": self.clipped, "state": state}
 
     @classmethod
     def from_dict(cls, data: dict) -> DiscrepancyRule:
         """A fresh rule with the settings of :meth:`to_dict`'s output (its ``"state"`` is not restored)."""
-        unknown = set(data) - {"sigma", "tau", "state"}
+        unknown = set(data) - {"sigma", "tau", "clipped", "state"}
         if unknown:
-            raise ValueError(f"DiscrepancyRule: unknown fields {sorted(unknown)}; accepted: sigma, tau, state")
-        return cls(sigma=data.get("sigma"), tau=data.get("tau", DEFAULT_TAU))
+            raise ValueError(f"DiscrepancyRule: unknown fields {sorted(unknown)}; accepted: sigma, tau, clipped, state")
+        return cls(sigma=data.get("sigma"), tau=data.get("tau", DEFAULT_TAU), clipped=data.get("clipped", False))
