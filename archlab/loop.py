@@ -36,11 +36,12 @@ RULES = ("ratio", "wmv", "emv", "discrepancy")
 #: ``auto``: stop at the rule :data:`AUTO_STOP` gives for the task; ``record``: run every iteration
 #: and report where that rule would have stopped (its output, PSNR and iteration) without stopping.
 STOPS = ("none", "record", "auto", *RULES)
-#: The rule ``stop="auto"`` uses for each task. Gaussian denoising: the discrepancy principle, which replayed on the
-#: fp32 Set9 ×¼ trajectories (results/stopping/README.md) stopped closest to the run's peak; it also stops
-#: earliest, with no patience to wait out. The other tasks: ES-WMV, the rule Wang et al. (TMLR 2023) measured
-#: across denoising, inpainting and super-resolution; enhancement: paper 000's ratio rule, its own use.
-AUTO_STOP = {"denoise": "discrepancy", "poisson": "wmv", "jpeg": "wmv", "inpaint": "wmv", "sr": "wmv",
+#: The rule ``stop="auto"`` uses for each task, from the fp32 fits of every rule on every task
+#: (results/stopping-tasks/README.md). Gaussian and Poisson denoising: the discrepancy principle with the level
+#: of the clipped noise, the closest to the run's peak there and the earliest, with no patience to wait out.
+#: The other tasks: ES-WMV, the rule Wang et al. (TMLR 2023) measured across denoising, inpainting and
+#: super-resolution; enhancement: paper 000's ratio rule, its own use.
+AUTO_STOP = {"denoise": "discrepancy", "poisson": "discrepancy", "jpeg": "wmv", "inpaint": "wmv", "sr": "wmv",
              "enhance": "ratio"}
 
 
@@ -135,7 +136,7 @@ class RuleSet:
         if task.name == "denoise" and task.sigma > 0:
             self.discrepancy = stopping.DiscrepancyRule(sigma=task.sigma / 255.0, clipped=bool(task.clip))
         elif task.name == "poisson":
-            self.discrepancy = stopping.DiscrepancyRule.poisson(task.scale, y)
+            self.discrepancy = stopping.DiscrepancyRule.poisson(task.scale, y, clipped=bool(task.clip))
         if self.chosen == "discrepancy" and self.discrepancy is None:
             raise ValueError(f"fit.stop: discrepancy needs a noise level; the {task.name} task has none "
                              f"(use ratio, wmv, emv or auto)")

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from archlab import images, models, report, restoration, stopping, tasks
-from archlab.fit import RULES, fit
+from archlab.fit import AUTO_STOP, RULES, fit
 
 SET9_DENOISE = ("image_Baboon512rgb.png", "image_F16_512rgb.png", "image_House256rgb.png", "image_Peppers512rgb.png")
 #: Paper 001 Table 2 (DIP oracle PSNR, Set9 ×¼, σ = 25, mean of 5 runs).
@@ -433,7 +433,7 @@ def _tasks_text(table: pd.DataFrame) -> str:
 def _rule_outcomes(table: pd.DataFrame) -> pd.DataFrame:
     """Per run and rule of :data:`archlab.fit.RULES`: the PSNR of what a fit stopped by that rule returns and
     its gap to the run's oracle peak. A rule that never detected returns the fit's last EMA, as ``fit`` does;
-    ``auto`` is the task's rule of :data:`archlab.fit.AUTO_STOP`."""
+    ``auto`` is the task's rule of :data:`archlab.fit.AUTO_STOP` (its EMA where the fit recorded that rule's)."""
     rows = []
     for _, run in table.iterrows():
         task, arch = run["config"].split(" · ")
@@ -443,9 +443,10 @@ def _rule_outcomes(table: pd.DataFrame) -> pd.DataFrame:
             detected = pd.notna(run.get(f"{rule}_iteration"))
             psnr = run[f"{rule}_psnr"] if detected else run["final_psnr_ema"]
             row |= {f"{rule} at": run.get(f"{rule}_iteration"), f"{rule}": psnr, f"{rule} gap": run["peak_psnr"] - psnr}
-        chosen = run["stop_rule"]
+        chosen = AUTO_STOP[task.split()[0]]
+        ema = run.get(f"{chosen}_psnr_ema", math.nan) if run.get("stop_rule") == chosen else math.nan
         row |= {"auto rule": chosen, "auto": row.get(chosen, math.nan), "auto gap": row.get(f"{chosen} gap", math.nan),
-                "auto EMA": run.get(f"{chosen}_psnr_ema", math.nan)}
+                "auto EMA": ema}
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -24,6 +24,7 @@ from archlab.stopping import (
     blur_effect,
     blur_sharpness_ratio,
     clipped_noise_power,
+    clipped_poisson_power,
     estimate_sigma,
     mlv_map,
     mlv_sharpness,
@@ -501,6 +502,29 @@ def test_clipped_noise_power_is_the_integral_of_the_clipped_error(sigma):
     assert per_run[:, 0, 0, 0].tolist() == pytest.approx([0.05**2, 0.1**2], rel=1e-5)  # 5σ from the bounds
 
 
+@pytest.mark.parametrize("scale", [0.1, 0.01])
+def test_clipped_poisson_power_is_the_sum_over_the_clipped_counts(scale):
+    from scipy import stats
+
+    xs = np.array([0.0, 0.013, 0.3, 0.77, 0.95, 1.0])
+    got = clipped_poisson_power(torch.tensor(xs).view(1, 1, 1, -1), scale).flatten().numpy()
+    k = np.arange(0, 4000)
+    exact = [np.sum((stats.poisson.pmf(k, x / scale) if x > 0 else (k == 0)) * (np.minimum(scale * k, 1) - x) ** 2)
+             for x in xs]
+    np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1e-12)
+    assert got[2] == pytest.approx(scale * 0.3, rel=0.01) and got[-1] < 0.5 * scale  # the clip takes most at white
+
+
+def test_poisson_rule_for_clipped_counts_uses_the_output_and_round_trips():
+    y = torch.full((1, 1, 8, 8), 0.9)
+    rule = DiscrepancyRule.poisson(0.1, y, clipped=True)
+    assert not rule.update(0, torch.tensor([0.05]), torch.full((1, 1, 8, 8), 0.9)).item()
+    level = float(clipped_poisson_power(torch.tensor([0.9]), 0.1)[0])
+    assert rule.update(1, torch.tensor([level * 0.99]), torch.full((1, 1, 8, 8), 0.9)).item()
+    again = DiscrepancyRule.from_dict(json.loads(json.dumps(rule.to_dict(), allow_nan=False)))
+    assert (again.noise, again.scale, again.clipped) == ("poisson", 0.1, True)
+
+
 def test_discrepancy_rule_for_clipped_noise_waits_for_the_clipped_level():
     torch.manual_seed(0)
     x = torch.rand(1, 1, 32, 32) * 0.3  # a dark image: much of the noise is clipped away
@@ -634,7 +658,7 @@ def test_state_is_plain_json_and_settings_round_trip():
     rule = DiscrepancyRule(sigma=[0.1, 0.2], tau=1.1)
     rule.update(3, torch.tensor([0.5, 0.01]))
     data = json.loads(json.dumps(rule.to_dict(), allow_nan=False))
-    assert data == {"sigma": [0.1, 0.2], "tau": 1.1, "clipped": False,
+    assert data == {"sigma": [0.1, 0.2], "tau": 1.1, "clipped": False, "noise": "gaussian",
                     "state": {"iteration": 3, "stopped": [False, True], "stop_iteration": [-1, 3],
                               "residual": [0.5, pytest.approx(0.01)]}}
     assert DiscrepancyRule.from_dict(data).sigma.tolist() == [0.1, 0.2]

@@ -32,7 +32,14 @@ for :class:`WMVRule` and :class:`EMVRule`, the residual (K,) for :class:`Discrep
 input's device, with no host synchronisation; read the state (``to_dict``, ``.tolist()``,
 ``detected_output``) at evaluation points. :class:`DivergenceGuard` alone takes host scalars.
 """
-from archlab.stopping.discrepancy import DEFAULT_TAU, DiscrepancyRule, clipped_noise_power, estimate_sigma
+from archlab.stopping.discrepancy import (
+    DEFAULT_TAU,
+    DiscrepancyRule,
+    clipped_noise_power,
+    clipped_poisson_power,
+    estimate_sigma,
+    poisson_power_table,
+)
 from archlab.stopping.measures import (
     DEFAULT_DECAY,
     DEFAULT_H_SIZE,
@@ -61,6 +68,6 @@ __all__ = [
     "DEFAULT_DECAY", "DEFAULT_EMA_BETA", "DEFAULT_EMV_DECAY", "DEFAULT_EMV_WARMUP", "DEFAULT_EPS", "DEFAULT_H_SIZE",
     "DEFAULT_PATIENCE", "DEFAULT_TAU", "DEFAULT_TOP", "DEFAULT_VARIANCE_WINDOW", "DEFAULT_WINDOW", "EMA", "EMVRule",
     "EPS_FOR_MEASURES", "MEASURES", "DiscrepancyRule", "DivergenceGuard", "RatioRule", "WMVRule", "blur_effect",
-    "blur_effect_paper", "blur_sharpness_ratio", "clipped_noise_power", "estimate_sigma", "mlv_map", "mlv_sharpness", "mlv_sharpness_paper",
-    "ratio_rule_delta",
+    "blur_effect_paper", "blur_sharpness_ratio", "clipped_noise_power", "clipped_poisson_power", "estimate_sigma", "mlv_map", "mlv_sharpness", "mlv_sharpness_paper",
+    "poisson_power_table", "ratio_rule_delta",
 ]

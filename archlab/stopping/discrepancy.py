@@ -46,6 +46,40 @@ def clipped_noise_power(x: torch.Tensor, sigma) -> torch.Tensor:
     return inside + x.square() * cdf_a + (1 - x).square() * (1 - cdf_b)
 
 
+#: Points of the table on [0, 1] that :func:`clipped_poisson_power` interpolates.
+POISSON_TABLE_POINTS = 1025
+
+
+def poisson_power_table(scale: float, points: int = POISSON_TABLE_POINTS) -> torch.Tensor:
+    """E[(min(ζ K, 1) − x)²] with K ~ Poisson(x/ζ), at ``points`` values of x evenly spaced on [0, 1] (float64).
+
+    The sum over k runs to k_max = ⌈1/ζ + 12 √(1/ζ) + 12⌉, beyond which the Poisson tail is below 1e-20 for
+    every x ≤ 1; ζK ≥ 1 is clipped to 1 (white).
+    """
+    x = torch.linspace(0.0, 1.0, points, dtype=torch.float64)
+    k_max = math.ceil(1 / scale + 12 * math.sqrt(1 / scale) + 12)
+    k = torch.arange(k_max + 1, dtype=torch.float64)
+    rate = (x / scale).clamp_min(1e-300)[:, None]
+    pmf = torch.exp(k * rate.log() - rate - torch.lgamma(k + 1))
+    pmf[0] = (k == 0).double()  # x = 0: no photons
+    return (pmf * ((scale * k).clamp_max(1.0) - x[:, None]).square()).sum(1)
+
+
+def clipped_poisson_power(x: torch.Tensor, scale: float, table: torch.Tensor | None = None) -> torch.Tensor:
+    """Per value, the power of Poisson noise of scale ζ clipped at white: E[(min(ζ K, 1) − x)²], K ~ Poisson(x/ζ).
+
+    Without the clip it is ζ x (the Poisson variance); the clip takes away the part above 1, most near
+    white. Interpolated linearly in ``table`` (:func:`poisson_power_table`, computed when not given) at
+    ``x`` clamped to [0, 1]. Returns a tensor of x's shape (float64).
+    """
+    table = poisson_power_table(scale) if table is None else table
+    table = table.to(x.device)
+    position = x.detach().double().clamp(0.0, 1.0) * (len(table) - 1)
+    low = position.floor().long().clamp_max(len(table) - 2)
+    weight = position - low
+    return torch.lerp(table[low], table[low + 1], weight)
+
+
 def estimate_sigma(y: torch.Tensor) -> torch.Tensor:
     """Robust estimate of the standard deviation of additive white Gaussian noise in ``y``.
 
@@ -109,7 +143,8 @@ class DiscrepancyRule:
         ρ_noise,t = mean_i E[(clip(x_i + n, 0, 1) − x_i)²] at x = f(z_t).
 
     For Poisson noise of scale ζ, y = ζ · Poisson(x/ζ), Var(y_i) = ζ x_i, so
-    ρ_noise = ζ · mean(x), estimated by ζ · mean(y) (:meth:`poisson`).
+    ρ_noise = ζ · mean(x), estimated by ζ · mean(y) (:meth:`poisson`); clipped at white, the level is
+    :func:`clipped_poisson_power` at the current output.
 
     Parameters
     ----------
@@ -150,15 +185,21 @@ class DiscrepancyRule:
         if not isinstance(clipped, bool):
             raise ValueError(f"DiscrepancyRule: clipped must be true or false, got {clipped!r}")
         self.sigma, self.tau, self.clipped = sigma, float(tau), clipped
+        self.noise, self.scale, self._table = "gaussian", None, None
         self.reset()
 
     @classmethod
-    def poisson(cls, scale: float, y: torch.Tensor, tau: float = DEFAULT_TAU) -> DiscrepancyRule:
-        """The rule for Poisson noise of scale ζ = ``scale`` (> 0): ρ_noise = ζ · mean(y) per run."""
+    def poisson(cls, scale: float, y: torch.Tensor, tau: float = DEFAULT_TAU, clipped: bool = False) -> DiscrepancyRule:
+        """The rule for Poisson noise of scale ζ = ``scale`` (> 0): ρ_noise = ζ · mean(y) per run, or with
+        ``clipped`` (y clipped at white) :func:`clipped_poisson_power` at the current output."""
         if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0):
             raise ValueError(f"DiscrepancyRule.poisson: scale must be a finite number > 0, got {scale!r}")
         checks.image(y, "DiscrepancyRule.poisson", 1)
-        return cls(sigma=(scale * y.double().mean((1, 2, 3))).sqrt(), tau=tau)
+        rule = cls(sigma=(scale * y.double().mean((1, 2, 3))).sqrt(), tau=tau, clipped=clipped)
+        rule.noise, rule.scale = "poisson", float(scale)
+        if clipped:
+            rule._table = poisson_power_table(scale)
+        return rule
 
     def reset(self) -> None:
         """Forget the stop flags and the kept outputs."""
@@ -191,7 +232,10 @@ class DiscrepancyRule:
         elif self.clipped:
             raise ValueError(f"{name}: a rule for clipped noise needs the outputs (K, C, H, W)")
         if self.clipped:
-            level = clipped_noise_power(outputs, self.sigma.to(outputs.device)).mean((1, 2, 3))
+            if self.noise == "poisson":
+                level = clipped_poisson_power(outputs, self.scale, self._table).mean((1, 2, 3))
+            else:
+                level = clipped_noise_power(outputs, self.sigma.to(outputs.device)).mean((1, 2, 3))
             self._threshold = (self.tau * level).to(residual.dtype)
         if self.stopped is None:
             if not self.clipped:
@@ -222,12 +266,18 @@ class DiscrepancyRule:
         sigma = self.sigma.tolist()
         state = {"iteration": self._last_iteration, "stopped": checks.plain(self.stopped),
                  "stop_iteration": checks.plain(self.stop_iteration), "residual": checks.plain(self.residual)}
-        return {"sigma": sigma, "tau": self.tau, "clipped": self.clipped, "state": state}
+        noise = {"noise": self.noise} | ({"scale": self.scale} if self.scale is not None else {})
+        return {"sigma": sigma, "tau": self.tau, "clipped": self.clipped, **noise, "state": state}
 
     @classmethod
     def from_dict(cls, data: dict) -> DiscrepancyRule:
         """A fresh rule with the settings of :meth:`to_dict`'s output (its ``"state"`` is not restored)."""
-        unknown = set(data) - {"sigma", "tau", "clipped", "state"}
+        unknown = set(data) - {"sigma", "tau", "clipped", "noise", "scale", "state"}
         if unknown:
-            raise ValueError(f"DiscrepancyRule: unknown fields {sorted(unknown)}; accepted: sigma, tau, clipped, state")
-        return cls(sigma=data.get("sigma"), tau=data.get("tau", DEFAULT_TAU), clipped=data.get("clipped", False))
+            raise ValueError(f"DiscrepancyRule: unknown fields {sorted(unknown)}; accepted: sigma, tau, clipped, noise, "
+                             f"scale, state")
+        rule = cls(sigma=data.get("sigma"), tau=data.get("tau", DEFAULT_TAU), clipped=data.get("clipped", False))
+        if data.get("noise", "gaussian") == "poisson":
+            rule.noise, rule.scale = "poisson", float(data["scale"])
+            rule._table = poisson_power_table(rule.scale) if rule.clipped else None
+        return rule
