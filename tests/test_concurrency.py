@@ -19,40 +19,15 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from studyfiles import study_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKERS = 4
 DEADLINE = 900  # seconds for all workers together; a busy 2-core machine needs a fraction of it
-GRID = """
-name = "{name}"
-seeds = [0]
-
-[[tasks]]
-task = "denoise"
-sigma = 25
-
-[[images]]
-source = "astronaut"
-size = 32
-
-[arch]
-kind = "hourglass"
-depth = 2
-width = 4
-skip = 0
-
-[fit]
-iterations = 10
-eval_every = 5
-window = 10
-
-[space]
-upsampler = ["nearest", "bilinear"]
-lr = [0.01, 0.02]
-
-[objectives]
-peak_psnr = "maximize"
-"""
+GRID = study_toml("{name}", images=[{"source": "astronaut", "size": 32}],
+                  arch={"kind": "hourglass", "depth": 2, "width": 4, "skip": 0},
+                  fit={"iterations": 10, "eval_every": 5, "window": 10},
+                  space={"upsampler": ["nearest", "bilinear"], "lr": [0.01, 0.02]})
 # Import first, say so (a "ready" file), then wait for the go file: the workers reach the storage together.
 WAIT_THEN_RUN = """
 import os, pathlib, sys, time

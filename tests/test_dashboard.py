@@ -24,40 +24,11 @@ import torch
 from archlab import studies
 from archlab.fit import FitResult
 from archlab.studies import worker
+from studyfiles import study_toml
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY = """
-name = "dash"
-description = "nearest against bilinear, for the dashboard"
-seeds = [0]
-
-[[tasks]]
-task = "denoise"
-sigma = 25
-
-[[images]]
-source = "astronaut"
-size = 64
-crop = 32
-
-[arch]
-kind = "hourglass"
-depth = 2
-width = 8
-skip = 2
-
-[fit]
-iterations = 100
-eval_every = 10
-window = 20
-
-[space]
-upsampler = ["nearest", "bilinear"]
-
-[objectives]
-peak_psnr = "maximize"
-peak_iteration = "minimize"
-"""
+STUDY = study_toml("dash", description="nearest against bilinear, for the dashboard",
+                   objectives={"peak_psnr": "maximize", "peak_iteration": "minimize"})
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("optuna_dashboard") is None,
                                 reason="optuna-dashboard not installed (extra 'dashboard')")

@@ -26,39 +26,11 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from archlab import studies
+from studyfiles import study_toml
 
 ROOT = Path(__file__).resolve().parents[1]
-GRID = """
-name = "{name}"
-seeds = [0]
-
-[[tasks]]
-task = "denoise"
-sigma = 25
-
-[[images]]
-source = "astronaut"
-size = 64
-crop = 32
-
-[arch]
-kind = "hourglass"
-depth = 2
-width = 8
-skip = 2
-
-[fit]
-iterations = 50
-eval_every = 10
-window = 20
-
-[space]
-upsampler = ["nearest", "bilinear"]
-lr = [0.01, 0.02]
-
-[objectives]
-peak_psnr = "maximize"
-"""
+GRID = study_toml("{name}", fit={"iterations": 50, "eval_every": 10, "window": 20},
+                  space={"upsampler": ["nearest", "bilinear"], "lr": [0.01, 0.02]})
 
 
 def worker(study: Path, storage: str, log: Path) -> subprocess.Popen:

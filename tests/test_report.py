@@ -19,40 +19,11 @@ from matplotlib.axes import Axes
 from archlab import report, studies
 from archlab.fit import FitResult
 from archlab.studies import worker
+from studyfiles import study_toml
 
-STUDY = """
-name = "rep"
-description = "λ against the upsampler, denoising σ = 25 at ¼ scale (64 × 64 ≥ 32 px)"
-seeds = [0, 1]
-metrics = ["peak_psnr", "stop_iteration", "stop_psnr"]
-
-[[tasks]]
-task = "denoise"
-sigma = 25
-
-[[images]]
-source = "astronaut"
-size = 64
-crop = 32
-
-[arch]
-kind = "hourglass"
-depth = 2
-width = 8
-skip = 2
-
-[fit]
-iterations = 100
-eval_every = 10
-window = 20
-
-[space]
-upsampler = ["nearest", "bilinear"]
-lipschitz = [1.0, 2.0]
-
-[objectives]
-peak_psnr = "maximize"
-"""
+STUDY = study_toml("rep", description="λ against the upsampler, denoising σ = 25 at ¼ scale (64 × 64 ≥ 32 px)",
+                   seeds=[0, 1], metrics=["peak_psnr", "stop_iteration", "stop_psnr"],
+                   space={"upsampler": ["nearest", "bilinear"], "lipschitz": [1.0, 2.0]})
 
 
 def fake_fit(arch, task, y, *, reference, seed, **settings):

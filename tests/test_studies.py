@@ -20,44 +20,12 @@ from archlab import filters, report, studies
 from archlab.cli import main
 from archlab.fit import FitResult
 from archlab.studies import worker
+from studyfiles import study_toml
 
-TINY = """
-name = "tiny"
-description = "two upsamplers on 32x32 crops"
-seeds = [0]
-
-[[tasks]]
-task = "denoise"
-sigma = 25
-
-[[images]]
-source = "astronaut"
-size = 64
-crop = 32
-
-[[images]]
-source = "camera"
-label = "cam"
-size = 64
-crop = 32
-
-[arch]
-kind = "hourglass"
-depth = 2
-width = 8
-skip = 2
-
-[fit]
-iterations = 30
-eval_every = 5
-window = 10
-
-[space]
-upsampler = ["nearest", "bilinear"]
-
-[objectives]
-peak_psnr = "maximize"
-"""
+TINY = study_toml("tiny", description="two upsamplers on 32x32 crops",
+                  images=[{"source": "astronaut", "size": 64, "crop": 32},
+                          {"source": "camera", "label": "cam", "size": 64, "crop": 32}],
+                  fit={"iterations": 30, "eval_every": 5, "window": 10})
 
 
 @pytest.fixture(autouse=True)
