@@ -42,7 +42,17 @@ ENGINE_FIELDS = ("precision", "channels_last", "compile")
 
 @dataclass(frozen=True)
 class FitSettings:
-    """Everything but the architecture and the task that decides a fit (serialisable)."""
+    """Everything but the architecture and the task that decides a fit (serialisable).
+
+    Frozen; :meth:`replace` gives a changed copy, validated like a new one (a bad value raises
+    ``ValueError`` naming the field and what it accepts).
+
+    Examples
+    --------
+    >>> settings = FitSettings(iterations=500, lr=0.002, stop="auto")
+    >>> settings.replace(iterations=200).iterations, settings.eps
+    (200, 0.008)
+    """
 
     iterations: int = 3000
     lr: float = 0.01

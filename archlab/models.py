@@ -239,7 +239,25 @@ PRESETS: dict[str, ArchSpec] = {
 
 
 def preset(name: str) -> ArchSpec:
-    """A named preset (see :data:`PRESETS`)."""
+    """A named preset (see :data:`PRESETS`).
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`PRESETS` (``ulyanov-dip``, ``shi-decoder``, ``controlled-64``, ...).
+
+    Returns
+    -------
+    ArchSpec
+
+    Examples
+    --------
+    >>> spec = preset("ulyanov-dip")
+    >>> spec.depth, spec.width, spec.upsampler, spec.init
+    (5, 128, 'bilinear', 'torch')
+    >>> spec.replace(depth=3).multiple
+    8
+    """
     if name not in PRESETS:
         raise ValueError(f"arch: unknown preset {name!r}; presets: {', '.join(sorted(PRESETS))}")
     return PRESETS[name]

@@ -499,7 +499,26 @@ TASKS: dict[str, type[Task]] = {
 
 
 def make_task(name: str, **params) -> Task:
-    """The task called ``name`` with ``params``; unknown names and parameters raise ``ValueError``."""
+    """The task called ``name`` with ``params``; unknown names and parameters raise ``ValueError``.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`TASKS`: ``denoise``, ``poisson``, ``jpeg``, ``inpaint``, ``sr``, ``enhance``.
+    params
+        The task's fields (``sigma``, ``quality``, ``mask``, ``factor`` ...).
+
+    Returns
+    -------
+    Task
+
+    Examples
+    --------
+    >>> make_task("denoise", sigma=15).to_dict()
+    {'task': 'denoise', 'sigma': 15.0, 'clip': True, 'rng': 'torch'}
+    >>> make_task("sr", factor=4).factor
+    4
+    """
     if name not in TASKS:
         raise ValueError(f"task: unknown task {name!r}; accepted: {', '.join(TASKS)}")
     cls = TASKS[name]

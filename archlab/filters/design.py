@@ -23,6 +23,12 @@ MAX_TAPS = 4097
 class Filter:
     """A symmetric FIR low-pass filter for upsampling by ``factor``.
 
+    Examples
+    --------
+    >>> flt = design("kaiser", 2, attenuation_db=60, transition_width=0.15)
+    >>> flt.factor, len(flt.taps) % 2, round(float(flt.taps.sum()), 6)
+    (2, 1, 2.0)
+
     Parameters
     ----------
     name : str
@@ -238,6 +244,12 @@ def design(kind: str, factor: int = 2, *, name: str | None = None, provenance: s
     ValueError
         Unknown kind or parameter, a value out of range, or a specification no
         filter of at most :data:`MAX_TAPS` taps meets; the message names the field.
+
+    Examples
+    --------
+    >>> flt = design("kaiser", 2, attenuation_db=60, transition_width=0.15)
+    >>> flt.factor, len(flt.taps) % 2, round(float(flt.taps.sum()), 6)
+    (2, 1, 2.0)
     """
     if kind not in _DESIGNERS:
         raise ValueError(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
