@@ -211,9 +211,8 @@ PRESETS: dict[str, ArchSpec] = {
     # Ulyanov et al. 2018, denoising: 5 levels × 128, 4 skip channels, bilinear, BN + LeakyReLU(0.2).
     "ulyanov-dip": ArchSpec(kind="hourglass", depth=5, width=128, skip=4, upsampler="bilinear", **_TORCH_CODE),
     # The same decoder as paper 000's released code builds it: two blocks before the first upsampler, a free 1×1
-    # output projection and the norm detached from the gradient. The input is the text's noise, U(0, 0.1) (the
-    # code's sin/cos "fourier" input, ten times stronger, overfits at 128 px: in a scratch fit of F16 ×¼ at
-    # λ = 2, peak 26.5 dB at 300, 23.0 dB at 1,500).
+    # output projection and the norm detached from the gradient. The input is the text's noise, U(0, 0.1), not
+    # the code's sin/cos "fourier" input, ten times stronger, which overfits at 128 px.
     # λ follows the image size (lipschitz_for_size): 2 from 128 px up, 1.4 at 64 px.
     "shi-decoder": _SHI_TEXT.replace(stem=2, bound_output=False, lipschitz_detach=True, lipschitz="auto"),
     "shi-decoder-text": _SHI_TEXT,
@@ -229,8 +228,8 @@ PRESETS: dict[str, ArchSpec] = {
     **{f"faster-dip-{w}": ArchSpec(kind="hourglass", depth=2, width=w, skip=4, upsampler="bilinear", **_TORCH_CODE)
        for w in (32, 64, 128)},
     # archlab's default: a small controlled decoder (paper 000 §4 with 3 levels of width 64, λ = 2, mean-only BN,
-    # bilinear). An hourglass with skips under the same λ still overfits the noise (peak 25.0 dB at 450, 22.7 dB at
-    # 1,480 on set12/01 σ = 25). Under λ = 2 and mean-only BN every block passes less than it receives, so a deeper
+    # bilinear). An hourglass with skips under the same λ still overfits the noise: the skips carry it past the
+    # bound. Under λ = 2 and mean-only BN every block passes less than it receives, so a deeper
     # decoder or the papers' U(0, 0.1) input starts from an almost constant output and can stall there (4 levels:
     # JPEG on lena stuck at the mean); 3 levels with a U(0, 1) input start learning at once.
     "controlled-64": ArchSpec(kind="decoder", depth=3, width=64, skip=0, upsampler="bilinear", lipschitz=2.0,
@@ -434,12 +433,10 @@ def lipschitz_for_size(spec: ArchSpec, size: tuple[int, int]) -> float:
 
     What decides it is how few pixels feed the coarsest level: the side of the decoder's input,
     ``n = min(H, W) / spec.scale``. Paper 000's decoder (5 levels, input at H/32) at σ = 25 fits
-    a 128-px image (n = 4) at λ = 2 without decay by 4,000 iterations (its code: F16 ×¼ 27.60 dB at
-    4,000, peak 27.64), while a 64-px image (n = 2) overfits at λ = 2 (House ×¼: 27.83 dB at 180,
-    25.98 at 500) and holds at λ = 1.4 (REFERENCE §5b; ``results/denoise-set9``). On the four Set9 images
-    at 64 px (``results/decoder-lambda``) only λ = 1.4 kept every image within 0.1 dB of its peak, λ = 1.7
-    lost 1.2-2.7 dB on three; at 1.4 the smooth images (F16, Peppers) were still rising at 3,000
-    iterations, so the rule guards against decay, not slow fits. Between and
+    a 128-px image (n = 4) at λ = 2 without decay by 4,000 iterations, while a 64-px image (n = 2)
+    overfits at λ = 2 and holds at λ = 1.4, in its code as in archlab (REFERENCE §5b;
+    ``results/denoise-set9``, ``results/decoder-lambda``, whose READMEs give the numbers); at 1.4 smooth
+    64-px images still rise after 3,000 iterations, so the rule guards against decay, not slow fits. Between and
     beyond the measured points of :data:`LIPSCHITZ_BY_INPUT_SIDE` λ is interpolated linearly in
     log₂ n and held constant outside them.
 
