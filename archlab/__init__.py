@@ -10,9 +10,9 @@ The public API (imported on first use, so ``import archlab`` stays light):
 * :mod:`archlab.filters` (``filters.get``, ``filters.design``) - upsampling filters with exact responses;
 * :mod:`archlab.recommend` (``recommend.recommend(image, task)``) - an architecture for an image, from its texture.
 
-Modules, bottom-up (a module imports only from layers below it): images, metrics -> filters, spectral,
-engine -> layers, tasks, stopping, texture, report -> models -> loop, batched -> fit, restoration,
-recommend -> experiments, reproduce, bench, studies -> cli.
+Modules, bottom-up (a module imports only from layers below it): vocabulary, images, metrics -> filters,
+spectral, engine -> layers, tasks, physics, stopping, texture, report -> models -> loop, batched -> fit,
+restoration, recommend -> experiments, reproductions, reproduce, studies -> cli.
 
 Examples
 --------

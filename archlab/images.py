@@ -18,20 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-#: scikit-image bundled samples usable by name (``skimage.data.<name>()``).
-BUILTINS = {
-    "astronaut": "astronaut",
-    "camera": "camera",
-    "cat": "chelsea",
-    "chelsea": "chelsea",
-    "coffee": "coffee",
-    "rocket": "rocket",
-    "brick": "brick",
-    "grass": "grass",
-    "gravel": "gravel",
-    "moon": "moon",
-    "text": "text",
-}
+from archlab.vocabulary import BUILTIN_IMAGES, check_image_source
 
 #: ITU-R BT.601 luma weights (the Y of Pillow's YCbCr and of ``convert("L")``).
 LUMA = (0.299, 0.587, 0.114)
@@ -39,7 +26,7 @@ LUMA = (0.299, 0.587, 0.114)
 
 def builtin_names() -> list[str]:
     """Names accepted by :func:`load` besides file paths (scikit-image's bundled samples)."""
-    return sorted(BUILTINS)
+    return sorted(BUILTIN_IMAGES)
 
 
 def from_numpy(array: np.ndarray) -> torch.Tensor:
@@ -98,16 +85,13 @@ def load(source: str | os.PathLike, *, grey: bool = False) -> torch.Tensor:
         Convert to luma (ITU-R BT.601) after loading.
     """
     name = str(source)
-    if name in BUILTINS and not Path(name).exists():
+    if name in BUILTIN_IMAGES and not Path(name).exists():
         import skimage.data
 
-        array = getattr(skimage.data, BUILTINS[name])()
+        array = getattr(skimage.data, BUILTIN_IMAGES[name])()
     else:
         path = Path(name)
-        if not path.is_file():
-            raise ValueError(
-                f"image: {name!r} is neither a file nor a built-in image; built-ins: {', '.join(builtin_names())}"
-            )
+        check_image_source(name)
         if path.stat().st_size == 0:
             raise ValueError(f"image: {name} is empty")
         array = _read_file(path)
@@ -132,7 +116,7 @@ def image_size(source: str | os.PathLike) -> tuple[int, int] | None:
 def describe(source: str | os.PathLike) -> str:
     """A short note on conversions :func:`load` applies to ``source`` (grey, alpha dropped, 16-bit)."""
     name = str(source)
-    if name in BUILTINS and not Path(name).exists():
+    if name in BUILTIN_IMAGES and not Path(name).exists():
         return ""
     with Image.open(name) as im:
         mode = im.mode

@@ -19,10 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from archlab import filters
-
-PADDINGS = ("reflect", "replicate", "zeros", "circular")
-#: Paddings of :class:`LipschitzConv2d` (the names of :data:`PADDINGS`).
-CONV_PADDINGS = ("reflect", "zeros")
+from archlab.vocabulary import CONV_PADDINGS, INITS, LIPSCHITZ_METHODS, PADDINGS
 
 
 def filter_offset(length: int, factor: int) -> int:
@@ -206,8 +203,8 @@ class LipschitzConv2d(nn.Conv2d):
     Padding is explicit (``pad`` = one of :data:`CONV_PADDINGS`) as in the DIP codes.
     """
 
-    METHODS = ("svd", "power", "operator")
-    INITS = ("kaiming-leaky", "kaiming", "torch")
+    METHODS = LIPSCHITZ_METHODS
+    INITS = INITS
     POWER_SQUARINGS = 8
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, lipschitz: float | None = None,

@@ -3,6 +3,7 @@
 Each experiment fits a list of (configuration, image) runs and appends one CSV row per
 run as soon as it finishes, so an interrupted reproduction resumes where it stopped;
 the Markdown table is rebuilt from the CSV. Commands: ``archlab reproduce NAME -o DIR``.
+The experiments themselves (their runs) are :mod:`archlab.reproductions`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,137 +22,7 @@ import torch
 
 from archlab import images, models, report, restoration, stopping, tasks
 from archlab.fit import AUTO_STOP, RULES, fit
-
-SET9_DENOISE = ("image_Baboon512rgb.png", "image_F16_512rgb.png", "image_House256rgb.png", "image_Peppers512rgb.png")
-#: Paper 001 Table 2 (DIP oracle PSNR, Set9 ×¼, σ = 25, mean of 5 runs).
-PAPER_001_TABLE_2 = {"Baboon": 24.73, "F16": 27.00, "House": 26.89, "Peppers": 27.12}
-
-
-@dataclass(frozen=True)
-class Run:
-    """One fit of an experiment: a configuration on one image."""
-
-    config: str
-    image: str
-    arch: str | dict
-    task: dict
-    fit: dict
-    downscale: int = 4
-    size: int = 0
-    seed: int = 0
-    resize: str = "torch"
-    extra: dict = field(default_factory=dict)
-
-
-def _short(image: str) -> str:
-    stem = Path(image).stem
-    return stem.replace("image_", "").replace("512rgb", "").replace("256rgb", "").replace("_", "")
-
-
-def controlled_decoder(lipschitz: float | str = "auto", preset: str = "shi-decoder") -> dict:
-    """A controlled-decoder preset with bound λ (``"auto"``: chosen for the image size), as a spec dict."""
-    return models.preset(preset).replace(lipschitz=lipschitz).to_dict()
-
-
-#: The degradation of the papers' reference runs (REFERENCE §5b): NumPy's normal noise, clipped.
-REFERENCE_DENOISE = {"task": "denoise", "sigma": 25.0, "rng": "numpy"}
-
-
-def denoise_set9_runs(iterations_dip: int = 3000, iterations_controlled: int = 4000) -> list[Run]:
-    """Ulyanov's DIP beside paper 000's controlled decoder on Set9 ×¼, σ = 25, seed 0.
-
-    The images and the noise are those of the papers' reference runs (Pillow bicubic ×¼ on
-    8-bit values, NumPy noise; REFERENCE §5b), so each row compares with their code. ``ulyanov-dip``
-    runs Ulyanov et al.'s denoising settings (lr 0.01, input jitter 1/30, EMA 0.99); ``shi-decoder``
-    runs as paper 000's code does (lr 0.001, no jitter), λ chosen for the image size
-    (:func:`archlab.models.lipschitz_for_size`), the ratio rule recording where it stops.
-    """
-    controlled = {"iterations": iterations_controlled, "lr": 0.001, "input_jitter": 0.0, "ema": 0.99,
-                  "stop": "record"}
-    dip = {"iterations": iterations_dip, "lr": 0.01, "input_jitter": 1 / 30, "ema": 0.99, "stop": "record"}
-    runs = []
-    for image in SET9_DENOISE:
-        path = f"set9/{image}"
-        runs.append(Run("ulyanov-dip", path, "ulyanov-dip", REFERENCE_DENOISE, dip, resize="pil"))
-        runs.append(Run("shi-decoder", path, controlled_decoder(), REFERENCE_DENOISE, controlled, resize="pil"))
-    return runs
-
-
-#: λ values of :func:`decoder_lambda_runs`.
-LAMBDA_GRID = (1.4, 1.7, 2.0)
-
-
-def decoder_lambda_runs(iterations: int = 3000) -> list[Run]:
-    """Paper 000's decoder (``shi-decoder``) at each λ of :data:`LAMBDA_GRID` on the Set9 images at 64 px
-    (×⅛; House ×¼), σ = 25, the reference degradation: where it underfits and where it decays, the
-    measurement behind :func:`archlab.models.lipschitz_for_size` (the 128-px points are ``denoise-set9``)."""
-    fit_settings = {"iterations": iterations, "lr": 0.001, "input_jitter": 0.0, "ema": 0.99, "stop": "record"}
-    return [Run(f"shi-decoder λ={lipschitz:g} 64px", f"set9/{image}", controlled_decoder(lipschitz),
-                REFERENCE_DENOISE, fit_settings, downscale=4 if "256" in image else 8, resize="pil")
-            for lipschitz in LAMBDA_GRID for image in SET9_DENOISE]
-
-
-#: Suffix of the configurations that fit the papers' DIP preset as the baseline of a task.
-DIP_BASELINE = " · DIP"
-
-
-def tasks_runs(iterations: int = 2000) -> list[Run]:
-    """Every task through paper 000's controlled decoder as its code builds it (``shi-decoder``, λ chosen
-    for the image size, lr 0.001, no input jitter), auto-stop at the ratio rule within ``iterations``, seed 0, images of 128 px (SR: 128 px output); then the same through
-    ``ulyanov-dip`` (lr 0.01, ``iterations``, the papers' DIP baseline; not for enhancement)."""
-    fit_settings = {"iterations": iterations, "lr": 0.001, "input_jitter": 0.0, "ema": 0.99, "stop": "auto"}
-    decoder = controlled_decoder()
-    table = [
-        ("denoise σ=25", {"task": "denoise", "sigma": 25.0}, ("cbsd68/0000.png", 2, 128)),
-        ("poisson ζ=0.1", {"task": "poisson", "scale": 0.1}, ("set12/02.png", 2, 0)),
-        ("jpeg q=10", {"task": "jpeg", "quality": 10}, ("classic5/lena.png", 4, 0)),
-        ("inpaint center 0.1", {"task": "inpaint", "mask": "center", "ratio": 0.1}, ("set12/04.png", 2, 0)),
-        ("inpaint bernoulli 0.5", {"task": "inpaint", "mask": "bernoulli", "drop": 0.5},
-         ("inpainting/bernoulli/images/house.png", 2, 0)),
-        ("sr ×4", {"task": "sr", "factor": 4}, ("set9/image_F16_512rgb.png", 4, 0)),
-        ("enhance λ=1", {"task": "enhance", "lipschitz": 1.0}, ("enhancement/tulips.png", 4, 128)),
-    ]
-    runs = [Run(config, image, decoder, task, fit_settings, downscale=down, size=size)
-            for config, task, *images_ in table for image, down, size in images_]
-    dip_settings = {"iterations": iterations, "lr": 0.01, "input_jitter": 1 / 30, "ema": 0.99, "stop": "record"}
-    runs += [Run(f"{config}{DIP_BASELINE}", image, "ulyanov-dip", task, dip_settings, downscale=down, size=size)
-             for config, task, *images_ in table if task["task"] != "enhance" for image, down, size in images_]
-    return runs
-
-
-#: The tasks of :func:`stopping_runs`: (label, task, (image, downscale) x 4); every image ends 64 x 64.
-STOPPING_TASKS = (
-    *((f"denoise σ={sigma:g}", {"task": "denoise", "sigma": float(sigma), "rng": "numpy"},
-       tuple((f"set9/{image}", 4 if "256" in image else 8) for image in SET9_DENOISE)) for sigma in (15, 25, 50)),
-    ("poisson ζ=0.1", {"task": "poisson", "scale": 0.1},
-     tuple((f"set12/{n}.png", 4) for n in ("01", "02", "04", "05"))),
-    ("jpeg q=10", {"task": "jpeg", "quality": 10},
-     tuple((f"classic5/{n}.png", 8) for n in ("lena", "boats", "barbara", "peppers"))),
-    ("inpaint center 0.25", {"task": "inpaint", "mask": "center", "ratio": 0.25},
-     tuple((f"set9/kodim{n}.png", 8) for n in ("01", "02", "03", "12"))),
-    ("inpaint bernoulli 0.5", {"task": "inpaint", "mask": "bernoulli", "drop": 0.5},
-     tuple((f"inpainting/bernoulli/images/{n}", 4) for n in ("house.png", "peppers256.png", "Cameraman256.png",
-                                                             "couple.png"))),
-    ("sr ×4", {"task": "sr", "factor": 4}, tuple((f"cbsd68/{n:04d}.png", 4) for n in (10, 11, 12, 13))),
-)
-#: Fit settings of :func:`stopping_runs` per preset: Ulyanov et al.'s for their network, ``archlab restore``'s
-#: for the default decoder; both record every rule and run to the cap, so the oracle peak is known.
-STOPPING_FITS = {"ulyanov-dip": {"iterations": 2000, "lr": 0.01, "input_jitter": 1 / 30, "ema": 0.99, "stop": "record"},
-                 "controlled-64": {"iterations": 3000, "lr": 0.002, "input_jitter": 1 / 30, "ema": 0.99,
-                                   "stop": "record"}}
-
-
-def stopping_runs() -> list[Run]:
-    """Every stop rule on every task: each task of :data:`STOPPING_TASKS` on its four 64-px images, through
-    ``ulyanov-dip`` and ``controlled-64`` (:data:`STOPPING_FITS`), seed 0, every rule recorded beside the fit.
-    The images are small so that the 64 fits take about three CPU hours on one thread each."""
-    return [Run(f"{label} · {arch}", image, arch, task, fit_settings, downscale=down, size=64, resize="pil")
-            for label, task, sources in STOPPING_TASKS for image, down in sources
-            for arch, fit_settings in STOPPING_FITS.items()]
-
-
-EXPERIMENTS = {"denoise-set9": denoise_set9_runs, "decoder-lambda": decoder_lambda_runs, "tasks": tasks_runs,
-               "stopping": stopping_runs}
+from archlab.reproductions import DIP_BASELINE, EXPERIMENTS, Run, short_name
 
 
 def load_clean(run: Run) -> torch.Tensor:
@@ -245,7 +115,7 @@ def execute(run: Run, device: str = "auto", fast: bool = False, trajectory: Path
         with images.atomic_path(curve) as tmp:
             result.history[["iteration", "psnr", "psnr_ema"]].to_csv(tmp, index=False, float_format="%.4f")
     s = result.summary()
-    row = {"config": run.config, "image": _short(run.image), "size": f"{x.shape[-1]}x{x.shape[-2]}",
+    row = {"config": run.config, "image": short_name(run.image), "size": f"{x.shape[-1]}x{x.shape[-2]}",
            "observation_psnr": math.nan if result.observation_psnr is None else result.observation_psnr,
            "peak_psnr": s["peak_psnr"], "peak_iteration": s["peak_iteration"], "final_psnr": s["final_psnr"],
            "peak_psnr_ema": s["peak_psnr_ema"], "final_psnr_ema": s["final_psnr_ema"],
@@ -287,11 +157,11 @@ def run_experiment(name: str, out: str | Path, device: str = "auto", only: str |
     out.mkdir(parents=True, exist_ok=True)
     csv = out / "results.csv"
     finished = _finished(csv)
-    keys = {f"{run.config}|{_short(run.image)}" for run in runs}
+    keys = {f"{run.config}|{short_name(run.image)}" for run in runs}
     with images.atomic_path(out / "runs.json") as tmp:
         tmp.write_text(json.dumps([r.__dict__ | {"fast": fast} for r in every], indent=2))
     for run in runs:
-        key = f"{run.config}|{_short(run.image)}"
+        key = f"{run.config}|{short_name(run.image)}"
         if key in finished:
             continue
         with _claim(out, key) as mine:

@@ -4,6 +4,9 @@ Preparing is load → resize → centre crop to sizes the architecture (and an S
 degrade (seeded) → reference: :func:`clean_image` and :func:`prepare` do it for the command line,
 the reproductions, the studies and the experiments alike. :func:`restore` is ``archlab restore`` as one
 call: prepare, fit with the automatic stop (:data:`archlab.fit.AUTO_STOP`), return the restoration.
+
+Its defaults are what ``archlab restore`` offers; torch and the image I/O are imported by the functions
+that use them, so the command line reads the defaults without loading torch.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+from archlab import models, tasks
 
-from archlab import images, metrics, models, tasks
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_IMAGE = "camera"
 DEFAULT_ARCH = "controlled-64"
@@ -61,6 +66,10 @@ def clean_image(source: str | os.PathLike | torch.Tensor, *, multiple: int = 1, 
     >>> clean_image("camera", longest=100, multiple=32).shape
     torch.Size([1, 1, 96, 96])
     """
+    import torch
+
+    from archlab import images
+
     if sum(v is not None and v != 0 for v in (scale, size, longest)) > 1:
         raise ValueError("clean_image: give at most one of scale, size and longest")
     x = source if isinstance(source, torch.Tensor) else images.load(source, grey=grey)
@@ -115,6 +124,8 @@ def prepare(task: tasks.Task, spec: models.ArchSpec, image: str | os.PathLike | 
     the parameter names (``image``, ``observed``, ``size``, ``max_pixels``) to the names errors use (the
     command line's flags).
     """
+    from archlab import images
+
     names = {"image": "image", "observed": "observed", "size": "size", "max_pixels": "max_pixels", **(names or {})}
     factor = getattr(task, "factor", 1)
     if max_pixels < 1:
@@ -177,6 +188,8 @@ class Restoration:
     @property
     def psnr(self) -> float | None:
         """PSNR of the restoration against the reference (dB), where there is one."""
+        from archlab import metrics
+
         return None if self.reference is None else float(metrics.psnr(self.restored, self.reference))
 
 

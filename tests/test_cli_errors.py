@@ -296,3 +296,24 @@ def test_summaries_agree_with_the_command_modules():
     full = build_parser()
     choices = {a.dest: a.help for a in full.commands._choices_actions}
     assert choices == GROUPS
+
+
+#: One-line errors and listings that must not load torch (importing it alone costs ~1.5-3.5 s of CPU here).
+LIGHT = [
+    ["--help"], ["filters", "list"], ["study", "list"], ["study", "show", "no-such-study"], ["study", "run"],
+    ["restore", "--size", "x"], ["restore", "--task", "nope"], ["restore", "--iterations", "0"],
+    ["restore", "--device", "bogus"], ["restore", "-o", "README.md"], ["restore", "--task", "sr", "--sigma", "5"],
+    ["recommend"], ["recommend", "no-such-image.png"], ["spectral", "fbc", "--iterations", "0"],
+    ["spectral", "sinusoid", "--delta", "x"], ["reproduce", "nope", "-o", "x"], ["texture", "features", "nope.png"],
+    ["texture", "cv", "--folds", "x"],
+]
+
+
+def test_one_line_errors_and_listings_do_not_load_torch(tmp_path):
+    script = ("import json, sys\nfrom archlab.cli import main\nout = []\nfor argv in json.loads(sys.argv[1]):\n"
+              "    code = main(argv)\n    out.append([argv, code, 'torch' in sys.modules])\nprint(json.dumps(out))\n")
+    for argv in LIGHT:  # one fresh interpreter per case: an earlier case must not have loaded torch for it
+        done = subprocess.run([sys.executable, "-c", script, json.dumps([argv])], capture_output=True, text=True,
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+        (_, code, torch_loaded), = json.loads(done.stdout.strip().splitlines()[-1])
+        assert code in (0, 2) and not torch_loaded, (argv, code, done.stderr[-500:])

@@ -7,14 +7,14 @@ import sys
 import pandas as pd
 import pytest
 
-from archlab import models, reproduce
+from archlab import models, reproduce, reproductions
 
 TINY = models.ArchSpec(kind="decoder", depth=2, width=8, skip=0, lipschitz=2.0, norm="mean_only").to_dict()
 
 
 def _runs():
     fit = {"iterations": 20, "lr": 0.01, "eval_every": 10, "window": 10, "stop": "record"}
-    return [reproduce.Run(config, "camera", TINY, {"task": "denoise", "sigma": 25.0}, fit, downscale=16)
+    return [reproductions.Run(config, "camera", TINY, {"task": "denoise", "sigma": 25.0}, fit, downscale=16)
             for config in ("a", "b")]
 
 
@@ -75,7 +75,7 @@ def test_denoise_set9_table_puts_the_papers_code_beside_each_run(tmp_path):
 
 
 def test_denoise_set9_runs_use_the_reference_degradation_and_fp32():
-    runs = reproduce.denoise_set9_runs()
+    runs = reproductions.denoise_set9_runs()
     assert {r.config for r in runs} == {"ulyanov-dip", "shi-decoder"} and len(runs) == 8
     assert all(r.task == {"task": "denoise", "sigma": 25.0, "rng": "numpy"} and r.resize == "pil" for r in runs)
     decoder = next(r for r in runs if r.config == "shi-decoder")
@@ -114,7 +114,7 @@ def test_progress_lines_count_the_runs_and_estimate_the_time_left(tiny_experimen
 
 
 def test_stopping_covers_every_task_on_four_images_through_both_networks():
-    runs = reproduce.stopping_runs()
+    runs = reproductions.stopping_runs()
     tasks = {r.config.split(" · ")[0] for r in runs}
     assert tasks == {"denoise σ=15", "denoise σ=25", "denoise σ=50", "poisson ζ=0.1", "jpeg q=10",
                      "inpaint center 0.25", "inpaint bernoulli 0.5", "sr ×4"}

@@ -18,9 +18,9 @@ from archlab.tasks import (
     PoissonDenoise,
     SuperResolution,
     make_task,
-    resampling_taps,
     task_from_dict,
 )
+from archlab.physics import resampling_taps
 
 
 def rand_image(n=1, c=3, h=24, w=32, seed=0):

@@ -92,25 +92,30 @@ def default_threads() -> int:
 # --- the inputs of a fit, shared by the commands that fit (restore, spectral fbc) ---
 
 def _task_fields() -> dict:
+    """Every task parameter (the first task that has it wins): name -> (type, help)."""
+    import typing
+
     from archlab import tasks
 
     found = {}
     for cls in tasks.TASKS.values():
+        types = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            found.setdefault(f.name, f)
+            found.setdefault(f.name, (types[f.name], f.metadata.get("help")))
     return found
 
 
 def add_fit_arguments(parser: argparse.ArgumentParser, out: str) -> None:
     """The inputs of a restoration (``restore``, ``spectral fbc``): task and its flags,
     image or observation, size, architecture, fit settings, seed, device and ``-o`` (default ``out``)."""
-    from archlab import images, models, tasks
+    from archlab import models, tasks
     from archlab.restoration import DEFAULT_ARCH, DEFAULT_FIT, DEFAULT_IMAGE, DEFAULT_MAX_PIXELS, DEFAULT_SIZE
+    from archlab.vocabulary import BUILTIN_IMAGES
 
     parser.add_argument("--task", default="denoise", choices=sorted(tasks.TASKS), help="inverse problem (default denoise)")
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--image", default=None,
-                     help=f"clean image: a file or a built-in ({', '.join(images.builtin_names())}); "
+                     help=f"clean image: a file or a built-in ({', '.join(sorted(BUILTIN_IMAGES))}); "
                           f"default {DEFAULT_IMAGE}")
     src.add_argument("--observed", default=None, help="an already degraded image (no PSNR is reported)")
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE,
@@ -133,16 +138,16 @@ def add_fit_arguments(parser: argparse.ArgumentParser, out: str) -> None:
 
 def add_task_flags(parser) -> None:
     """One flag per task parameter (``--sigma``, ``--quality``, ``--mask`` ...), from the task dataclasses."""
-    for name, f in _task_fields().items():
+    for name, (kind, text) in _task_fields().items():
         flag = "--" + name.replace("_", "-")
         if name == "mask":
             parser.add_argument(flag, default=None, help="inpaint: center, bernoulli, or a mask image (white = known)")
         elif name == "path":
             continue
-        elif f.type is bool:
-            parser.add_argument(flag, default=None, action=argparse.BooleanOptionalAction, help=f.metadata.get("help"))
+        elif kind is bool:
+            parser.add_argument(flag, default=None, action=argparse.BooleanOptionalAction, help=text)
         else:
-            parser.add_argument(flag, type=f.type, default=None, help=f.metadata.get("help"))
+            parser.add_argument(flag, type=kind, default=None, help=text)
 
 
 def make_task(args):
@@ -225,7 +230,7 @@ def fit_inputs(args, outputs: tuple[str, ...]):
     """Task, architecture (``--arch auto`` recommends one from the observation), observation,
     reference and notes from the arguments of :func:`add_fit_arguments`, every input checked
     (``-o`` against ``outputs`` included) before anything is fitted or written."""
-    from archlab import models, restoration, stopping
+    from archlab import models, restoration
 
     task = make_task(args)
     advised = {}
@@ -238,12 +243,14 @@ def fit_inputs(args, outputs: tuple[str, ...]):
             setattr(args, key, advised.get(key, value))
     if args.iterations < 1:
         raise ValueError(f"--iterations: {args.iterations} must be ≥ 1")
+    check_output(args.out, outputs)
+    from archlab import stopping  # torch: the checks above stay cheap
+
     window = stopping.DEFAULT_WINDOW
     if args.eval_every < 1 or window % args.eval_every:
         divisors = ", ".join(str(d) for d in range(1, window + 1) if window % d == 0)
         raise ValueError(f"--eval-every: {args.eval_every} is invalid; allowed: a divisor of the stop rules' window "
                          f"of {window} iterations ({divisors})")
-    check_output(args.out, outputs)
     spec = recommend.BASE_SPEC if args.arch == "auto" else models.load_spec(args.arch)
     flags = {"image": "--image", "observed": "--observed", "size": "--size", "max_pixels": "--max-pixels"}
     prepared = restoration.prepare(task, spec, args.image, observed=args.observed, size=args.size, seed=args.seed,
@@ -299,28 +306,29 @@ def redact(text: str) -> str:
     return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^@\s/]*@", r"\1***@", text)
 
 
-def _apply_threads(count: int, func) -> None:
-    """Set the thread count before any work: torch's intra-op pool (``torch.set_num_threads``), and
-    the OpenMP/BLAS environment for libraries imported later. A command marked ``torch_free``
-    (``func.torch_free = True``) does not import torch for it."""
+def _apply_threads(count: int) -> None:
+    """Set the thread count before any work: the OpenMP/BLAS environment, which torch reads when it is
+    first imported (``torch.get_num_threads()`` follows ``OMP_NUM_THREADS``), and torch's intra-op pool
+    where torch is already loaded. A command that never needs torch does not load it for this."""
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = str(count)
-    if not getattr(func, "torch_free", False) or "torch" in sys.modules:
-        import torch
-
-        torch.set_num_threads(count)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(count)
 
 
 def _check_device(text) -> None:
     """Reject a bad ``--device`` before any work (torch would raise a RuntimeError deep inside)."""
-    if not isinstance(text, str):
+    if not isinstance(text, str) or text in ("auto", "cpu"):  # always valid: no torch needed to say so
         return
+    message = f"--device: {text!r} is invalid; allowed: auto, cpu, cuda or cuda:N"
+    if not re.fullmatch(r"cuda(:\d+)?", text):
+        raise ValueError(message)
     from archlab.engine import resolve_device
 
     try:
         resolve_device(text)
     except RuntimeError as exc:
-        raise ValueError(f"--device: {text!r} is invalid; allowed: auto, cpu, cuda or cuda:N") from exc
+        raise ValueError(message) from exc
 
 
 def _redeliver(unraisable) -> None:
@@ -349,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         sys.unraisablehook = _redeliver
     try:
-        _apply_threads(getattr(args, "threads", None) or default_threads(), args.func)
+        _apply_threads(getattr(args, "threads", None) or default_threads())
         _check_device(getattr(args, "device", None))
         code = args.func(args)
     except BrokenPipeError:  # the reader of our output has gone (`archlab ... | head`): not an error

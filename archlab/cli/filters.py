@@ -161,6 +161,3 @@ def design_filter(args: argparse.Namespace) -> int:
         print(f"use it by its path, or by the name {name!r} once it is in ${filters.USER_ENV} or "
               f"{filters.user_dirs()[-1]}")
     return 0
-
-
-list_filters.torch_free = show_filter.torch_free = True  # archlab.cli sets the threads without importing torch

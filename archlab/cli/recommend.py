@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from archlab import images, tasks
+from archlab import tasks
 from archlab.cli import add_task_flags, make_task
+from archlab.vocabulary import check_image_source
 
 
 def register(subparsers) -> None:
@@ -20,9 +21,10 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from archlab import recommend
-
     task = make_task(args)
+    check_image_source(args.image)
+    from archlab import images, recommend
+
     advice = recommend.recommend(images.load(args.image), task=task)
     if args.json:
         print(json.dumps(images.finite_json(advice.to_dict()), indent=2, allow_nan=False))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from archlab import reproduce
+from archlab import reproductions
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("reproduce", help="rerun a paper experiment and write its results table",
                               description=__doc__.splitlines()[0])
-    p.add_argument("name", choices=sorted(reproduce.EXPERIMENTS), help="the experiment")
+    p.add_argument("name", choices=sorted(reproductions.EXPERIMENTS), help="the experiment")
     p.add_argument("-o", "--out", required=True, help="output folder (results.csv, table.md); reruns resume")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--only", default=None, help="run only this configuration (e.g. to split over processes)")
@@ -20,6 +20,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from archlab import reproduce
+
     table = reproduce.run_experiment(args.name, args.out, device=args.device, only=args.only, fast=args.fast,
                                      trajectories=args.trajectories)
     print(reproduce.write_table(args.name, table, args.out))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from archlab import images
 from archlab.cli import add_fit_arguments, check_fit, fit_inputs, progress_lines
 from archlab.restoration import DEFAULT_IMAGE
 
@@ -33,10 +32,10 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from archlab import metrics, report
+    task, spec, y, reference, notes = fit_inputs(args, OUTPUTS)
+    from archlab import images, metrics, report
     from archlab.fit import fit
 
-    task, spec, y, reference, notes = fit_inputs(args, OUTPUTS)
     out = Path(args.out)
     result = fit(spec, task, y, iterations=args.iterations, lr=args.lr, ema=args.ema, seed=args.seed,
                  device=args.device, eval_every=args.eval_every, reference=reference,

@@ -15,12 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
-
-from archlab import experiments, images, report, spectral
 from archlab.cli import add_fit_arguments, check_fit, fit_inputs, progress_lines
 from archlab.restoration import DEFAULT_IMAGE
-from archlab.fit import fit
 
 
 def register(subparsers) -> None:
@@ -58,7 +54,8 @@ def register(subparsers) -> None:
     sinusoid.add_argument("--width", type=int, default=256, help="channels / units per layer (default 256)")
     sinusoid.add_argument("--iterations", type=int, default=2000, help="Adam steps (default 2000)")
     sinusoid.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
-    sinusoid.add_argument("--delta", type=float, default=experiments.DELTA, help="convergence threshold δ (0.01)")
+    sinusoid.add_argument("--delta", type=float, default=None,
+                          help="convergence threshold δ (default paper 001's, experiments.DELTA = 0.01)")
     sinusoid.add_argument("--seed", type=int, default=0, help="seed of the weights and the input (default 0)")
     _add_common(sinusoid, "sinusoid")
     sinusoid.set_defaults(func=run_sinusoid)
@@ -86,6 +83,9 @@ def _add_common(parser: argparse.ArgumentParser, name: str) -> None:
 def run_fbc(args: argparse.Namespace) -> int:
     """Fit, then write ``fbc.png`` (FBC bands and PSNR, peak marked), ``history.csv`` and ``summary.json``."""
     task, spec, observation, reference, notes = fit_inputs(args, ("fbc.png", "history.csv", "summary.json"))
+    from archlab import images, report
+    from archlab.fit import fit
+
     result = fit(spec, task, observation, iterations=args.iterations, lr=args.lr, ema=args.ema, seed=args.seed,
                  device=args.device, eval_every=args.eval_every, reference=reference, fbc_bands=args.bands,
                  on_evaluation=progress_lines(args.iterations, "spectral fbc"))
@@ -107,6 +107,8 @@ def run_fbc(args: argparse.Namespace) -> int:
 
 def run_psd(args: argparse.Namespace) -> int:
     """Write the radial power spectra of the images (:func:`archlab.spectral.radial_psd`) on one plot."""
+    from archlab import images, report, spectral
+
     curves = {}
     for name in args.images:
         radius, psd = spectral.radial_psd(images.load(name), bins=args.bins)
@@ -118,6 +120,10 @@ def run_psd(args: argparse.Namespace) -> int:
 
 def run_trajectory(args: argparse.Namespace) -> int:
     """Paper 001 Fig. 1: write ``trajectory.png``, ``trajectory_curves.csv`` and ``trajectory.csv/.md``."""
+    import pandas as pd
+
+    from archlab import experiments, images, report
+
     sources = args.images or images.list_images(images.datasets_root() / "triangle")
     parts = []
     for source in sources:
@@ -134,15 +140,22 @@ def run_trajectory(args: argparse.Namespace) -> int:
 
 def run_sinusoid(args: argparse.Namespace) -> int:
     """Paper 001 Fig. 3: write ``sinusoid.png``, ``sinusoid_curves.csv`` and ``sinusoid.csv/.md``."""
+    from archlab import experiments, report
+
+    delta = experiments.DELTA if args.delta is None else args.delta
     curves = experiments.sinusoid_experiment(frequencies=args.frequencies, length=args.length, layers=args.layers,
                                              width=args.width, iterations=args.iterations, lr=args.lr,
                                              seed=args.seed, device=args.device)
-    summary = experiments.convergence_table(curves, args.delta)
-    return _write(args.out, "sinusoid", curves, summary, lambda c, p: report.plot_sinusoid(c, p, args.delta))
+    summary = experiments.convergence_table(curves, delta)
+    return _write(args.out, "sinusoid", curves, summary, lambda c, p: report.plot_sinusoid(c, p, delta))
 
 
 def run_lipschitz(args: argparse.Namespace) -> int:
     """Paper 000 Fig. 5: write ``lipschitz.png``, ``lipschitz_curves.csv`` and ``lipschitz.csv/.md``."""
+    import pandas as pd
+
+    from archlab import experiments, report
+
     parts = []
     for lam in args.lambdas:
         parts.append(experiments.lipschitz_fbc(args.image, lambdas=[lam], sigma=args.sigma, size=args.size,
@@ -156,6 +169,8 @@ def run_lipschitz(args: argparse.Namespace) -> int:
 
 
 def _write(folder: str, name: str, curves, summary, plot) -> int:
+    from archlab import images, report
+
     out = Path(folder)
     plot(curves, out / f"{name}.png")
     with images.atomic_path(out / f"{name}_curves.csv") as tmp:

@@ -70,18 +70,20 @@ def register(subparsers) -> None:
 
 def list_studies(args: argparse.Namespace) -> int:
     """Print each shipped study's name and its first comment line (description and expected runtime)."""
-    from archlab.studies.spec import shipped
+    from archlab.studies.files import shipped
 
     for name, note in shipped().items():
         print(f"{name:22s} {note}")
     return 0
 
 
-list_studies.torch_free = True  # archlab.cli sets the threads without importing torch
 
 
 def show_study(args: argparse.Namespace) -> int:
     """Print a validated study: tasks, images, space, objectives, sampler, trials × fits."""
+    from archlab.studies.files import study_text
+
+    study_text(args.study)  # an unknown study is one line before Optuna and torch are loaded
     from archlab import studies
 
     spec = studies.load_study(args.study)
@@ -98,6 +100,9 @@ def show_study(args: argparse.Namespace) -> int:
 
 def run_study(args: argparse.Namespace) -> int:
     """Run one worker; print a line per trial and a summary."""
+    from archlab.studies.files import study_text
+
+    study_text(args.study)  # an unknown study is one line before Optuna and torch are loaded
     import optuna
 
     from archlab import studies

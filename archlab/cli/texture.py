@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-import pandas as pd
-from sklearn.dummy import DummyClassifier
-
-from archlab import images, texture
+from archlab.vocabulary import check_image_source
 
 
 def register(subparsers) -> None:
@@ -56,8 +53,11 @@ def _noise_sigma(text: str):
 
 def show_features(args: argparse.Namespace) -> int:
     """Print the noise estimate, texture score, predicted width (with probabilities) and the features."""
-    image = texture.as_image(args.image)
     sigma = _noise_sigma(args.noise_sigma)
+    check_image_source(args.image)
+    from archlab import texture
+
+    image = texture.as_image(args.image)
     width, proba = texture.predict_width(image, sigma)
     print(f"image: {args.image} ({image.shape[-1]}x{image.shape[-2]}, {image.shape[1]} channel(s))")
     print(f"noise sigma (estimated, 0..255): {texture.estimate_noise_sigma(image) * 255:.2f}")
@@ -77,6 +77,11 @@ def _sigmas(text: str) -> tuple[int, ...]:
 
 def run_cv(args: argparse.Namespace) -> int:
     """Cross-validate the width predictor on each noise level of the table, with and without compensation."""
+    import pandas as pd
+    from sklearn.dummy import DummyClassifier
+
+    from archlab import images, texture
+
     table = texture.load_table(args.table)
     train = _sigmas(args.train_sigmas)
     columns = [c for c in texture.FEATURE_NAMES if not (args.texture_only and c == "log2_pixels")]
@@ -106,7 +111,8 @@ def run_cv(args: argparse.Namespace) -> int:
     return 0
 
 
-def _row(model: str, compensated: bool, sigma: int, result: texture.CVResult) -> dict:
+def _row(model: str, compensated: bool, sigma: int, result) -> dict:
+    """A results row from a :class:`archlab.texture.CVResult`."""
     return {
         "model": model,
         "compensated": compensated,
@@ -121,6 +127,8 @@ def _row(model: str, compensated: bool, sigma: int, result: texture.CVResult) ->
 
 def build_table(args: argparse.Namespace) -> int:
     """Recompute the features of every Texture-DIP image (clean, sigma 25 and 50) and write the CSV atomically."""
+    from archlab import images, texture
+
     output = args.output or texture.table_path()
     table = texture.build_table(args.datasets, seed=args.seed)
     with images.atomic_path(output) as tmp:

@@ -13,14 +13,22 @@ and returns the objectives' means over them; several objectives make a Pareto st
   :func:`load_curves`, :func:`importances`, :func:`write_report` (Markdown/LaTeX/CSV).
 """
 
-from archlab.studies.results import DEFAULT_METRICS, importances, load, load_curves, open_existing, tables, write_report
-from archlab.studies.spec import (EXTRA_METRICS, OBJECTIVES, PRUNERS, SAMPLERS, SPACE_NAMES, ImageSpec, Param,
-                                  StudySpec, default_storage, load_study, resolve_target, shipped, study_dir)
-from archlab.studies.storage import GRACE_PERIOD, HEARTBEAT_INTERVAL, artifacts_dir, make_storage
-from archlab.studies.worker import TrialDiverged, TrialProgress, observations, open_study, run, trial_results
+import importlib
 
-__all__ = ["DEFAULT_METRICS", "EXTRA_METRICS", "GRACE_PERIOD", "HEARTBEAT_INTERVAL", "OBJECTIVES", "PRUNERS",
-           "SAMPLERS", "SPACE_NAMES", "ImageSpec", "Param", "StudySpec", "TrialDiverged", "TrialProgress", "artifacts_dir",
-           "default_storage", "importances", "load", "load_curves", "load_study", "make_storage", "observations",
-           "open_existing", "open_study", "resolve_target", "run", "shipped", "study_dir", "tables", "trial_results",
-           "write_report"]
+#: Public name -> the submodule that defines it (imported on first use: ``study list`` needs no Optuna).
+_WHERE = {
+    **dict.fromkeys(("DEFAULT_METRICS", "importances", "load", "load_curves", "open_existing", "tables", "write_report"),
+                    "results"),
+    **dict.fromkeys(("EXTRA_METRICS", "OBJECTIVES", "PRUNERS", "SAMPLERS", "SPACE_NAMES", "ImageSpec", "Param",
+                     "StudySpec", "default_storage", "load_study", "resolve_target"), "spec"),
+    **dict.fromkeys(("shipped", "study_dir"), "files"),
+    **dict.fromkeys(("GRACE_PERIOD", "HEARTBEAT_INTERVAL", "artifacts_dir", "make_storage"), "storage"),
+    **dict.fromkeys(("TrialDiverged", "TrialProgress", "observations", "open_study", "run", "trial_results"), "worker"),
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"archlab.studies.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'archlab.studies' has no attribute {name!r}")

@@ -22,7 +22,6 @@ import re
 import tomllib
 import warnings
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from archlab import filters, images
 from archlab.fit import FitSettings
 from archlab.models import ArchSpec, load_spec
 from archlab.tasks import Task, make_task
+from archlab.studies.files import study_file, study_text
 
 #: Objectives a study may optimise, with the direction in which each is better.
 OBJECTIVES = {"peak_psnr": "maximize", "final_psnr": "maximize", "psnr_drop": "minimize",
@@ -436,42 +436,9 @@ def _gaussian(sigma: float, factor: int, filter_dir: str | Path | None) -> str:
     return str(path)
 
 
-def study_dir():
-    """The shipped study files (package data ``archlab.data.studies``; the repository's ``studies/``)."""
-    try:
-        return resources.files("archlab.data.studies")
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parents[2] / "studies"
-
-
-def shipped() -> dict[str, str]:
-    """``name -> first comment line`` of every shipped study (the line states its expected runtime)."""
-    out = {}
-    for entry in sorted(study_dir().iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".toml"):
-            first = entry.read_text(encoding="utf-8").splitlines()[:1]
-            out[entry.name[:-5]] = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
-    return out
-
-
-def study_file(source: str | os.PathLike) -> Path | None:
-    """``source`` as a study file path (it must exist), or None when it names a shipped study."""
-    path = Path(source)
-    if path.suffix == ".toml" or path.is_file():
-        return path if path.is_file() else fail("study", f"file {path} not found")
-    return None
-
-
 def load_study(source: str | os.PathLike) -> StudySpec:
     """A :class:`StudySpec` from a study TOML path or a shipped study's name (:func:`shipped`)."""
-    path = study_file(source)
-    if path is None:
-        entry = study_dir() / f"{source}.toml"
-        if not entry.is_file():
-            fail("study", f"unknown study {str(source)!r}; shipped: {', '.join(shipped())} (or a path to a .toml)")
-        text, base = entry.read_text(encoding="utf-8"), ""
-    else:
-        text, base = path.read_text(encoding="utf-8"), str(path.resolve().parent)
+    text, base = study_text(source)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

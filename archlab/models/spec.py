@@ -1,21 +1,5 @@
-"""Architectures of the deep image prior from a declarative spec.
-
-An :class:`ArchSpec` names every choice the papers vary - kind, depth, width,
-skips, upsampler, Lipschitz bound, normalisation, activation, padding, input
-noise - and :func:`build` turns it into a module plus the fixed random input it
-is fitted from. Kinds:
-
-* ``hourglass`` - Ulyanov et al.'s encoder-decoder with skips (REFERENCE §5);
-* ``decoder`` - the same without the encoder (paper 000 §3.2, Fig. 2);
-* ``convnet`` - the decoder without upsampling (paper 000 Fig. 2);
-* ``conv_decoder`` - ConvDecoder, [upsample, conv k×k, act, norm] per level
-  (Darestani & Heckel 2021; paper 004 §4);
-* ``mlp_decoder`` - the same with 1×1 convolutions (paper 004);
-* ``deep_decoder`` - Deep Decoder, [1×1 conv, upsample, act, norm] per level (Heckel & Hand 2019).
-
-In these three, as in their codes, ``depth`` counts layers and the last (full-resolution) layer has no
-upsampler: ``depth - 1`` upsamplings (ConvDecoder's ``num_layers``, the Deep Decoder's d).
-"""
+"""Architecture specs: :class:`ArchSpec`, the presets as their papers' code builds them, and λ for the
+image size. Plain data, without torch; :mod:`archlab.models.networks` builds the modules."""
 
 from __future__ import annotations
 
@@ -26,11 +10,8 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-import torch
-import torch.nn as nn
-
 from archlab import filters
-from archlab.layers import CONV_PADDINGS, PADDINGS, LipschitzConv2d, MeanOnlyBatchNorm, Upsampler
+from archlab.vocabulary import CONV_PADDINGS, INITS, LIPSCHITZ_METHODS, PADDINGS
 
 KINDS = ("hourglass", "decoder", "convnet", "conv_decoder", "mlp_decoder", "deep_decoder")
 #: Kinds built layer by layer as their codes are: the last layer runs at full resolution, without upsampler.
@@ -39,10 +20,10 @@ NORMS = ("batch", "mean_only", "none")
 ACTS = ("leaky_relu", "relu")
 DOWNSAMPLES = ("stride", "avg", "max")
 NOISES = ("uniform", "normal", "fourier", "meshgrid")
-INITS = LipschitzConv2d.INITS
 
 
-def _per_level(value, depth: int, name: str) -> tuple:
+def per_level(value, depth: int, name: str) -> tuple:
+    """``value`` as one value per level (a single value repeated ``depth`` times); the error names ``name``."""
     values = tuple(value) if isinstance(value, (list, tuple)) else (value,) * depth
     if len(values) != depth:
         raise ValueError(f"{name}: {len(values)} values given for depth {depth}; give one value or one per level")
@@ -111,16 +92,16 @@ class ArchSpec:
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
-            _per_level(getattr(self, name), self.depth, f"arch.{name}")
-        check("width", all(isinstance(w, int) and w >= 1 for w in _per_level(self.width, self.depth, "width")),
+            per_level(getattr(self, name), self.depth, f"arch.{name}")
+        check("width", all(isinstance(w, int) and w >= 1 for w in per_level(self.width, self.depth, "width")),
               "positive integers")
-        check("skip", all(isinstance(s, int) and s >= 0 for s in _per_level(self.skip, self.depth, "skip")),
+        check("skip", all(isinstance(s, int) and s >= 0 for s in per_level(self.skip, self.depth, "skip")),
               "integers ≥ 0")
         check("factor", isinstance(self.factor, int) and self.factor >= 2, "an integer ≥ 2")
         check("lipschitz", self.lipschitz is None or self.lipschitz == "auto"
               or (isinstance(self.lipschitz, (int, float)) and not isinstance(self.lipschitz, bool)
                   and self.lipschitz > 0), "a number > 0, auto (chosen for the image size), or none")
-        check("lipschitz_method", self.lipschitz_method in LipschitzConv2d.METHODS, ", ".join(LipschitzConv2d.METHODS))
+        check("lipschitz_method", self.lipschitz_method in LIPSCHITZ_METHODS, ", ".join(LIPSCHITZ_METHODS))
         check("norm", self.norm in NORMS, ", ".join(NORMS))
         check("act", self.act in ACTS, ", ".join(ACTS))
         check("leak", 0 <= self.leak < 1, "0 ≤ leak < 1")
@@ -141,7 +122,7 @@ class ArchSpec:
         check("upsampler_gain", self.upsampler_gain > 0, "a number > 0")
         check("upsampler_padding", self.upsampler_padding in PADDINGS, ", ".join(PADDINGS))
         check("init", self.init in INITS, ", ".join(INITS))
-        ups = _per_level(self.upsampler, self.depth, "upsampler")
+        ups = per_level(self.upsampler, self.depth, "upsampler")
         check("upsampler", self.kind == "convnet" or "none" not in ups,
               "a catalogue name, a filter TOML, 'transposed' ('none' only for convnet)")
         catalogue = filters.names()
@@ -281,135 +262,6 @@ def load_spec(source: str | Path | dict | ArchSpec) -> ArchSpec:
     return preset(str(source))
 
 
-def _conv(spec: ArchSpec, cin: int, cout: int, kernel: int, stride: int = 1, bounded: bool = True) -> LipschitzConv2d:
-    """A convolution of ``spec`` (its bound λ unless ``bounded`` is False, padding, bias, initialisation)."""
-    return LipschitzConv2d(cin, cout, kernel, lipschitz=spec.lipschitz if bounded else None,
-                           method=spec.lipschitz_method, pad=spec.pad, bias=spec.bias, stride=stride,
-                           detach_norm=spec.lipschitz_detach, init=spec.init)
-
-
-def _norm(spec: ArchSpec, channels: int) -> nn.Module:
-    """The normalisation of ``spec``: batch norm, mean-only batch norm (paper 000 eq. 5) or none."""
-    if spec.norm == "batch":
-        return nn.BatchNorm2d(channels)
-    return MeanOnlyBatchNorm(channels) if spec.norm == "mean_only" else nn.Identity()
-
-
-def _act(spec: ArchSpec) -> nn.Module:
-    """The activation of ``spec``: LeakyReLU(``leak``) or ReLU."""
-    return nn.LeakyReLU(spec.leak) if spec.act == "leaky_relu" else nn.ReLU()
-
-
-class _Block(nn.Sequential):
-    """conv → norm → activation (paper 000 eq. 5 order: convolution, normalisation, activation)."""
-
-    def __init__(self, spec: ArchSpec, cin: int, cout: int, kernel: int | None = None, stride: int = 1):
-        conv = _conv(spec, cin, cout, spec.kernel if kernel is None else kernel, stride)
-        super().__init__(conv, _norm(spec, cout), _act(spec))
-
-
-class _Concat(nn.Module):
-    """Run branches on one input and concatenate along channels (Ulyanov's ``Concat``)."""
-
-    def __init__(self, *branches: nn.Module):
-        super().__init__()
-        self.branches = nn.ModuleList(branches)
-
-    def forward(self, x):
-        return torch.cat([branch(x) for branch in self.branches], dim=1)
-
-
-def _upsampler(spec: ArchSpec, channels: int, level: int) -> nn.Module:
-    name = _per_level(spec.upsampler, spec.depth, "upsampler")[level]
-    return Upsampler(channels, name, factor=spec.factor, padding=spec.upsampler_padding, gain=spec.upsampler_gain)
-
-
-def _downsampler(spec: ArchSpec, cin: int, cout: int) -> nn.Module:
-    if spec.downsample == "stride":
-        return _Block(spec, cin, cout, stride=spec.factor)
-    pool = nn.AvgPool2d(spec.factor) if spec.downsample == "avg" else nn.MaxPool2d(spec.factor)
-    return nn.Sequential(pool, _Block(spec, cin, cout))
-
-
-def _hourglass(spec: ArchSpec, out_channels: int) -> nn.Module:
-    """Ulyanov et al.'s ``skip`` network, level by level from the full-resolution end."""
-    widths = _per_level(spec.width, spec.depth, "width")
-    skips = _per_level(spec.skip, spec.depth, "skip")
-
-    def level(i: int, cin: int) -> nn.Module:
-        deeper = [_downsampler(spec, cin, widths[i]), _Block(spec, widths[i], widths[i])]
-        if i + 1 < spec.depth:
-            deeper.append(level(i + 1, widths[i]))
-            k = widths[i + 1]
-        else:
-            k = widths[i]
-        deeper.append(_upsampler(spec, k, i))
-        deeper = nn.Sequential(*deeper)
-        if skips[i]:
-            body = _Concat(_Block(spec, cin, skips[i], kernel=1), deeper)
-        else:
-            body = deeper
-        return nn.Sequential(body, _norm(spec, skips[i] + k), _Block(spec, skips[i] + k, widths[i]), _Block(spec, widths[i], widths[i], kernel=1))
-
-    return nn.Sequential(level(0, spec.input_depth), _output(spec, widths[0], out_channels))
-
-
-def _output(spec: ArchSpec, cin: int, out_channels: int) -> nn.Module:
-    """The final 1×1 projection to the image's channels (bounded only with ``bound_output``), and a sigmoid."""
-    conv = _conv(spec, cin, out_channels, 1, bounded=spec.bound_output)
-    return nn.Sequential(conv, nn.Sigmoid()) if spec.sigmoid else conv
-
-
-def _decoder(spec: ArchSpec, out_channels: int) -> nn.Module:
-    """Decoder / ConvNet (paper 000 Fig. 2), ConvDecoder / MLP decoder / Deep Decoder (paper 004 §4)."""
-    widths = _per_level(spec.width, spec.depth, "width")
-    layers, cin = [], spec.input_depth
-    kernel = 1 if spec.kind in ("mlp_decoder", "deep_decoder") else spec.kernel
-    for _ in range(spec.stem):  # paper 000's decoder: two blocks at the input's size (its code's first unetConv2)
-        layers.append(_Block(spec, cin, widths[-1], kernel=kernel))
-        cin = widths[-1]
-    # Levels are listed from the full-resolution end; a decoder runs from the coarsest level up.
-    for i in reversed(range(spec.depth)):
-        if spec.kind == "deep_decoder":
-            # [1×1 conv, upsample, act, norm] (Heckel & Hand)
-            conv = _conv(spec, cin, widths[i], 1)
-            layers += [conv, *([_upsampler(spec, widths[i], i)] if i else []), _act(spec), _norm(spec, widths[i])]
-        elif spec.kind in ("conv_decoder", "mlp_decoder"):
-            # [upsample, conv, act, norm] (Darestani & Heckel)
-            conv = _conv(spec, cin, widths[i], kernel)
-            layers += [*([_upsampler(spec, cin, i)] if i else []), conv, _act(spec), _norm(spec, widths[i])]
-        else:
-            if spec.kind == "decoder":
-                layers.append(_upsampler(spec, cin, i))
-            layers += [_Block(spec, cin, widths[i]), _Block(spec, widths[i], widths[i])]
-        cin = widths[i]
-    layers.append(_output(spec, cin, out_channels))
-    return nn.Sequential(*layers)
-
-
-def make_input(spec: ArchSpec, size: tuple[int, int], seed: int = 0) -> torch.Tensor:
-    """The fixed network input: ``input_depth`` channels at ``size / spec.scale``, seeded.
-
-    ``uniform``: U(0, 1)·scale (Ulyanov's ``get_noise('u')``); ``normal``: N(0, 1)·scale;
-    ``fourier``: u ~ U(0, 1)·scale on half the channels, then sin 2πu and cos 2πu (paper 000's
-    code, ``get_noise('fourier', var=scale)``); ``meshgrid``: two coordinate channels in [0, 1]
-    (Ulyanov's ``meshgrid`` input).
-    """
-    h, w = size[0] // spec.scale, size[1] // spec.scale
-    generator = torch.Generator().manual_seed(seed)
-    shape = (1, spec.input_depth, h, w)
-    if spec.input_noise == "uniform":
-        return torch.rand(shape, generator=generator) * spec.input_scale
-    if spec.input_noise == "normal":
-        return torch.randn(shape, generator=generator) * spec.input_scale
-    if spec.input_noise == "fourier":
-        phase = 2 * math.pi * spec.input_scale * torch.rand((1, spec.input_depth // 2, h, w), generator=generator)
-        return torch.cat([phase.sin(), phase.cos()], dim=1)
-    ys, xs = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
-    grid = torch.stack([xs, ys])[None]
-    return grid.repeat(1, (spec.input_depth + 1) // 2, 1, 1)[:, : spec.input_depth] * spec.input_scale
-
-
 def check_size(spec: ArchSpec, size: tuple[int, int]) -> None:
     """Raise ``ValueError`` unless both sides are multiples of ``spec.multiple`` and at least twice it.
 
@@ -466,22 +318,3 @@ def lipschitz_for_size(spec: ArchSpec, size: tuple[int, int]) -> float:
 def for_size(spec: ArchSpec, size: tuple[int, int]) -> ArchSpec:
     """``spec`` with its size-dependent choices (``lipschitz = "auto"``) resolved for an output of ``size``."""
     return spec.replace(lipschitz=lipschitz_for_size(spec, size)) if spec.lipschitz == "auto" else spec
-
-
-def build(spec: ArchSpec | str, out_channels: int, out_size: tuple[int, int], seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
-    """Build the network and its fixed input for an output of ``out_channels × out_size``.
-
-    The same ``seed`` gives the same initial weights and the same input. Returns
-    ``(module, input)`` with ``module(input)`` of shape ``(1, out_channels, *out_size)``.
-    """
-    spec = for_size(load_spec(spec), tuple(out_size))
-    check_size(spec, tuple(out_size))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = _hourglass(spec, out_channels) if spec.kind == "hourglass" else _decoder(spec, out_channels)
-    return net, make_input(spec, tuple(out_size), seed)
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)

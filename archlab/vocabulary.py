@@ -1,0 +1,40 @@
+"""The names archlab's layers, specs and command line share, in one place and without torch.
+
+The command line offers these (choices, help texts) before it imports anything heavy; the layers
+and :class:`archlab.models.ArchSpec` validate against the same tuples.
+"""
+
+#: scikit-image bundled samples usable by name (``skimage.data.<name>()``).
+BUILTIN_IMAGES = {
+    "astronaut": "astronaut",
+    "camera": "camera",
+    "cat": "chelsea",
+    "chelsea": "chelsea",
+    "coffee": "coffee",
+    "rocket": "rocket",
+    "brick": "brick",
+    "grass": "grass",
+    "gravel": "gravel",
+    "moon": "moon",
+    "text": "text",
+}
+
+
+def check_image_source(source) -> None:
+    """``source`` must be an image file or a built-in name (:data:`BUILTIN_IMAGES`): the one-line error
+    :func:`archlab.images.load` gives, checked before anything heavy is loaded."""
+    from pathlib import Path
+
+    if str(source) not in BUILTIN_IMAGES and not Path(source).is_file():
+        raise ValueError(f"image: {str(source)!r} is neither a file nor a built-in image; "
+                         f"built-ins: {', '.join(sorted(BUILTIN_IMAGES))}")
+
+
+#: How an upsampler extends the image at its border (PyTorch's ``F.pad`` modes).
+PADDINGS = ("reflect", "replicate", "zeros", "circular")
+#: Paddings of the bounded convolutions (a subset of :data:`PADDINGS`).
+CONV_PADDINGS = ("reflect", "zeros")
+#: How a convolution's Lipschitz norm is computed: exact SVD, power iteration, or the operator norm.
+LIPSCHITZ_METHODS = ("svd", "power", "operator")
+#: Initialisations of the convolutions: archlab's He-uniform for LeakyReLU(0.01), paper 000's (a = 0), PyTorch's.
+INITS = ("kaiming-leaky", "kaiming", "torch")
