@@ -2,8 +2,8 @@
 
 :class:`VmappedNets` stacks the K weight sets (``torch.func.stack_module_state``) and evaluates the
 network with ``vmap`` over ``functional_call``; :class:`_BatchedAdam` runs Adam on the stacked tensors
-with per-run learning rates; the fixed upsamplers get a vmap-able twin (:class:`_VmapUpsampler`) and can
-be made Gaussians of a per-run σ (:func:`use_gaussian_upsampling`). The loop that drives them is
+with per-run learning rates; the fixed upsamplers get a vmap-able twin (:class:`_VmapUpsampler`) whose
+filter (a buffer) may differ between runs. The loop that drives them is
 :func:`archlab.loop.run`, the one every fit runs.
 """
 
@@ -17,8 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, replace_all_batch_norm_modules_, stack_module_state, vmap
 
-from archlab import filters
-from archlab.layers import LipschitzConv2d, Upsampler, pad_axis, polyphase_kernels
+from archlab.layers import LipschitzConv2d, Upsampler, pad_axis
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
@@ -58,30 +57,6 @@ def _vmappable(module: nn.Module) -> nn.Module:
             setattr(module, name, _VmapUpsampler(child))
         else:
             setattr(module, name, _vmappable(child))
-    return module
-
-
-def use_gaussian_upsampling(module: nn.Module, sigma: float) -> nn.Module:
-    """Make every fixed :class:`~archlab.layers.Upsampler` of ``module`` a Gaussian of ``sigma``.
-
-    The taps are ``filters.design("gaussian", s, sigma=σ)`` (paper 000 eq. 6-7, the
-    default ``2 s + 1`` taps) with the layer's 2-D gain kept. The layer's polyphase
-    layout (phase length and padding) must be the Gaussian's - true of ``gauss-*`` and,
-    for ×2, ``bilinear`` - so the result is exactly the layer built with that filter.
-    Returns ``module``, changed in place.
-    """
-    for layer in module.modules():
-        if not isinstance(layer, Upsampler) or layer.transposed is not None:
-            continue
-        taps = filters.design("gaussian", layer.factor, sigma=sigma).taps
-        kernels, before, after = polyphase_kernels(taps, layer.factor)
-        if (before, after) != (layer.pad_before, layer.pad_after) or kernels.shape[1] != layer.weight.shape[-1]:
-            raise ValueError(f"sigmas: the upsampler {layer.name!r} has {layer.weight.shape[-1]}-tap phases padded "
-                             f"({layer.pad_before}, {layer.pad_after}), not the Gaussian's; per-run sigma needs "
-                             f"upsamplers with its layout (gauss-*, or bilinear for factor 2)")
-        gain_root = layer.weight[:, 0].sum() / layer.factor  # Σ taps = s, times the layer's √gain
-        new = torch.from_numpy(kernels).to(layer.weight)[:, None, None, :] * gain_root
-        layer.weight.copy_(new.expand_as(layer.weight))
     return module
 
 

@@ -28,10 +28,11 @@ import torch
 import torch.nn as nn
 
 from archlab import loop, stopping
-from archlab.batched import VmappedNets, use_gaussian_upsampling
+from archlab.batched import VmappedNets
 from archlab.engine import BF16_MAX_RELATIVE_ERROR, PRECISIONS, CompiledModule, bf16_error, engine_settings, resolve_device
 from archlab.loop import AUTO_STOP, RULES, STOPS, output_measures
 from archlab.models import ArchSpec, build, for_size, load_spec
+from archlab.models.spec import per_level
 from archlab.tasks import Task
 
 __all__ = ["AUTO_STOP", "RULES", "STOPS", "FitResult", "FitSettings", "fit", "fit_many", "output_measures"]
@@ -326,6 +327,13 @@ def _expand_runs(given: dict) -> tuple[int, dict]:
     return k, {name: None if v is None else v * k if len(v) == 1 else v for name, v in lists.items()}
 
 
+def _gaussian_upsamplers(spec: ArchSpec, sigma: float) -> tuple:
+    """Every fixed upsampler of ``spec`` made the Gaussian of ``sigma`` (paper 000 eq. 6-7), as a filter
+    specification; learnt (``transposed``) ones stay."""
+    gaussian = {"kind": "gaussian", "sigma": sigma}
+    return tuple(u if u in ("transposed", "none") else gaussian for u in per_level(spec.upsampler, spec.depth, "upsampler"))
+
+
 def fit_many(arch: ArchSpec | str, task: Task, observations, settings: FitSettings | None = None, *, seeds=None,
              lrs=None, lipschitz=None, sigmas=None, references=None, device: str | torch.device = "auto",
              fast: bool = True, precision: str | None = None, degradation_seed: int | None = None,
@@ -334,8 +342,8 @@ def fit_many(arch: ArchSpec | str, task: Task, observations, settings: FitSettin
 
     Run k is what ``fit(arch_k, task, observation_k, settings, seed=seeds[k], lr=lrs[k],
     reference=references[k])`` computes (Ulyanov et al. 2018; paper 000 §4), where ``arch_k`` is
-    ``arch`` with ``lipschitz=lipschitz[k]`` and every upsampler a Gaussian of ``sigmas[k]``
-    (paper 000 eq. 6-7) when those are given. With K ≥ 2 the weight sets are stacked and the
+    ``arch`` with ``lipschitz=lipschitz[k]`` and every fixed upsampler the Gaussian of ``sigmas[k]``
+    (paper 000 eq. 6-7, a filter specification the spec holds) when those are given. With K ≥ 2 the weight sets are stacked and the
     network runs under ``torch.func.vmap`` (:class:`archlab.batched.VmappedNets`); each run has its
     own jitter generator, physics, EMA, monitor, stop rules and divergence guard, and a run that
     ends leaves the stack and stops costing compute. In fp32 the outputs and histories equal the
@@ -357,8 +365,7 @@ def fit_many(arch: ArchSpec | str, task: Task, observations, settings: FitSettin
         Shared by all runs, as in :func:`fit` (keywords replace its fields).
     seeds, lrs, lipschitz, sigmas, references
         A single value shared by all runs or one per run; K is the common length (``seeds`` and
-        ``lrs`` default to the settings'). ``lipschitz`` must be given for all runs or none;
-        ``sigmas`` needs upsamplers with the Gaussian's polyphase layout (:func:`use_gaussian_upsampling`).
+        ``lrs`` default to the settings'). ``lipschitz`` must be given for all runs or none.
     fast, precision
         ``fast`` picks bfloat16 autocast where :func:`archlab.engine.fast_settings` does (the
         Lipschitz norms are computed in fp32 outside autocast, as in ``fit``); ``precision``
@@ -385,17 +392,17 @@ def fit_many(arch: ArchSpec | str, task: Task, observations, settings: FitSettin
         run_settings = base.replace(seed=int(per_run["seeds"][index]), lr=float(per_run["lrs"][index]))
         spec = base_spec
         if per_run["lipschitz"] is not None:
-            spec = base_spec.replace(lipschitz=float(per_run["lipschitz"][index]))
+            spec = spec.replace(lipschitz=float(per_run["lipschitz"][index]))
+        extra = {"batch": k, "run": index}
+        if per_run["sigmas"] is not None:
+            extra["sigma"] = float(per_run["sigmas"][index])
+            spec = spec.replace(upsampler=_gaussian_upsamplers(spec, extra["sigma"]))
         reference = None if per_run["references"] is None else per_run["references"][index]
         physics, y, spec, net, z, ref = _prepare(spec, task, per_run["observations"][index], run_settings.seed,
                                                  degradation_seed, device, reference, name=f"observations: run {index}")
         if index and y.shape != runs[0].y.shape:
             raise ValueError(f"observations: run {index} has shape {tuple(y.shape)}, run 0 "
                              f"{tuple(runs[0].y.shape)}; batched runs need images of equal size")
-        extra = {"batch": k, "run": index}
-        if per_run["sigmas"] is not None:
-            extra["sigma"] = float(per_run["sigmas"][index])
-            use_gaussian_upsampling(net, extra["sigma"])
         nets.append(net)
         inputs.append(z)
         specs.append(spec.to_dict())

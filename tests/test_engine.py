@@ -5,8 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from archlab import batched, engine, filters, images, layers, models, tasks
-from archlab.batched import use_gaussian_upsampling
+from archlab import batched, engine, images, layers, models, tasks
 from archlab.fit import fit_many
 from archlab.engine import CompiledModule, engine_settings
 from archlab.fit import fit
@@ -83,8 +82,10 @@ def test_fit_many_per_run_gaussian_sigma(noisy, tmp_path):
         toml = tmp_path / f"gauss-{sigma}.toml"
         toml.write_text(f'name = "gauss-{sigma}"\nfactor = 2\nkind = "gaussian"\nsigma = {sigma}\n')
         single = fit(spec.replace(upsampler=str(toml)), task, y, seed=seed, reference=x, progress=False, **SMALL_FIT)
-        assert result.extras["sigma"] == sigma
+        assert result.extras["sigma"] == sigma and result.spec["upsampler"] == [{"kind": "gaussian", "sigma": sigma}] * 2
         assert torch.allclose(result.output, single.output, atol=1e-4)
+    nearest = fit_many(TINY.replace(upsampler="nearest"), task, y, sigmas=[0.5, 1.0], **SMALL_FIT)  # any layout
+    assert [r.spec["upsampler"][0]["sigma"] for r in nearest] == [0.5, 1.0]
 
 
 def test_fit_many_stops_runs_independently(noisy):
@@ -108,8 +109,6 @@ def test_fit_many_bad_input(noisy):
         fit_many(TINY, task, y, lipschitz=[1.0, None], iterations=2)
     with pytest.raises(ValueError, match="equal size"):
         fit_many(TINY, task, [y, y[..., :8, :8]], iterations=2)
-    with pytest.raises(ValueError, match="sigmas"):
-        fit_many(TINY.replace(upsampler="nearest"), task, y, sigmas=[0.5, 1.0], iterations=2)
     with pytest.raises(ValueError, match="precision"):
         fit_many(TINY, task, y, precision="fp8", iterations=2)
 
@@ -143,14 +142,6 @@ def test_batched_adam_equals_torch_adam():
     for k, params in enumerate(singles):
         for p, q in zip(stacked, params):
             assert torch.allclose(p[k], q, atol=1e-6)
-
-
-def test_gaussian_upsampling_matches_a_designed_filter():
-    module = nn.Sequential(layers.Upsampler(3, "gauss-0.5", gain=0.25))
-    use_gaussian_upsampling(module, 0.8)
-    reference = layers.Upsampler(3, filters.design("gaussian", 2, sigma=0.8), gain=0.25)
-    x = torch.rand(1, 3, 8, 8)
-    assert torch.allclose(module(x), reference(x), atol=1e-6)
 
 
 def test_vmappable_upsampler_equals_the_layer():

@@ -114,3 +114,17 @@ def test_one_padding_vocabulary_and_old_spec_files_still_load():
     assert spec.pad == "zeros" and models.preset("convdecoder").pad == "zeros"
     with pytest.raises(ValueError, match="reflect, zeros"):
         models.ArchSpec(kind="decoder", depth=2, width=8, skip=0, pad="circle")
+
+
+def test_a_spec_holds_a_filter_specification_and_builds_what_its_file_would(tmp_path):
+    spec = models.preset("controlled-64").replace(upsampler={"kind": "gaussian", "sigma": 0.7})
+    again = models.load_spec(tomllib.loads(spec.to_toml()) | {"lipschitz": spec.lipschitz})
+    assert again == spec and json.loads(spec.to_json())["upsampler"] == {"kind": "gaussian", "sigma": 0.7}
+    path = tmp_path / "g.toml"
+    path.write_text('name = "g"\nkind = "gaussian"\nfactor = 2\nsigma = 0.7\n')
+    held, _ = models.build(spec, 1, (16, 16), seed=3)
+    filed, _ = models.build(spec.replace(upsampler=str(path)), 1, (16, 16), seed=3)
+    z = torch.rand(1, 32, 4, 4)
+    torch.testing.assert_close(held(z), filed(z))
+    with pytest.raises(ValueError, match=r"arch.upsampler: filter specification .*sigma"):
+        spec.replace(upsampler={"kind": "gaussian", "sigma": -1.0})

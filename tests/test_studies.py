@@ -94,7 +94,7 @@ def test_shipped_studies_carry_the_papers_grids():
     assert [label for image in ablation.images for label, _ in image.resolve()] == ["F16 (coarse)", "Baboon (fine)"]
     assert studies.load_study("lipschitz-sweep").grid_space() == {"lipschitz": [1.0, 2.0, 3.0]}
     sigma = studies.load_study("gaussian-sigma")
-    assert [sigma.configure({"sigma": s}, None)[0].upsampler for s in (0.0, 0.5, 1.0)] == \
+    assert [sigma.configure({"sigma": s})[0].upsampler for s in (0.0, 0.5, 1.0)] == \
         ["bed-of-nails", "gauss-0.5", "gauss-1.0"]
 
 
@@ -187,10 +187,11 @@ def test_ranges_grids_and_suggestions():
 
 def test_sigma_makes_the_gaussian_upsampler_of_paper_000(tmp_path):
     spec = studies.load_study("gaussian-sigma")
-    arch, _ = spec.configure({"sigma": 0.7}, tmp_path)
-    written = filters.get(arch.upsampler)
-    np.testing.assert_allclose(written.taps, filters.design("gaussian", 2, sigma=0.7).taps)
-    assert spec.configure({"sigma": 0.5}, tmp_path)[0].upsampler == "gauss-0.5"
+    arch, _ = spec.configure({"sigma": 0.7})
+    assert arch.upsampler == {"kind": "gaussian", "sigma": 0.7}  # held by the spec: no file is written
+    np.testing.assert_allclose(filters.get(arch.upsampler).taps, filters.design("gaussian", 2, sigma=0.7).taps)
+    assert spec.configure({"sigma": 0.5})[0].upsampler == "gauss-0.5"
+    assert not list(tmp_path.iterdir())
 
 
 def test_default_storage_sits_beside_a_file_or_in_the_current_folder(tmp_path, monkeypatch):

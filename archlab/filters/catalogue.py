@@ -88,7 +88,8 @@ def _entry(name: str):
 
 
 def get(source) -> Filter:
-    """A filter by catalogue name, from a TOML path, or a :class:`Filter` unchanged.
+    """A filter by catalogue name, from a TOML path, from a specification (the catalogue's own format:
+    ``{"kind": "gaussian", "sigma": 0.7, ...}``, :meth:`Filter.from_dict`), or a :class:`Filter` unchanged.
 
     A string ending in ``.toml`` or containing a path separator is read as a file;
     anything else is looked up in the catalogue (:func:`names`: the shipped filters and
@@ -96,6 +97,8 @@ def get(source) -> Filter:
     """
     if isinstance(source, Filter):
         return source
+    if isinstance(source, Mapping):
+        return Filter.from_dict(source)
     if not isinstance(source, (str, Path)) and not hasattr(source, "__fspath__"):
         raise ValueError(f"filter: {source!r} is not a name, a TOML path or a Filter")
     text = str(Path(source)) if not isinstance(source, str) else source

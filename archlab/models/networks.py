@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
 
+from archlab import filters
 from archlab.layers import LipschitzConv2d, MeanOnlyBatchNorm, Upsampler
 from archlab.models.spec import ArchSpec, check_size, for_size, load_spec, per_level
 
@@ -50,6 +52,8 @@ class _Concat(nn.Module):
 
 def _upsampler(spec: ArchSpec, channels: int, level: int) -> nn.Module:
     name = per_level(spec.upsampler, spec.depth, "upsampler")[level]
+    if isinstance(name, Mapping):  # a filter specification: the spec's factor unless it names one
+        name = filters.Filter.from_dict({"factor": spec.factor, **name})
     return Upsampler(channels, name, factor=spec.factor, padding=spec.upsampler_padding, gain=spec.upsampler_gain)
 
 

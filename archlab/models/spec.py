@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -35,8 +36,9 @@ class ArchSpec:
     """A DIP architecture, frozen and serialisable (dict / JSON / TOML).
 
     ``width``, ``skip`` and ``upsampler`` take one value or one per level (level 0 is
-    the full-resolution end). ``upsampler`` is a filter catalogue name or TOML path,
-    ``"transposed"`` (learnt) or ``"none"`` (only for ``convnet``). ``lipschitz`` = λ
+    the full-resolution end). ``upsampler`` is a filter catalogue name or TOML path, a filter
+    specification in the catalogue's own format (``{"kind": "gaussian", "sigma": 0.7}``; ``factor``
+    defaults to the spec's), ``"transposed"`` (learnt) or ``"none"`` (only for ``convnet``). ``lipschitz`` = λ
     bounds every convolution by ``w / max(1, ‖w‖/λ)`` (paper 000 §4.1) with
     ``lipschitz_method``; ``lipschitz_detach`` treats ‖w‖ as a constant in the backward
     pass, as paper 000's code does (its SVD runs on ``w.data``), so the gradient reaches w
@@ -59,7 +61,7 @@ class ArchSpec:
     depth: int = 2
     width: int | tuple[int, ...] = 64
     skip: int | tuple[int, ...] = 4
-    upsampler: str | tuple[str, ...] = "bilinear"
+    upsampler: str | Mapping | tuple[str | Mapping, ...] = "bilinear"
     factor: int = 2
     lipschitz: float | str | None = None
     lipschitz_method: str = "svd"
@@ -123,11 +125,19 @@ class ArchSpec:
         check("upsampler_padding", self.upsampler_padding in PADDINGS, ", ".join(PADDINGS))
         check("init", self.init in INITS, ", ".join(INITS))
         ups = per_level(self.upsampler, self.depth, "upsampler")
-        check("upsampler", self.kind == "convnet" or "none" not in ups,
-              "a catalogue name, a filter TOML, 'transposed' ('none' only for convnet)")
-        catalogue = filters.names()
-        check("upsampler", all(u in ("none", "transposed") or u in catalogue or u.endswith(".toml") or "/" in u
-                               for u in ups), f"{', '.join(catalogue)}, transposed, none, or a filter .toml path")
+        names = [u for u in ups if not isinstance(u, Mapping)]
+        check("upsampler", self.kind == "convnet" or "none" not in names,
+              "a catalogue name, a filter TOML or specification, 'transposed' ('none' only for convnet)")
+        for spec in (u for u in ups if isinstance(u, Mapping)):
+            try:
+                filters.Filter.from_dict({"factor": self.factor, **spec})
+            except ValueError as exc:
+                raise ValueError(f"arch.upsampler: filter specification {dict(spec)}: {exc}") from None
+        if any(u not in ("none", "transposed") and not u.endswith(".toml") and "/" not in u for u in names):
+            catalogue = filters.names()
+            check("upsampler", all(u in ("none", "transposed") or u in catalogue or u.endswith(".toml") or "/" in u
+                                   for u in names),
+                  f"{', '.join(catalogue)}, transposed, none, a filter .toml path or a specification table")
 
     @property
     def scale(self) -> int:
@@ -143,8 +153,13 @@ class ArchSpec:
         return self.factor**self.depth if self.kind == "hourglass" else self.scale
 
     def to_dict(self) -> dict:
-        """Plain dict (tuples as lists, ``lipschitz=None`` kept) for JSON and TOML."""
-        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+        """Plain dict (tuples as lists, filter specifications as dicts, ``lipschitz=None`` kept) for JSON and TOML."""
+        def plain(value):
+            if isinstance(value, tuple):
+                return [plain(v) for v in value]
+            return dict(value) if isinstance(value, Mapping) else value
+
+        return {f.name: plain(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ArchSpec":
@@ -166,12 +181,21 @@ class ArchSpec:
         return json.dumps(self.to_dict(), indent=2)
 
     def to_toml(self) -> str:
-        """TOML text (``lipschitz = "none"`` for no bound, as TOML has no null)."""
-        lines = []
-        for key, value in self.to_dict().items():
-            value = "none" if value is None else value
-            lines.append(f"{key} = {json.dumps(value)}" if not isinstance(value, bool) else f"{key} = {str(value).lower()}")
-        return "\n".join(lines) + "\n"
+        """TOML text (``lipschitz = "none"`` for no bound, as TOML has no null; a filter specification as an
+        inline table)."""
+        return "\n".join(f"{key} = {_toml_value('none' if value is None else value)}"
+                         for key, value in self.to_dict().items()) + "\n"
+
+
+def _toml_value(value) -> str:
+    """A TOML value: booleans lower-case, strings and numbers as JSON writes them, lists, inline tables."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{key} = {_toml_value(v)}" for key, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)
 
 
 # Paper 000 (Shi et al.): Decoder as its text describes it - λ = 2 (SVD) on every convolution, the norm

@@ -314,7 +314,7 @@ class StudySpec:
         """Cross-field checks: every space value against the arch/fit, sampler, pruner, images, seeds."""
         archs = [("arch.upsampler", self.arch)]
         for param in self.space:
-            archs += [(f"space.{param.name}", self.configure({param.name: value}, None)[0])
+            archs += [(f"space.{param.name}", self.configure({param.name: value})[0])
                       for value in param.grid() or [param.low, param.high]]
         for where, arch in archs:
             for name in {arch.upsampler} if isinstance(arch.upsampler, str) else set(arch.upsampler):
@@ -375,16 +375,16 @@ class StudySpec:
     def is_grid(self) -> bool:
         return dict(self.sampler)["kind"] == "grid"
 
-    def configure(self, params: dict, filter_dir: str | Path | None) -> tuple[ArchSpec, dict]:
+    def configure(self, params: dict) -> tuple[ArchSpec, dict]:
         """The trial's :class:`ArchSpec` and fit keywords: the base ones with ``params`` applied.
 
         ``sigma`` becomes a Gaussian upsampler (paper 000 eq. 6, 5 taps): the catalogue filter
-        with the same taps when there is one, else a filter TOML written to ``filter_dir``.
+        with the same taps when there is one, else the filter's specification, which the spec holds.
         """
         arch, settings = self.arch.to_dict(), dict(self.fit)
         for name, value in params.items():
             if name == "sigma":
-                arch["upsampler"] = _gaussian(value, arch["factor"], filter_dir)
+                arch["upsampler"] = _gaussian(value, arch["factor"])
             elif name in ARCH_FIELDS:
                 arch[name] = None if name == "lipschitz" and value == "none" else value
             else:
@@ -418,22 +418,16 @@ def _construct(what: str, cls: type, options: dict):
         fail(what, f"{exc}; allowed keys for {cls.__name__}: kind, {', '.join(allowed)}")
 
 
-def _gaussian(sigma: float, factor: int, filter_dir: str | Path | None) -> str:
-    """Name or TOML path of the Gaussian upsampler of ``sigma`` (σ ≥ 0 in input pixels)."""
+def _gaussian(sigma: float, factor: int) -> str | dict:
+    """The Gaussian upsampler of ``sigma`` (σ ≥ 0 in input pixels): a catalogue name where a filter has its
+    taps, else its specification ``{"kind": "gaussian", "sigma": σ}``."""
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or sigma < 0:
         fail("space.sigma", f"{sigma!r} is invalid; allowed: a number ≥ 0")
     wanted = filters.design("gaussian", factor, sigma=float(sigma))
     for name, flt in filters.catalog().items():
         if flt.factor == factor and len(flt.taps) == len(wanted.taps) and np.allclose(flt.taps, wanted.taps):
             return name
-    if filter_dir is None:
-        return "bilinear"  # validation only: the filter exists once a trial writes it
-    path = Path(filter_dir) / f"gauss-{float(sigma):g}-x{factor}.toml"
-    if not path.exists():
-        with images.atomic_path(path) as tmp:
-            tmp.write_text(f'name = "{path.stem}"\nkind = "gaussian"\nfactor = {factor}\nsigma = {float(sigma)!r}\n'
-                           f'provenance = "archlab study: Gaussian upsampling, sigma {float(sigma):g}"\n')
-    return str(path)
+    return {"kind": "gaussian", "sigma": float(sigma)}
 
 
 def load_study(source: str | os.PathLike) -> StudySpec:

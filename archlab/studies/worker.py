@@ -98,7 +98,7 @@ def observations(spec: StudySpec) -> list[_Observation]:
     for param in (p for p in spec.space if p.name in ("depth", "factor")):
         values = param.grid() or [param.low, param.high]
         for value in values:
-            needs[f"space.{param.name} = {value}"] = spec.configure({param.name: value}, None)[0].multiple
+            needs[f"space.{param.name} = {value}"] = spec.configure({param.name: value})[0].multiple
     multiple = math.lcm(*needs.values())
     out = []
     for image in spec.images:
@@ -247,9 +247,8 @@ def curve_frame(history: pd.DataFrame) -> pd.DataFrame:
 class _Objective:
     """Runs one trial: every (task, image, seed) fit of the trial's configuration."""
 
-    def __init__(self, spec: StudySpec, data: list[_Observation], store: FileSystemArtifactStore, filter_dir: Path,
-                 device: str):
-        self.spec, self.data, self.store, self.filter_dir = spec, data, store, filter_dir
+    def __init__(self, spec: StudySpec, data: list[_Observation], store: FileSystemArtifactStore, device: str):
+        self.spec, self.data, self.store = spec, data, store
         self.device = device
         self.release, self.current = (lambda: None), None
 
@@ -272,7 +271,7 @@ class _Objective:
         ``run<k>.*`` per fit), the PSNR at every evaluation as intermediate values, and the curves
         (CSV, PNG), observations and restorations as artifacts."""
         params = {p.name: p.suggest(trial) for p in self.spec.space}
-        arch, settings = self.spec.configure(params, self.filter_dir)
+        arch, settings = self.spec.configure(params)
         for key, value in {**flat_attrs("arch", arch.to_dict()), **flat_attrs("fit", settings),
                            "worker": f"{socket.gethostname()}:{os.getpid()}"}.items():
             trial.set_user_attr(key, value)
@@ -436,7 +435,7 @@ def run(source: str | os.PathLike | StudySpec, storage: str | None = None, *, n_
         rdb = make_storage(url, heartbeat_interval, grace_period)
         study = open_study(spec, rdb)
     store_dir.mkdir(parents=True, exist_ok=True)
-    objective = _Objective(spec, data, FileSystemArtifactStore(str(store_dir)), store_dir / "filters", device)
+    objective = _Objective(spec, data, FileSystemArtifactStore(str(store_dir)), device)
     lock = ClaimLock(url, spec.name)
     watcher = TrialProgress(spec, study, log, sys.stderr.isatty() if progress is None else progress)
     start, ran, todo = time.monotonic(), 0, "claim"
