@@ -22,7 +22,7 @@ import torch
 
 from archlab import images, models, report, restoration, stopping, tasks
 from archlab.fit import AUTO_STOP, RULES, fit
-from archlab.reproductions import DIP_BASELINE, EXPERIMENTS, Run, short_name
+from archlab.reproductions import DIP_BASELINE, EXPERIMENTS, STOPPING_FITS, STOPPING_TASKS, Run, short_name
 
 
 def load_clean(run: Run) -> torch.Tensor:
@@ -322,9 +322,12 @@ def _rule_outcomes(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _stopping_text(table: pd.DataFrame) -> str:
-    """Per task and network: the mean and largest gap of every rule to the oracle peak; then every run."""
+    """Per task and network: the mean and largest gap of every rule to the oracle peak; then every run.
+    Tasks and networks in the experiment's order, rules in :data:`archlab.fit.RULES` order, then ``auto``."""
     outcomes = _rule_outcomes(table)
-    gaps = [c for c in outcomes if c.endswith(" gap")]
+    order = {label: i for i, (label, _, _) in enumerate(STOPPING_TASKS)} | {arch: i for i, arch in enumerate(STOPPING_FITS)}
+    outcomes = outcomes.sort_values(["task", "arch"], key=lambda c: c.map(order).fillna(len(order)), kind="stable")
+    gaps = [f"{rule} gap" for rule in (*RULES, "auto") if f"{rule} gap" in outcomes]
     summary = outcomes.groupby(["task", "arch"], sort=False)[gaps].agg(["mean", "max"])
     summary.columns = [f"{rule.removesuffix(' gap')} {stat}" for rule, stat in summary.columns]
     summary.insert(0, "runs", outcomes.groupby(["task", "arch"], sort=False).size())
@@ -332,10 +335,16 @@ def _stopping_text(table: pd.DataFrame) -> str:
     summary.index = [f"{task} · {arch}" for task, arch in summary.index]
     summary.index.name = "task · network"
     overall = outcomes[gaps].agg(["mean", "max"])
+    overall = overall.T.rename_axis("rule").assign(runs=outcomes[gaps].notna().sum().to_numpy())
     parts = ["### Gap to the oracle peak (dB), mean and largest per task\n\n" + report.markdown_table(summary),
-             "### Over every run\n\n" + report.markdown_table(overall.T.rename_axis("rule"))]
+             "### Over every run the rule applies to\n\n" + report.markdown_table(overall)]
+    columns = ["image", "peak", "peak at", "peak EMA", "last"]
+    columns += [f"{rule}{part}" for rule in RULES for part in (" at", "", " gap") if f"{rule}{part}" in outcomes]
+    columns += ["auto rule", "auto", "auto gap", "auto EMA"]
     for (task, arch), group in outcomes.groupby(["task", "arch"], sort=False):
-        frame = group.drop(columns=["task", "arch"]).set_index("image")
+        absent = [f"{rule}{part}" for rule in RULES if f"{rule} gap" in group and group[f"{rule} gap"].isna().all()
+                  for part in (" at", "", " gap")]  # rules that do not apply to the task
+        frame = group[[c for c in columns if c not in absent]].set_index("image")
         for col in [c for c in frame if c.endswith(" at")]:
             frame[col] = pd.to_numeric(frame[col], errors="coerce").round().astype("Int64")
         parts.append(f"### {task} · {arch}\n\n" + report.markdown_table(frame))
