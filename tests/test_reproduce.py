@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import pytest
 
-from archlab import models, reproduce, reproductions
+from archlab import images, models, reproduce, reproductions
 
 TINY = models.ArchSpec(kind="decoder", depth=2, width=8, skip=0, lipschitz=2.0, norm="mean_only").to_dict()
 
@@ -113,6 +113,15 @@ def test_progress_lines_count_the_runs_and_estimate_the_time_left(tiny_experimen
     assert lines[1].startswith("[2/2] b camera") and "left" not in lines[1]
 
 
+def _datasets_found() -> bool:
+    try:
+        images.datasets_root()
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _datasets_found(), reason="needs the shared datasets ($ARCHLAB_DATASETS)")
 def test_stopping_covers_every_task_on_four_images_through_both_networks():
     runs = reproductions.stopping_runs()
     tasks = {r.config.split(" · ")[0] for r in runs}
