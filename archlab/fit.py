@@ -175,25 +175,31 @@ def _settings(settings: FitSettings | None, overrides: dict, device: torch.devic
     return base.replace(**overrides, **engine), requested
 
 
-def _prepare(arch, task: Task, y: torch.Tensor, seed: int, degradation_seed: int | None, device: torch.device,
-             reference: torch.Tensor | None, name: str = "observation"):
-    """The physics, network, input and reference of one run (the network built for the output size)."""
+def _observe(task: Task, y, seed: int, degradation_seed: int | None, device: torch.device,
+             reference: torch.Tensor | None, names: tuple[str, str] = ("observation", "reference")):
+    """The observation on the device, the task's physics for it (its seeded parts from ``degradation_seed``,
+    else ``seed``) and the reference, checked against the output size; ``names`` are what errors call them."""
     if not isinstance(y, torch.Tensor) or y.ndim != 4 or y.shape[0] != 1:
         shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-        raise ValueError(f"{name}: expected shape (1, C, H, W), got {shape}")
+        raise ValueError(f"{names[0]}: expected shape (1, C, H, W), got {shape}")
     y = y.to(device, torch.float32)
     physics = task.physics(tuple(y.shape), seed=seed if degradation_seed is None else degradation_seed,
                            device=device).to(device)
     out_size = tuple(physics.output_shape)
+    ref = None if reference is None else reference.to(device, torch.float32)
+    if ref is not None and ref.shape[-2:] != out_size:
+        raise ValueError(f"{names[1]}: size {tuple(ref.shape[-2:])} does not match the output size {out_size}")
+    return physics, y, ref
+
+
+def _network(arch, task: Task, physics, channels: int, seed: int, device: torch.device):
+    """The spec (the task's overrides applied, sized for the output) and its network and input on the device."""
+    out_size = tuple(physics.output_shape)
     spec = load_spec(arch)
     overrides = task.arch_overrides()
     spec = for_size(spec.replace(**overrides) if overrides else spec, out_size)
-    net, z = build(spec, y.shape[1], out_size, seed=seed)
-    ref = None if reference is None else reference.to(device, torch.float32)
-    if ref is not None and ref.shape[-2:] != out_size:
-        what = "reference" if name == "observation" else "references"
-        raise ValueError(f"{what}: size {tuple(ref.shape[-2:])} does not match the output size {out_size}")
-    return physics, y, spec, net.to(device).train(), z.to(device), ref
+    net, z = build(spec, channels, out_size, seed=seed)
+    return spec, net.to(device).train(), z.to(device)
 
 
 def _result(run: loop.Run, spec: dict, extras: dict) -> FitResult:
@@ -270,19 +276,13 @@ def fit(arch: ArchSpec | str | nn.Module, task: Task, observation: torch.Tensor,
     """
     device = resolve_device(device)
     settings, requested = _settings(settings, overrides, device, fast)
+    if isinstance(arch, nn.Module) and net_input is None:
+        raise ValueError("net_input: a module needs its input tensor")
+    physics, y, ref = _observe(task, observation, settings.seed, degradation_seed, device, reference)
     if isinstance(arch, nn.Module):
-        if net_input is None:
-            raise ValueError("net_input: a module needs its input tensor")
-        if observation.ndim != 4 or observation.shape[0] != 1:
-            raise ValueError(f"observation: expected shape (1, C, H, W), got {tuple(observation.shape)}")
-        y = observation.to(device, torch.float32)
-        physics = task.physics(tuple(y.shape), seed=settings.seed if degradation_seed is None else degradation_seed,
-                               device=device).to(device)
         net, z, spec_dict = arch.to(device).train(), net_input.to(device), {"module": type(arch).__name__}
-        ref = None if reference is None else reference.to(device, torch.float32)
     else:
-        physics, y, spec, net, z, ref = _prepare(arch, task, observation, settings.seed, degradation_seed, device,
-                                                 reference)
+        spec, net, z = _network(arch, task, physics, y.shape[1], settings.seed, device)
         spec_dict = spec.to_dict()
     note = "as requested" if requested or settings.precision == "fp32" else "bf16 keeps the signal"
     if settings.precision == "bf16" and not requested:
@@ -398,8 +398,9 @@ def fit_many(arch: ArchSpec | str, task: Task, observations, settings: FitSettin
             extra["sigma"] = float(per_run["sigmas"][index])
             spec = spec.replace(upsampler=_gaussian_upsamplers(spec, extra["sigma"]))
         reference = None if per_run["references"] is None else per_run["references"][index]
-        physics, y, spec, net, z, ref = _prepare(spec, task, per_run["observations"][index], run_settings.seed,
-                                                 degradation_seed, device, reference, name=f"observations: run {index}")
+        physics, y, ref = _observe(task, per_run["observations"][index], run_settings.seed, degradation_seed, device,
+                                   reference, names=(f"observations: run {index}", "references"))
+        spec, net, z = _network(spec, task, physics, y.shape[1], run_settings.seed, device)
         if index and y.shape != runs[0].y.shape:
             raise ValueError(f"observations: run {index} has shape {tuple(y.shape)}, run 0 "
                              f"{tuple(runs[0].y.shape)}; batched runs need images of equal size")

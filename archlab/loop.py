@@ -345,14 +345,13 @@ def run(nets, runs: list[Run], *, progress: bool | None = False, interruptible: 
                 r.rules.step(iteration, out[slot], losses[slot], r.average.update(out[slot]))
         if iteration % every and iteration != total:
             continue
-        ended = _evaluate(nets, live, iteration, out, losses, time.perf_counter() - start)
+        ended, table = _evaluate(nets, live, iteration, out, losses, time.perf_counter() - start)
         if bar is not None:
             bar.update(iteration - bar.n)
-            row = live[0].monitor
-            if row.rows and row.iterations[-1] == iteration:
-                values = row.rows[-1].tolist()
-                bar.set_postfix({k: f"{values[row.columns.index(k)]:.2f}" for k in ("psnr", "ratio")
-                                 if k in row.columns})
+            monitor = live[0].monitor
+            if monitor.iterations and monitor.iterations[-1] == iteration:  # kept, not rolled back
+                bar.set_postfix({k: f"{table[0][monitor.columns.index(k)]:.2f}" for k in ("psnr", "ratio")
+                                 if k in monitor.columns})
         if not ended:
             continue
         seconds = time.perf_counter() - start
@@ -382,8 +381,9 @@ def run(nets, runs: list[Run], *, progress: bool | None = False, interruptible: 
 
 
 def _evaluate(nets, live: list[Run], iteration: int, out: torch.Tensor, losses: torch.Tensor,
-              seconds: float) -> dict[int, str]:
-    """Measure every run, then apply its guard, best output and stop rule; returns the runs that end."""
+              seconds: float) -> tuple[dict[int, str], list[list[float]]]:
+    """Measure every run, then apply its guard, best output and stop rule; returns the runs that end
+    (slot -> reason) and every run's measurements (one row per run, on the host)."""
     rows, restored = [], []
     with torch.no_grad():
         for slot, r in enumerate(live):
@@ -418,7 +418,7 @@ def _evaluate(nets, live: list[Run], iteration: int, out: torch.Tensor, losses: 
         nets.roll_back(back)
     if any(ok):
         nets.save(ok)
-    return ended
+    return ended, table
 
 
 def _finish(nets, r: Run, slot: int, out: torch.Tensor, iteration: int, reason: str, seconds: float) -> None:

@@ -81,21 +81,22 @@ def clean_image(source: str | os.PathLike | torch.Tensor, *, multiple: int = 1, 
 
 
 def check_pixels(spec: models.ArchSpec, size: tuple[int, int] | None, factor: int, max_pixels: int,
-                 name: str = "image") -> None:
+                 name: str = "image", limit: str = "max_pixels") -> None:
     """Refuse a fit whose output (``size`` × ``factor``) has more than ``max_pixels`` pixels, with the
     memory it would need: about :data:`FIT_BYTES_PER_PIXEL_CHANNEL` bytes per pixel and channel of the
-    widest level. ``name`` is the input the message names."""
+    widest level. ``name`` is the input the message names, ``limit`` the limit's (``size`` None: only
+    the limit is checked)."""
+    if max_pixels < 1:
+        raise ValueError(f"{limit}: {max_pixels} is invalid; allowed: an integer ≥ 1")
     if size is None:
         return
-    if max_pixels < 1:
-        raise ValueError(f"max_pixels: {max_pixels} is invalid; allowed: an integer ≥ 1")
     h, w = size[0] * factor, size[1] * factor
     if h * w <= max_pixels:
         return
     width = max(spec.width) if isinstance(spec.width, tuple) else spec.width
     gigabytes = h * w * width * FIT_BYTES_PER_PIXEL_CHANNEL / 1e9
     raise ValueError(f"{name}: a fit with a {w}x{h} output ({h * w:,} pixels, width {width}) needs about "
-                     f"{gigabytes:.1f} GB; the limit is max_pixels {max_pixels:,}; resize the image or raise the limit")
+                     f"{gigabytes:.1f} GB; the limit is {limit} {max_pixels:,}; resize the image or raise the limit")
 
 
 @dataclass(frozen=True)
@@ -128,15 +129,11 @@ def prepare(task: tasks.Task, spec: models.ArchSpec, image: str | os.PathLike | 
 
     names = {"image": "image", "observed": "observed", "size": "size", "max_pixels": "max_pixels", **(names or {})}
     factor = getattr(task, "factor", 1)
-    if max_pixels < 1:
-        raise ValueError(f"{names['max_pixels']}: {max_pixels} is invalid; allowed: an integer ≥ 1")
 
     def pixels(shape, factor_, name):
-        try:
-            check_pixels(spec, shape, factor_, max_pixels, names[name])
-        except ValueError as error:
-            raise ValueError(str(error).replace("max_pixels", names["max_pixels"])) from None
+        check_pixels(spec, shape, factor_, max_pixels, names[name], names["max_pixels"])
 
+    pixels(None, factor, "image")  # the limit itself, before anything is read
     notes = []
     if observed is not None:
         pixels(images.image_size(observed), factor, "observed")

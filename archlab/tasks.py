@@ -22,6 +22,8 @@ import numbers
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numpy as np
+
 #: Support ``a`` (in low-resolution pixels) of the super-resolution downsampling kernels.
 KERNEL_SUPPORT = {"lanczos3": 3, "lanczos2": 2, "bicubic": 2}
 MASK_KINDS = ("center", "bernoulli", "file")
@@ -39,7 +41,7 @@ def _number(task: str, name: str, value, *, low: float, high: float = float("inf
 
 
 def _flag(task: str, name: str, value) -> bool:
-    if not isinstance(value, bool) and type(value).__name__ != "bool_":  # NumPy's bool too
+    if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{task}: {name} must be true or false, got {value!r}")
     return bool(value)
 

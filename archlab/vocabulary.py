@@ -4,6 +4,8 @@ The command line offers these (choices, help texts) before it imports anything h
 and :class:`archlab.models.ArchSpec` validate against the same tuples.
 """
 
+from pathlib import Path
+
 #: scikit-image bundled samples usable by name (``skimage.data.<name>()``).
 BUILTIN_IMAGES = {
     "astronaut": "astronaut",
@@ -23,8 +25,6 @@ BUILTIN_IMAGES = {
 def check_image_source(source) -> None:
     """``source`` must be an image file or a built-in name (:data:`BUILTIN_IMAGES`): the one-line error
     :func:`archlab.images.load` gives, checked before anything heavy is loaded."""
-    from pathlib import Path
-
     if str(source) not in BUILTIN_IMAGES and not Path(source).is_file():
         raise ValueError(f"image: {str(source)!r} is neither a file nor a built-in image; "
                          f"built-ins: {', '.join(sorted(BUILTIN_IMAGES))}")

@@ -42,6 +42,7 @@ from skimage.metrics import peak_signal_noise_ratio
 from torch.utils.flop_counter import FlopCounterMode
 
 from archlab import filters, images, layers, metrics, models, restoration, spectral, stopping, tasks
+from archlab.experiments import check_count
 from archlab.layers import filter_offset, pad_axis, polyphase_kernels
 from archlab.engine import engine_settings, resolve_device
 from archlab.fit import fit, fit_many, output_measures
@@ -580,12 +581,6 @@ def upsample_naive(x: torch.Tensor, taps: np.ndarray, factor: int, padding: str 
     return y[:, :, off : off + h * s, off : off + w * s]
 
 
-def _check_count(name: str, value, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
-    return value
-
-
 def monitor_overhead(arch: str | models.ArchSpec = "faster-dip-32", source: str | os.PathLike = "astronaut", *,
                      size: int = 128, iterations: int = 200, eval_every: int = 10, repeats: int = 3,
                      seed: int = 0, device: str | torch.device = "auto") -> dict:
@@ -601,9 +596,9 @@ def monitor_overhead(arch: str | models.ArchSpec = "faster-dip-32", source: str 
         ``fit_s`` (median, with evaluations), ``plain_s`` (median, without), ``overhead`` (fraction of
         ``fit_s``), ``evaluations``, ``size``, ``iterations``, ``eval_every``, ``device``.
     """
-    _check_count("iterations", iterations, 2)
-    _check_count("eval_every", eval_every)
-    _check_count("repeats", repeats)
+    check_count("iterations", iterations, 2)
+    check_count("eval_every", eval_every)
+    check_count("repeats", repeats)
     spec = models.load_spec(arch)
     clean = images.load(source)
     clean = restoration.clean_image(clean, scale=size / min(clean.shape[-2:]), crop=(size, size), multiple=spec.multiple)

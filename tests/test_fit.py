@@ -157,3 +157,11 @@ def test_the_result_carries_the_tasks_baseline_and_its_psnr():
     assert result.observation_psnr == pytest.approx(float(metrics.psnr(bicubic, x)), abs=1e-5)
     assert fit("controlled-64", task, y, iterations=2, eval_every=1, window=2, fast=False,
                progress=False).observation_psnr is None
+
+
+def test_a_module_fit_checks_its_reference_like_a_spec_fit():
+    net, z = models.build("controlled-64", 1, (16, 16))
+    task = tasks.Denoise(25)
+    y = torch.rand(1, 1, 16, 16)
+    with pytest.raises(ValueError, match=r"reference: size \(8, 8\) does not match the output size \(16, 16\)"):
+        fit(net, task, y, net_input=z, reference=torch.rand(1, 1, 8, 8), iterations=1, progress=False)
