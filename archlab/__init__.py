@@ -6,7 +6,8 @@ The public API (imported on first use, so ``import archlab`` stays light):
 * :func:`fit`, :func:`fit_many`, :class:`FitSettings`, :class:`FitResult` - fit DIP networks, one or K at once;
 * :func:`preset`, :class:`ArchSpec` - the networks (presets as their papers' code builds them);
 * :func:`make_task` and the problems :class:`Denoise`, :class:`PoissonDenoise`, :class:`JPEGDeblock`,
-  :class:`Inpaint`, :class:`SuperResolution`, :class:`Enhance`;
+  :class:`Inpaint`, :class:`SuperResolution`, :class:`Enhance`, and :class:`Observation` (``task.observe(x,
+  seed)``: the degraded image with the physics that made it, what a fit inverts);
 * :mod:`archlab.filters` (``filters.get``, ``filters.design``) - upsampling filters with exact responses;
 * :mod:`archlab.recommend` (``recommend.recommend(image, task)``) - an architecture for an image, from its texture.
 
@@ -31,7 +32,7 @@ _PUBLIC = {
     "preset": "archlab.models", "ArchSpec": "archlab.models",
     "make_task": "archlab.tasks", "Denoise": "archlab.tasks", "PoissonDenoise": "archlab.tasks",
     "JPEGDeblock": "archlab.tasks", "Inpaint": "archlab.tasks", "SuperResolution": "archlab.tasks",
-    "Enhance": "archlab.tasks",
+    "Enhance": "archlab.tasks", "Observation": "archlab.tasks",
 }
 #: Modules of the public API (attributes of the package once imported).
 _MODULES = ("filters", "recommend")

@@ -33,7 +33,7 @@ from archlab.engine import BF16_MAX_RELATIVE_ERROR, PRECISIONS, CompiledModule, 
 from archlab.loop import AUTO_STOP, RULES, STOPS, output_measures
 from archlab.models import ArchSpec, build, for_size, load_spec
 from archlab.models.spec import per_level
-from archlab.tasks import Task
+from archlab.tasks import Observation, Task
 
 __all__ = ["AUTO_STOP", "RULES", "STOPS", "FitResult", "FitSettings", "fit", "fit_many", "output_measures"]
 
@@ -175,16 +175,21 @@ def _settings(settings: FitSettings | None, overrides: dict, device: torch.devic
     return base.replace(**overrides, **engine), requested
 
 
-def _observe(task: Task, y, seed: int, degradation_seed: int | None, device: torch.device,
-             reference: torch.Tensor | None, names: tuple[str, str] = ("observation", "reference")):
-    """The observation on the device, the task's physics for it (its seeded parts from ``degradation_seed``,
-    else ``seed``) and the reference, checked against the output size; ``names`` are what errors call them."""
+def _observe(task: Task, observation, device: torch.device, reference: torch.Tensor | None,
+             names: tuple[str, str] = ("observation", "reference")):
+    """The observation on the device, its physics (an :class:`~archlab.tasks.Observation`'s own, else the
+    task's for an image observed as given) and the reference (given, else the observation's), checked against
+    the output size; ``names`` are what errors call them."""
+    if isinstance(observation, Observation):
+        y, physics = observation.y, observation.physics
+        reference = observation.reference if reference is None else reference
+    else:
+        y, physics = observation, None
     if not isinstance(y, torch.Tensor) or y.ndim != 4 or y.shape[0] != 1:
         shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-        raise ValueError(f"{names[0]}: expected shape (1, C, H, W), got {shape}")
+        raise ValueError(f"{names[0]}: expected shape (1, C, H, W) or an Observation, got {shape}")
     y = y.to(device, torch.float32)
-    physics = task.physics(tuple(y.shape), seed=seed if degradation_seed is None else degradation_seed,
-                           device=device).to(device)
+    physics = (task.observed(y, device=device).physics if physics is None else physics).to(device)
     out_size = tuple(physics.output_shape)
     ref = None if reference is None else reference.to(device, torch.float32)
     if ref is not None and ref.shape[-2:] != out_size:
@@ -216,8 +221,7 @@ def _result(run: loop.Run, spec: dict, extras: dict) -> FitResult:
 
 def fit(arch: ArchSpec | str | nn.Module, task: Task, observation: torch.Tensor, settings: FitSettings | None = None,
         *, reference: torch.Tensor | None = None, device: str | torch.device = "auto", fast: bool = True,
-        net_input: torch.Tensor | None = None, progress: bool | None = None, degradation_seed: int | None = None,
-        on_evaluation=None, interruptible: bool = False, **overrides) -> FitResult:
+        net_input: torch.Tensor | None = None, progress: bool | None = None, on_evaluation=None, interruptible: bool = False, **overrides) -> FitResult:
     """Fit a DIP network to one observation (Ulyanov et al. 2018; paper 000 §4).
 
     Parameters
@@ -226,8 +230,9 @@ def fit(arch: ArchSpec | str | nn.Module, task: Task, observation: torch.Tensor,
         The architecture; a module needs ``net_input``.
     task : Task
         The inverse problem (its ``physics`` gives A, the loss, the output size).
-    observation : Tensor (1, C, h, w)
-        The degraded image y in [0, 1].
+    observation : Observation or Tensor (1, C, h, w)
+        The degraded image y in [0, 1] with its physics (:meth:`Task.observe <archlab.tasks.Task.observe>`),
+        or y alone (the task's physics for it, :meth:`Task.observed <archlab.tasks.Task.observed>`).
     settings : FitSettings, optional
         Everything that decides the fit (default :class:`FitSettings`); any of its fields may also be
         given as a keyword (``iterations=500``), which replaces the field.
@@ -242,6 +247,7 @@ def fit(arch: ArchSpec | str | nn.Module, task: Task, observation: torch.Tensor,
         the data-fit residual reaches the noise level (Gaussian σ or Poisson ζ of the task).
     reference : Tensor, optional
         The clean image (in the task's reference space) for PSNR/SSIM; the best output is kept.
+        Default: the observation's reference, if any.
     device : str or torch.device
         ``"auto"``: CUDA when present.
     fast : bool
@@ -249,9 +255,6 @@ def fit(arch: ArchSpec | str | nn.Module, task: Task, observation: torch.Tensor,
         (:func:`archlab.engine.fast_settings`) where they are not given as keywords; ``False`` runs
         them as ``settings`` says (by default the fp32 eager reference path). The engine keeps fp32
         where bf16 would lose the network's signal and says so in ``extras["engine"]``.
-    degradation_seed : int, optional
-        The seed ``task.degrade`` made the observation with; the physics rebuilds its seeded
-        parts from it (a Bernoulli inpainting mask). Default: the settings' ``seed``.
     on_evaluation : callable, optional
         Called as ``on_evaluation(iteration, output)`` at every kept evaluation with the
         network's output (on the device), e.g. to record the trajectory of the fit.
@@ -269,8 +272,8 @@ def fit(arch: ArchSpec | str | nn.Module, task: Task, observation: torch.Tensor,
     >>> from archlab import images, tasks
     >>> clean = images.resize(images.load("camera"), size=(32, 32))
     >>> task = tasks.Denoise(sigma=25)
-    >>> result = fit("controlled-64", task, task.degrade(clean, seed=0), iterations=20, eval_every=10,
-    ...              window=10, reference=clean, fast=False, progress=False)
+    >>> result = fit("controlled-64", task, task.observe(clean, seed=0), iterations=20, eval_every=10,
+    ...              window=10, fast=False, progress=False)
     >>> result.stopped_at, list(result.history["iteration"])
     (20, [10, 20])
     """
@@ -278,7 +281,7 @@ def fit(arch: ArchSpec | str | nn.Module, task: Task, observation: torch.Tensor,
     settings, requested = _settings(settings, overrides, device, fast)
     if isinstance(arch, nn.Module) and net_input is None:
         raise ValueError("net_input: a module needs its input tensor")
-    physics, y, ref = _observe(task, observation, settings.seed, degradation_seed, device, reference)
+    physics, y, ref = _observe(task, observation, device, reference)
     if isinstance(arch, nn.Module):
         net, z, spec_dict = arch.to(device).train(), net_input.to(device), {"module": type(arch).__name__}
     else:
@@ -310,7 +313,7 @@ def _as_list(name: str, value) -> list | None:
             raise ValueError(f"{name}: expected (1, C, H, W), (K, C, H, W) or a list of (1, C, H, W) tensors, "
                              f"got shape {tuple(value.shape)}")
         return list(value.unsqueeze(1))
-    if isinstance(value, (str, numbers.Number)):
+    if isinstance(value, (str, numbers.Number, Observation)):
         return [value]
     if isinstance(value, Sequence) and len(value) > 0:
         return list(value)
@@ -336,8 +339,7 @@ def _gaussian_upsamplers(spec: ArchSpec, sigma: float) -> tuple:
 
 def fit_many(arch: ArchSpec | str, task: Task, observations, settings: FitSettings | None = None, *, seeds=None,
              lrs=None, lipschitz=None, sigmas=None, references=None, device: str | torch.device = "auto",
-             fast: bool = True, precision: str | None = None, degradation_seed: int | None = None,
-             **overrides) -> list[FitResult]:
+             fast: bool = True, precision: str | None = None, **overrides) -> list[FitResult]:
     """K independent DIP fits of one architecture as one vectorised computation.
 
     Run k is what ``fit(arch_k, task, observation_k, settings, seed=seeds[k], lr=lrs[k],
@@ -357,10 +359,9 @@ def fit_many(arch: ArchSpec | str, task: Task, observations, settings: FitSettin
     arch : ArchSpec, preset name or path
         The shared architecture.
     task : Task
-        The inverse problem (the physics of run k uses ``degradation_seed``, or ``seeds[k]`` when it
-        is None, as ``fit`` does).
-    observations : Tensor (1, C, h, w), Tensor (K, C, h, w) or list of (1, C, h, w)
-        One observation for every run, or one per run (images of equal size).
+        The inverse problem.
+    observations : Observation, Tensor (1, C, h, w), Tensor (K, C, h, w) or a list of them
+        One observation for every run, or one per run (images of equal size), as in :func:`fit`.
     settings : FitSettings, optional
         Shared by all runs, as in :func:`fit` (keywords replace its fields).
     seeds, lrs, lipschitz, sigmas, references
@@ -370,8 +371,6 @@ def fit_many(arch: ArchSpec | str, task: Task, observations, settings: FitSettin
         ``fast`` picks bfloat16 autocast where :func:`archlab.engine.fast_settings` does (the
         Lipschitz norms are computed in fp32 outside autocast, as in ``fit``); ``precision``
         overrides it. Channels-last and compilation do not apply under ``vmap``.
-    degradation_seed
-        As in :func:`fit`.
 
     Returns
     -------
@@ -398,8 +397,8 @@ def fit_many(arch: ArchSpec | str, task: Task, observations, settings: FitSettin
             extra["sigma"] = float(per_run["sigmas"][index])
             spec = spec.replace(upsampler=_gaussian_upsamplers(spec, extra["sigma"]))
         reference = None if per_run["references"] is None else per_run["references"][index]
-        physics, y, ref = _observe(task, per_run["observations"][index], run_settings.seed, degradation_seed, device,
-                                   reference, names=(f"observations: run {index}", "references"))
+        physics, y, ref = _observe(task, per_run["observations"][index], device, reference,
+                                   names=(f"observations: run {index}", "references"))
         spec, net, z = _network(spec, task, physics, y.shape[1], run_settings.seed, device)
         if index and y.shape != runs[0].y.shape:
             raise ValueError(f"observations: run {index} has shape {tuple(y.shape)}, run 0 "

@@ -100,11 +100,11 @@ def execute(run: Run, device: str = "auto", fast: bool = False, trajectory: Path
     """
     task = tasks.task_from_dict(run.task)
     x = load_clean(run)
-    y = task.degrade(x, seed=run.seed)
-    reference = task.reference(x)
+    observation = task.observe(x, seed=run.seed)
+    y, reference = observation.y, observation.reference
     frames: list[tuple[int, torch.Tensor]] = []
     record = (lambda i, out: frames.append((i, out.detach().to("cpu", torch.float16)))) if trajectory else None
-    result = fit(run.arch, task, y, seed=run.seed, device=device, reference=reference, progress=False, fast=fast,
+    result = fit(run.arch, task, observation, seed=run.seed, device=device, progress=False, fast=fast,
                  on_evaluation=record, **run.fit)
     if trajectory is not None:
         with images.atomic_path(trajectory) as tmp, open(tmp, "wb") as handle:

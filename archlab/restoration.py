@@ -101,12 +101,22 @@ def check_pixels(spec: models.ArchSpec, size: tuple[int, int] | None, factor: in
 
 @dataclass(frozen=True)
 class Prepared:
-    """What a fit starts from: the observation ``y``, the clean ``reference`` in the task's reference
-    space (None for an observed image) and notes on what was done to the input."""
+    """What a fit starts from: the :class:`~archlab.tasks.Observation` (``y``, its physics, the clean
+    reference in the task's reference space or None for an observed image) and notes on what was done to
+    the input."""
 
-    y: torch.Tensor
-    reference: torch.Tensor | None
+    observation: tasks.Observation
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def y(self) -> torch.Tensor:
+        """The observation ``y``."""
+        return self.observation.y
+
+    @property
+    def reference(self) -> torch.Tensor | None:
+        """The clean reference, None for an observed image."""
+        return self.observation.reference
 
 
 def _working_size(size: tuple[int, int], longest: int) -> tuple[int, int]:
@@ -152,7 +162,7 @@ def prepare(task: tasks.Task, spec: models.ArchSpec, image: str | os.PathLike | 
             notes.append(f"cropped {y.shape[-1]}x{y.shape[-2]} to {cropped.shape[-1]}x{cropped.shape[-2]}")
         if task.name == "jpeg" and getattr(task, "grey", False):
             cropped = images.to_grey(cropped)
-        return Prepared(cropped, None, notes)
+        return Prepared(task.observed(cropped), notes)
     source = image if image is not None else DEFAULT_IMAGE
     if size and size < 2:
         raise ValueError(f"{names['size']}: {size} must be ≥ 2 (or 0 to keep the image size)")
@@ -168,7 +178,7 @@ def prepare(task: tasks.Task, spec: models.ArchSpec, image: str | os.PathLike | 
     if min(x.shape[-2:]) < 2 * multiple:
         models.check_size(spec, tuple(x.shape[-2:]))
     x = images.center_crop(x, multiple)
-    return Prepared(task.degrade(x, seed=seed), task.reference(x), notes)
+    return Prepared(task.observe(x, seed=seed), notes)
 
 
 @dataclass
@@ -227,5 +237,5 @@ def restore(image: str | os.PathLike | None = None, *, observed: str | os.PathLi
     spec = models.load_spec(arch)
     prepared = prepare(task, spec, image, observed=observed, size=size, seed=seed, max_pixels=max_pixels)
     settings = {**DEFAULT_FIT, "stop": "auto", "seed": seed, **settings}
-    result = fit(spec, task, prepared.y, reference=prepared.reference, device=device, progress=False, **settings)
+    result = fit(spec, task, prepared.observation, device=device, progress=False, **settings)
     return Restoration(result.restored, prepared.y, prepared.reference, result, prepared.notes)

@@ -6,7 +6,9 @@ builds the forward operator ``A`` the deep image prior is fitted through (deepin
 
     θ* = argmin_θ  ‖A(f_θ(z)) − y‖²  (mean over the known entries),   x̂ = restore(f_θ*(z), y).
 
-The same seed gives the same noise in ``degrade`` and the same mask in ``physics``. The operators
+The same seed gives the same noise in ``degrade`` and the same mask in ``physics``; ``observe(x, seed)``
+makes both at once and returns them together as an :class:`Observation`, the one object a fit needs
+(so no seed has to travel with ``y``). The operators
 are those of paper 000 §5 (denoising, JPEG deblocking, inpainting, super-resolution, enhancement)
 and the Poisson noise of paper 004 §4.2 (Table 4); REFERENCE.md §5 lists the settings.
 
@@ -54,6 +56,21 @@ def _shape(task: str, y_shape) -> tuple[int, int, int, int]:
 
 
 @dataclass(frozen=True)
+class Observation:
+    """An observed problem: the degraded image ``y``, the :class:`~archlab.physics.Physics` the fit inverts
+    (the operator, its mask or downsampler, the data term, the restoration, the baseline) and the clean
+    ``reference`` a restoration is scored against (None for an image observed elsewhere).
+
+    Made by :meth:`Task.observe` (a clean image degraded here) or :meth:`Task.observed` (a degraded
+    image as given).
+    """
+
+    y: object
+    physics: object
+    reference: object = None
+
+
+@dataclass(frozen=True)
 class Task:
     """Base of the inverse problems: a frozen dataclass of plain parameters.
 
@@ -62,6 +79,40 @@ class Task:
     """
 
     name: ClassVar[str] = ""
+
+    @property
+    def seeded_physics(self) -> bool:
+        """Whether the physics has random parts (drawn from the seed), which an observed image alone
+        cannot give back."""
+        return False
+
+    def observe(self, x, seed: int = 0, device="cpu") -> Observation:
+        """The :class:`Observation` of a clean ``(1, C, H, W)`` image ``x``: ``degrade(x, seed)``, the physics of
+        ``seed`` (the same mask) and ``reference(x)``, on ``device``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> task = Inpaint(mask="bernoulli", drop=0.5)
+        >>> obs = task.observe(torch.rand(1, 1, 8, 8), seed=3)
+        >>> bool(torch.equal(obs.physics(obs.y), obs.y))  # the mask that made y is the fit's
+        True
+        """
+        y = self.degrade(x, seed=seed).to(device)
+        return Observation(y, self.physics(tuple(y.shape), seed=seed, device=device), self.reference(x).to(device))
+
+    def observed(self, y, device="cpu") -> Observation:
+        """The :class:`Observation` of an already degraded image ``y`` (no reference).
+
+        A task whose physics is drawn from a seed (a Bernoulli mask) cannot know it from ``y``:
+        use :meth:`observe` on the clean image, or a mask file.
+        """
+        if self.seeded_physics:
+            raise ValueError(f"{self.name}: the physics of {self.to_dict()} is drawn from a seed, which an observed "
+                             f"image does not carry; observe the clean image (task.observe(x, seed)) or give a "
+                             f"mask file (mask='file')")
+        y = y.to(device)
+        return Observation(y, self.physics(tuple(y.shape), device=device))
 
     def degrade(self, x, seed: int = 0):
         """The observation ``y`` of a clean ``(N, C, H, W)`` image ``x`` in [0, 1]."""
@@ -224,6 +275,11 @@ class Inpaint(Task):
             raise ValueError(
                 f"inpaint: path must be given exactly when mask='file' (mask={self.mask!r}, path={self.path!r})"
             )
+
+    @property
+    def seeded_physics(self) -> bool:
+        """A Bernoulli mask is drawn from the seed."""
+        return self.mask == "bernoulli"
 
     def make_mask(self, height: int, width: int, seed: int = 0):
         """The ``(H, W)`` float mask (1 = known) for an image of that size and ``seed``."""

@@ -47,8 +47,7 @@ def _fit(arch: str, task_dict: dict) -> dict:
 def _fit_one_thread(arch: str, task_dict: dict) -> dict:
     task = tasks.task_from_dict(task_dict)
     clean = images.center_crop(images.resize(images.load("camera"), scale=64 / 512), 32, size=(64, 64))
-    y = task.degrade(clean, seed=0)
-    result = fit(arch, task, y, iterations=6, eval_every=2, window=2, seed=0, reference=task.reference(clean),
+    result = fit(arch, task, task.observe(clean, seed=0), iterations=6, eval_every=2, window=2, seed=0,
                  progress=False, fast=False, device="cpu")
     history = result.history
     values = {c: history[c].tolist() for c in COLUMNS if c in history}

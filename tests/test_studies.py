@@ -61,7 +61,8 @@ def curve(peak: float, peak_at: int, iterations: int = 100, every: int = 10) -> 
 
 def fake_fit(peaks: dict, stop_at: int | None = 70, calls: list | None = None, fail: dict | None = None):
     """``fit`` stand-in: PSNR curve(peaks[upsampler]) per image; ``fail[upsampler]`` is raised or 'diverged'."""
-    def run(arch, task, y, *, reference, seed, **settings):
+    def run(arch, task, observation, *, seed, **settings):
+        y, reference = observation.y, observation.reference
         if calls is not None:
             calls.append((arch.upsampler, tuple(y.shape), seed))
         failure = (fail or {}).get(arch.upsampler)

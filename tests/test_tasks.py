@@ -321,3 +321,24 @@ def test_bad_dict_and_image():
         task_from_dict({"sigma": 3})
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         Denoise().degrade(torch.zeros(3, 8, 8))
+
+
+@pytest.mark.parametrize("task", [Denoise(25), PoissonDenoise(0.1), JPEGDeblock(10), Inpaint("center", ratio=0.25),
+                                  Inpaint("bernoulli", drop=0.5), SuperResolution(2), Enhance(1.0)],
+                         ids=lambda t: t.name + ("-" + t.mask if isinstance(t, Inpaint) else ""))
+def test_observe_keeps_the_physics_that_made_y(task):
+    x = rand_image(c=3, h=24, w=32, seed=2)
+    obs = task.observe(x, seed=5)
+    assert torch.equal(obs.y, task.degrade(x, seed=5))
+    assert torch.equal(obs.reference, task.reference(x))
+    assert obs.physics.y_shape == tuple(obs.y.shape)
+    assert tuple(obs.physics.output_shape) == tuple(obs.reference.shape[-2:])
+    if isinstance(task, (Inpaint, SuperResolution)):  # y = A x exactly: the fit's operator is the one that degraded x
+        assert torch.allclose(obs.physics(obs.reference), obs.y, atol=1e-6)
+
+
+def test_observed_refuses_a_mask_drawn_from_a_seed():
+    y = rand_image(c=1)
+    assert Inpaint("center").observed(y).reference is None
+    with pytest.raises(ValueError, match="inpaint: the physics .* is drawn from a seed.*mask='file'"):
+        Inpaint("bernoulli").observed(y)

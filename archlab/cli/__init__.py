@@ -227,8 +227,8 @@ def progress_lines(total: int, label: str):
 
 
 def fit_inputs(args, outputs: tuple[str, ...]):
-    """Task, architecture (``--arch auto`` recommends one from the observation), observation,
-    reference and notes from the arguments of :func:`add_fit_arguments`, every input checked
+    """Task, architecture (``--arch auto`` recommends one from the observation), observation
+    (:class:`archlab.tasks.Observation`: y, its physics, the reference) and notes from the arguments of :func:`add_fit_arguments`, every input checked
     (``-o`` against ``outputs`` included) before anything is fitted or written."""
     from archlab import models, restoration
 
@@ -255,14 +255,14 @@ def fit_inputs(args, outputs: tuple[str, ...]):
     flags = {"image": "--image", "observed": "--observed", "size": "--size", "max_pixels": "--max-pixels"}
     prepared = restoration.prepare(task, spec, args.image, observed=args.observed, size=args.size, seed=args.seed,
                                    max_pixels=args.max_pixels, names=flags)
-    y, reference, notes = prepared.y, prepared.reference, prepared.notes
+    notes = prepared.notes
     if args.arch == "auto":
-        advice = recommend.recommend(y, task=task)
+        advice = recommend.recommend(prepared.y, task=task)
         spec = advice.spec
         notes.append(f"--arch auto: width {advice.width} (p = {advice.probabilities[advice.width]:.2f}) from the "
                      f"texture of the observation (score {advice.texture_score:.2f}, "
                      f"noise σ ≈ {advice.noise_sigma * 255:.1f}/255 discounted)")
-    return task, spec, y, reference, notes
+    return task, spec, prepared.observation, notes
 
 
 

@@ -32,13 +32,14 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    task, spec, y, reference, notes = fit_inputs(args, OUTPUTS)
+    task, spec, observation, notes = fit_inputs(args, OUTPUTS)
+    y, reference = observation.y, observation.reference
     from archlab import images, metrics, report
     from archlab.fit import fit
 
     out = Path(args.out)
-    result = fit(spec, task, y, iterations=args.iterations, lr=args.lr, ema=args.ema, seed=args.seed,
-                 device=args.device, eval_every=args.eval_every, reference=reference,
+    result = fit(spec, task, observation, iterations=args.iterations, lr=args.lr, ema=args.ema, seed=args.seed,
+                 device=args.device, eval_every=args.eval_every,
                  stop=args.stop, interruptible=True,
                  on_evaluation=progress_lines(args.iterations, "restore"))
     check_fit(result)

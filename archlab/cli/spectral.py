@@ -82,12 +82,12 @@ def _add_common(parser: argparse.ArgumentParser, name: str) -> None:
 
 def run_fbc(args: argparse.Namespace) -> int:
     """Fit, then write ``fbc.png`` (FBC bands and PSNR, peak marked), ``history.csv`` and ``summary.json``."""
-    task, spec, observation, reference, notes = fit_inputs(args, ("fbc.png", "history.csv", "summary.json"))
+    task, spec, observation, notes = fit_inputs(args, ("fbc.png", "history.csv", "summary.json"))
     from archlab import images, report
     from archlab.fit import fit
 
     result = fit(spec, task, observation, iterations=args.iterations, lr=args.lr, ema=args.ema, seed=args.seed,
-                 device=args.device, eval_every=args.eval_every, reference=reference, fbc_bands=args.bands,
+                 device=args.device, eval_every=args.eval_every, fbc_bands=args.bands,
                  on_evaluation=progress_lines(args.iterations, "spectral fbc"))
     check_fit(result)
     out = Path(args.out)

@@ -30,7 +30,7 @@ from archlab.fit import FitSettings, fit, fit_many
 from archlab.studies.spec import StudySpec, default_storage, fail, load_study
 from archlab.studies.storage import (GRACE_PERIOD, HEARTBEAT_INTERVAL, ClaimLock, artifacts_dir, creation_lock,
                                      make_storage, storage_url)
-from archlab.tasks import Task
+from archlab.tasks import Observation, Task
 
 def _work_left(study: optuna.Study, spec: StudySpec) -> str:
     """``claim`` (a queued trial or an unclaimed point/budget), ``wait`` (only running trials), or ``done``."""
@@ -84,15 +84,21 @@ def _jsonable(value):
 
 
 @dataclass
-class _Observation:
+class StudyObservation:
+    """One (task, image) pair of a study: its labels, the task and the :class:`~archlab.tasks.Observation`."""
+
     task_label: str
     task: Task
     image: str
-    y: object
-    reference: object
+    observation: Observation
+
+    @property
+    def reference(self):
+        """The clean reference of the observation."""
+        return self.observation.reference
 
 
-def observations(spec: StudySpec) -> list[_Observation]:
+def observations(spec: StudySpec) -> list[StudyObservation]:
     """Every (task, image) pair: the loaded, resized, cropped image degraded with ``degradation_seed``."""
     needs = {"arch.depth": spec.arch.multiple}  # where in the study file -> the multiple its architecture needs
     for param in (p for p in spec.space if p.name in ("depth", "factor")):
@@ -113,8 +119,7 @@ def observations(spec: StudySpec) -> list[_Observation]:
                                    f"after its size/scale/crop (multiples of {m}); use a smaller depth or a larger "
                                    f"image")
                 xi = restoration.clean_image(x, crop=image.crop, multiple=m)
-                out.append(_Observation(task_label, task, label, task.degrade(xi, seed=spec.degradation_seed),
-                                        task.reference(xi)))
+                out.append(StudyObservation(task_label, task, label, task.observe(xi, seed=spec.degradation_seed)))
     return out
 
 
@@ -122,7 +127,7 @@ class TrialDiverged(RuntimeError):
     """A fit diverged (the divergence guard gave up, or PSNR is not finite)."""
 
 
-def _results(result, obs: _Observation, seed: int) -> dict:
+def _results(result, obs: StudyObservation, seed: int) -> dict:
     """One fit's record. ``stop_iteration`` is where the ratio rule fired, None where it never did
     (``stopped`` says which); ``stop_psnr`` is the PSNR of the output the rule gives: at its stop, else
     the last iterate's."""
@@ -213,7 +218,7 @@ class _Intermediate:
         if self.prune and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step}")
 
-    def live(self, k: int, obs: _Observation, degradation_seed: int):
+    def live(self, k: int, obs: StudyObservation):
         """``on_evaluation(iteration, output)`` for fit ``k``: the PSNR of the restored output, as in the fit's
         history."""
         if obs.reference is None:
@@ -222,9 +227,9 @@ class _Intermediate:
 
         def on_evaluation(iteration: int, output) -> None:
             if not state:
-                y = obs.y.to(output.device, output.dtype)
-                physics = obs.task.physics(tuple(y.shape), seed=degradation_seed, device=output.device)
-                state.update(physics=physics.to(output.device), y=y, reference=obs.reference.to(output.device))
+                observed = obs.observation
+                state.update(physics=observed.physics.to(output.device), y=observed.y.to(output.device, output.dtype),
+                             reference=observed.reference.to(output.device))
             restored = state["physics"].restore(output, state["y"])
             self.report(k, iteration, float(metrics.psnr(restored, state["reference"])[0]))
 
@@ -247,7 +252,7 @@ def curve_frame(history: pd.DataFrame) -> pd.DataFrame:
 class _Objective:
     """Runs one trial: every (task, image, seed) fit of the trial's configuration."""
 
-    def __init__(self, spec: StudySpec, data: list[_Observation], store: FileSystemArtifactStore, device: str):
+    def __init__(self, spec: StudySpec, data: list[StudyObservation], store: FileSystemArtifactStore, device: str):
         self.spec, self.data, self.store = spec, data, store
         self.device = device
         self.release, self.current = (lambda: None), None
@@ -284,8 +289,7 @@ class _Objective:
         try:
             for obs in self.data:
                 first = len(rows)
-                hooks = [intermediate.live(first + j, obs, self.spec.degradation_seed)
-                         for j in range(len(self.spec.seeds))]
+                hooks = [intermediate.live(first + j, obs) for j in range(len(self.spec.seeds))]
                 for j, (seed, result) in enumerate(zip(self.spec.seeds, self._fits(arch, settings, obs, hooks))):
                     rows.append(_results(result, obs, seed))
                     for key, value in flat_attrs(f"run{first + j}", rows[-1]).items():
@@ -304,18 +308,16 @@ class _Objective:
         self._upload(trial, histories, outputs)
         return values if not single else values[0]
 
-    def _fits(self, arch, settings: dict, obs: _Observation, hooks: list):
+    def _fits(self, arch, settings: dict, obs: StudyObservation, hooks: list):
         """The fits of every seed on one observation: one :func:`~archlab.fit.fit_many` when the
         study sets ``batch_seeds`` (and has several seeds), else sequential :func:`~archlab.fit.fit` calls,
         each reporting its evaluations through its hook (``on_evaluation``)."""
         if self.spec.batch_seeds and len(self.spec.seeds) > 1:
             batched = {k: v for k, v in settings.items() if k not in ("lr", "channels_last", "compile")}
-            return fit_many(arch, obs.task, obs.y, seeds=list(self.spec.seeds), lrs=settings.get("lr", 0.01),
-                            references=obs.reference, device=self.device,
-                            degradation_seed=self.spec.degradation_seed, **batched)
-        return (fit(arch, obs.task, obs.y, seed=seed, reference=obs.reference, device=self.device,
-                    degradation_seed=self.spec.degradation_seed, progress=False, on_evaluation=hook,
-                    interruptible=True, **settings)
+            return fit_many(arch, obs.task, obs.observation, seeds=list(self.spec.seeds),
+                            lrs=settings.get("lr", 0.01), device=self.device, **batched)
+        return (fit(arch, obs.task, obs.observation, seed=seed, device=self.device, progress=False,
+                    on_evaluation=hook, interruptible=True, **settings)
                 for seed, hook in zip(self.spec.seeds, hooks))
 
     def _upload(self, trial: optuna.Trial, histories: dict, outputs: dict) -> None:
@@ -336,7 +338,7 @@ class _Objective:
             paths = [csv, report.plot_curves(frame, Path(tmp) / f"trial-{trial.number}-curves.png", line="seed",
                                              columns=("psnr", "ratio", "fbc_high"))]
             for label, (obs, output) in outputs.items():
-                paths.append(images.save(obs.y, Path(tmp) / f"trial-{trial.number}-{_slug(label)}-observed.png"))
+                paths.append(images.save(obs.observation.y, Path(tmp) / f"trial-{trial.number}-{_slug(label)}-observed.png"))
                 paths.append(images.save(output, Path(tmp) / f"trial-{trial.number}-{_slug(label)}-restored.png"))
             for path in paths:
                 upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
