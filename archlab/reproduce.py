@@ -155,7 +155,7 @@ def run_experiment(name: str, out: str | Path, device: str = "auto", only: str |
     _check_sources(name, runs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    csv = out / "results.csv"
+    csv = out / report.RESULTS_CSV
     finished = _finished(csv)
     keys = {f"{run.config}|{short_name(run.image)}" for run in runs}
     with images.atomic_path(out / "runs.json") as tmp:
@@ -383,6 +383,6 @@ def write_table(name: str, table: pd.DataFrame, out: str | Path) -> str:
         write_stop_figures(table, out)
     else:
         text = _denoise_set9_text(table) if name == "denoise-set9" else _generic_text(table)
-    with images.atomic_path(Path(out) / "table.md") as tmp:
+    with images.atomic_path(Path(out) / report.TABLE_MD) as tmp:
         tmp.write_text(text)
     return text

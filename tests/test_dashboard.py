@@ -34,13 +34,14 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("optuna_dashboard") is 
                                 reason="optuna-dashboard not installed (extra 'dashboard')")
 
 
-def fake_fit(arch, task, y, *, reference, seed, **settings):
+def fake_fit(arch, task, observation, *, seed, **settings):
     """A fit stand-in: a parabola of PSNR peaking at iteration 40 (nearest) or 60 (bilinear)."""
     peak, at = {"nearest": (30.0, 40), "bilinear": (32.0, 60)}[arch.upsampler]
     it = np.arange(10, 101, 10)
     psnr = peak - 0.001 * (it - at) ** 2
     history = pd.DataFrame({"iteration": it, "loss": 0.01, "psnr_obs": 20.0, "ratio": 0.3, "psnr": psnr,
                             "psnr_ema": psnr - 1, "fbc_0": it / 100, "fbc_4": it / 500, "seconds": it / 1000})
+    reference = observation.reference
     return FitResult(output=reference, ema_output=reference, history=history, stopped_at=100,
                      stop_reason="iterations", seconds=0.1, spec=arch.to_dict(), settings=settings,
                      task=task.to_dict(), auto_stop_iteration=None)

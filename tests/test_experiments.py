@@ -122,12 +122,15 @@ def test_lipschitz_fbc_records_fbc_per_lambda_and_small_lambda_fits_less(tmp_pat
 
 # -- figures and tables -----------------------------------------------------------------------------------------
 
-def test_markdown_table_and_write_table(tmp_path):
+def test_markdown_table_and_the_results_folder(tmp_path):
     table = pd.DataFrame({"name": ["a", "b"], "value": [1.234567, float("nan")], "n": [1, 2]})
     assert report.markdown_table(table, 3, style="g", index=False) + "\n" == "| name | value | n |\n| --- | --- | --- |\n| a | 1.23 | 1 |\n| b |  | 2 |\n"
-    csv_path, md_path = report.write_table(table, tmp_path / "t")
-    pd.testing.assert_frame_equal(pd.read_csv(csv_path), table)
-    assert md_path.read_text().startswith("| name |")
+    curves = pd.DataFrame({"iteration": [10, 20], "psnr": [20.0, 21.5]})
+    written = report.write_results(tmp_path / "run", table, curves)
+    assert [p.name for p in written] == ["results.csv", "table.md", "curves.csv"]
+    pd.testing.assert_frame_equal(pd.read_csv(written[0]), table)
+    pd.testing.assert_frame_equal(pd.read_csv(written[2]), curves)
+    assert written[1].read_text().startswith("| name |")
 
 
 def test_plot_fbc_needs_fbc_columns(tmp_path):
@@ -169,6 +172,6 @@ def test_cli_sinusoid_writes_table(tmp_path):
     out = tmp_path / "sin"
     assert main(["spectral", "sinusoid", "--length", "32", "--frequencies", "2", "9", "--layers", "2", "--width",
                  "8", "--iterations", "5", "--device", "cpu", "-o", str(out)]) == 0
-    table = pd.read_csv(out / "sinusoid.csv")
+    table = pd.read_csv(out / "results.csv")
     assert list(table["kind"]) == ["conv", "linear"]
-    assert (out / "sinusoid.png").exists() and (out / "sinusoid.md").exists()
+    assert (out / "sinusoid.png").exists() and (out / "table.md").exists() and (out / "curves.csv").exists()

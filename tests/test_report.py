@@ -26,7 +26,7 @@ STUDY = study_toml("rep", description="λ against the upsampler, denoising σ = 
                    space={"upsampler": ["nearest", "bilinear"], "lipschitz": [1.0, 2.0]})
 
 
-def fake_fit(arch, task, y, *, reference, seed, **settings):
+def fake_fit(arch, task, observation, *, seed, **settings):
     """PSNR ``peak − 0.001 (i − 50)²`` with the peak by upsampler, λ and seed; the ratio rule fires at 70 for
     nearest with seed 0 only."""
     peak = 28.0 + 2.0 * (arch.upsampler == "bilinear") + arch.lipschitz + 0.5 * seed
@@ -36,6 +36,7 @@ def fake_fit(arch, task, y, *, reference, seed, **settings):
                             "psnr_ema": psnr - 1, "fbc_0": it / 100, "fbc_4": it / (500 + 100 * seed),
                             "seconds": it / 1000})
     stop = 70 if arch.upsampler == "nearest" and seed == 0 else None
+    reference = observation.reference
     return FitResult(output=reference, ema_output=reference, history=history, stopped_at=100,
                      stop_reason="iterations", seconds=0.1, spec=arch.to_dict(), settings=settings,
                      task=task.to_dict(), auto_stop_iteration=stop)
@@ -67,7 +68,7 @@ def test_stop_iterations_are_blank_where_the_rule_never_fired_and_the_fires_are_
                  if t.params["upsampler"] == "bilinear")
     assert trial.user_attrs["run0.stop_iteration"] is None and trial.user_attrs["run0.stopped"] is False
     studies.write_report(str(study_file), fmt="md", out_dir=tmp_path)
-    text = (tmp_path / "report.md").read_text()
+    text = (tmp_path / "table.md").read_text()
     assert "| upsampler | Lipschitz bound λ | astronaut | mean | rule fired |" in text
     assert "| bilinear | 1.0 |  |  | 0/2 |" in text and "| nearest | 1.0 | **70** | **70** | 1/2 |" in text
     assert "The ratio rule fired in 2 of 8 fits" in text
@@ -76,7 +77,7 @@ def test_stop_iterations_are_blank_where_the_rule_never_fired_and_the_fires_are_
 def test_the_reproduce_line_names_the_file_the_study_came_from(study_file, tmp_path, monkeypatch):
     monkeypatch.chdir(study_file.parent)
     studies.write_report("rep.toml", fmt="md", out_dir=tmp_path)
-    text = (tmp_path / "report.md").read_text()
+    text = (tmp_path / "table.md").read_text()
     assert "Reproduce: `archlab study run rep.toml`, then `archlab study report rep.toml --format md -o DIR`." in text
     assert studies.results.reproduce_command("quick-demo") == "archlab study run quick-demo"
     assert studies.results.reproduce_command("quick-demo", "postgresql://ann:secret@db/archlab") == \
@@ -109,8 +110,8 @@ def test_importances_need_enough_trials_and_two_varied_parameters():
 def test_latex_standalone_document_compiles(study_file, tmp_path):
     written = studies.write_report(str(study_file), fmt="latex", out_dir=tmp_path, standalone=True,
                                    figure_format="pdf")
-    assert sorted(p.name for p in written) == ["curves.pdf", "report.tex"]
-    tex = (tmp_path / "report.tex").read_text()
+    assert sorted(p.name for p in written) == ["curves.pdf", "table.tex"]
+    tex = (tmp_path / "table.tex").read_text()
     assert tex.startswith("\\documentclass") and tex.rstrip().endswith("\\end{document}")
     assert "\\usepackage{booktabs}" in tex and "\\usepackage{graphicx}" in tex
     assert "\\includegraphics[width=\\linewidth]{curves.pdf}" in tex and "\\toprule" in tex
@@ -118,7 +119,7 @@ def test_latex_standalone_document_compiles(study_file, tmp_path):
     assert "$\\sigma$ = 25" in tex and "$\\frac{1}{4}$" in tex and "$\\geq$" in tex
     if shutil.which("pdflatex") is None:
         pytest.skip("pdflatex is not installed; the structure was checked")
-    run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"], cwd=tmp_path,
+    run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "table.tex"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:]
     assert (tmp_path / "report.pdf").read_bytes().startswith(b"%PDF")
@@ -126,7 +127,7 @@ def test_latex_standalone_document_compiles(study_file, tmp_path):
 
 def test_latex_fragment_and_figure_formats(study_file, tmp_path):
     studies.write_report(str(study_file), fmt="latex", out_dir=tmp_path)
-    tex = (tmp_path / "report.tex").read_text()
+    tex = (tmp_path / "table.tex").read_text()
     assert "\\documentclass" not in tex and tex.startswith("% archlab study report: \\input{report}")
     assert "\\includegraphics[width=\\linewidth]{curves.png}" in tex
     svg = studies.write_report(str(study_file), fmt="md", out_dir=tmp_path / "svg", figure_format="svg")

@@ -442,18 +442,18 @@ def test_load_gives_one_row_per_trial_and_image(tiny_study):
 def test_reports_in_three_formats(tiny_study, tmp_path):
     path, study = tiny_study
     md = studies.write_report(str(path), fmt="md", out_dir=tmp_path / "md")
-    assert sorted(p.name for p in md) == ["curves.png", "pareto.png", "report.md"]
-    text = (tmp_path / "md" / "report.md").read_text()
+    assert sorted(p.name for p in md) == ["curves.png", "pareto.png", "table.md"]
+    text = (tmp_path / "md" / "table.md").read_text()
     frame = studies.load(str(path)).query("image == 'cam'")
     best = frame["peak_psnr"].max()
     assert f"**{best:.2f}**" in text and "| upsampler | astronaut | cam | mean |" in text
     assert "## Pareto front: peak PSNR (dB) against peak iteration" in text
     assert "## Parameter importances\n\nNot computed: 2 complete trials" in text
     tex = studies.write_report(str(path), fmt="latex", out_dir=tmp_path / "tex", figure_format="pdf")
-    assert "\\textbf{" in (tmp_path / "tex" / "report.tex").read_text() and len(tex) == 3
+    assert "\\textbf{" in (tmp_path / "tex" / "table.tex").read_text() and len(tex) == 3
     assert (tmp_path / "tex" / "curves.pdf").read_bytes().startswith(b"%PDF")
     csv = studies.write_report(str(path), fmt="csv", out_dir=tmp_path / "csv")
-    assert {p.name for p in csv} >= {"trials.csv", "table-peak_psnr.csv", "pareto.csv"}
+    assert {p.name for p in csv} >= {"results.csv", "table-peak_psnr.csv", "pareto.csv"}
     table = pd.read_csv(tmp_path / "csv" / "table-peak_psnr.csv")
     assert list(table.columns) == ["upsampler", "astronaut", "cam", "mean"]
     assert table["mean"].to_numpy() == pytest.approx(table[["astronaut", "cam"]].mean(axis=1).to_numpy())
@@ -478,7 +478,7 @@ def test_cli_list_show_report_and_errors(tiny_study, tmp_path, capsys):
     assert main(["study", "show", "upsampler-ablation"]) == 0
     assert "6 trials × 2 fits of 1500 iterations" in capsys.readouterr().out
     assert main(["study", "report", str(path), "--format", "csv", "-o", str(tmp_path)]) == 0
-    assert (tmp_path / "trials.csv").exists()
+    assert (tmp_path / "results.csv").exists()
     bad = write(tmp_path, edit(TINY, 'peak_psnr = "maximize"', 'peak_psnr = "up"'), "bad.toml")
     assert main(["study", "run", str(bad)]) == 2
     err = capsys.readouterr().err

@@ -119,7 +119,7 @@ def run_psd(args: argparse.Namespace) -> int:
 
 
 def run_trajectory(args: argparse.Namespace) -> int:
-    """Paper 001 Fig. 1: write ``trajectory.png``, ``trajectory_curves.csv`` and ``trajectory.csv/.md``."""
+    """Paper 001 Fig. 1: write ``trajectory.png``, ``results.csv``, ``table.md`` and ``curves.csv``."""
     import pandas as pd
 
     from archlab import experiments, images, report
@@ -139,7 +139,7 @@ def run_trajectory(args: argparse.Namespace) -> int:
 
 
 def run_sinusoid(args: argparse.Namespace) -> int:
-    """Paper 001 Fig. 3: write ``sinusoid.png``, ``sinusoid_curves.csv`` and ``sinusoid.csv/.md``."""
+    """Paper 001 Fig. 3: write ``sinusoid.png``, ``results.csv``, ``table.md`` and ``curves.csv``."""
     from archlab import experiments, report
 
     delta = experiments.DELTA if args.delta is None else args.delta
@@ -151,7 +151,7 @@ def run_sinusoid(args: argparse.Namespace) -> int:
 
 
 def run_lipschitz(args: argparse.Namespace) -> int:
-    """Paper 000 Fig. 5: write ``lipschitz.png``, ``lipschitz_curves.csv`` and ``lipschitz.csv/.md``."""
+    """Paper 000 Fig. 5: write ``lipschitz.png``, ``results.csv``, ``table.md`` and ``curves.csv``."""
     import pandas as pd
 
     from archlab import experiments, report
@@ -169,13 +169,12 @@ def run_lipschitz(args: argparse.Namespace) -> int:
 
 
 def _write(folder: str, name: str, curves, summary, plot) -> int:
-    from archlab import images, report
+    from archlab import report
 
     out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
     plot(curves, out / f"{name}.png")
-    with images.atomic_path(out / f"{name}_curves.csv") as tmp:
-        curves.to_csv(tmp, index=False)
-    report.write_table(summary, out / name)
+    written = report.write_results(out, summary, curves)
     print(report.markdown_table(summary, 4, style="g", index=False) + "\n", end="")
-    print(f"wrote {out / name}.png, {name}_curves.csv, {name}.csv, {name}.md")
+    print(f"wrote {out / name}.png, " + ", ".join(p.name for p in written))
     return 0

@@ -26,6 +26,9 @@ METRIC_TITLES = {"peak_psnr": "peak PSNR (dB)", "final_psnr": "last-iteration PS
                  "peak_iteration": "iteration of the peak PSNR", "stop_iteration": "iteration of the ratio rule's stop",
                  "seconds": "seconds per fit", "final_fbc_high": "highest FBC band at the last iteration"}
 TABLE_FORMATS = ("md", "latex", "csv")
+#: The files of a results folder (:func:`write_results`, ``archlab reproduce``, study reports):
+#: the rows, their table (``table.tex`` in LaTeX) and the per-evaluation curves.
+RESULTS_CSV, TABLE_MD, CURVES_CSV = "results.csv", "table.md", "curves.csv"
 
 
 #: Characters pdflatex's utf8 input does not know, as LaTeX (text mode).
@@ -105,13 +108,20 @@ def markdown_table(frame, digits: int = 2, style: str = "f", index: bool = True)
     return "\n".join(lines)
 
 
-def write_table(table: pd.DataFrame, stem: str | os.PathLike, digits: int = 4) -> tuple[Path, Path]:
-    """Write ``table`` as ``stem.csv`` and ``stem.md`` (:func:`markdown_table`, ``digits`` significant
-    digits, no index), atomically; return both paths."""
-    stem = Path(stem)
-    csv_path, md_path = stem.with_suffix(".csv"), stem.with_suffix(".md")
-    with atomic_path(csv_path) as tmp:
-        table.to_csv(tmp, index=False)
-    with atomic_path(md_path) as tmp:
-        tmp.write_text(markdown_table(table, digits, style="g", index=False) + "\n")
-    return csv_path, md_path
+def write_results(out: str | os.PathLike, rows: pd.DataFrame, curves: pd.DataFrame | None = None,
+                  digits: int = 4) -> list[Path]:
+    """Write an experiment's results folder, atomically, in the layout every results folder of archlab
+    shares: :data:`RESULTS_CSV` (one row per run or configuration), :data:`TABLE_MD` (those rows as a
+    Markdown table, ``digits`` significant digits) and, when given, :data:`CURVES_CSV` (one row per
+    evaluation). Figures and a hand-written ``README.md`` sit beside them. Returns the paths written."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, frame in ((RESULTS_CSV, rows), (CURVES_CSV, curves)):
+        if frame is not None:
+            with atomic_path(out / name) as tmp:
+                frame.to_csv(tmp, index=False)
+            written.append(out / name)
+    with atomic_path(out / TABLE_MD) as tmp:
+        tmp.write_text(markdown_table(rows, digits, style="g", index=False) + "\n")
+    return written[:1] + [out / TABLE_MD] + written[1:]

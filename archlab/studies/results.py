@@ -209,10 +209,10 @@ def reproduce_command(source: str | os.PathLike, storage: str | None = None) -> 
 def write_report(name: str, storage: str | None = None, fmt: str = "md", out_dir: str | os.PathLike = ".", *,
                  figure_format: str = "png", standalone: bool = False,
                  artifacts: str | os.PathLike | None = None) -> list[Path]:
-    """Write a study's report to ``out_dir``: ``md`` (report.md + figures), ``latex`` (report.tex +
-    figures: a fragment to ``\\input``, needing ``booktabs`` and ``graphicx``, or with ``standalone``
-    a document that compiles on its own) or ``csv`` (trials.csv, table-<metric>.csv,
-    importances/pareto CSVs).
+    """Write a study's report to ``out_dir``, a results folder (:func:`archlab.report.write_results`):
+    ``md`` (table.md + figures), ``latex`` (table.tex + figures: a fragment to ``\\input``, needing
+    ``booktabs`` and ``graphicx``, or with ``standalone`` a document that compiles on its own) or ``csv``
+    (results.csv with a row per trial, table-<metric>.csv, importances/pareto CSVs).
 
     The tables are configurations × images with a mean column and the best value of each
     column in bold (paper 004 Table 1 / Fig. 4 style); the figures (``figure_format``: png, pdf or
@@ -245,7 +245,7 @@ def write_report(name: str, storage: str | None = None, fmt: str = "md", out_dir
         written.append(out / filename)
 
     if fmt == "csv":
-        write("trials.csv", trials.to_csv(index=False))
+        write(report.RESULTS_CSV, trials.to_csv(index=False))
         for metric, table in per_metric.items():
             write(f"table-{metric}.csv", table.to_csv(index=False))
         if weights:
@@ -261,7 +261,7 @@ def write_report(name: str, storage: str | None = None, fmt: str = "md", out_dir
     text = _document(study, spec, trials, per_metric, weights, pareto, figures, context)
     if fmt == "latex":
         text = _latex_document(text, standalone)
-    write("report.md" if fmt == "md" else "report.tex", text)
+    write(report.TABLE_MD if fmt == "md" else Path(report.TABLE_MD).with_suffix(".tex").name, text)
     return written
 
 
