@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from archlab import images, metrics, models, restoration, spectral, tasks
+from archlab import checks, images, metrics, models, restoration, spectral, tasks
 from archlab.engine import resolve_device
 from archlab.fit import fit
 
@@ -50,13 +50,6 @@ def _adam_snapshots(net: nn.Module, net_input: torch.Tensor, target: torch.Tenso
             (out - target).square().mean().backward()
             optimiser.step()
     return steps, torch.stack(snapshots)
-
-
-def check_count(name: str, value, low: int = 1) -> int:
-    """``value`` must be an integer ≥ ``low`` (not a bool); the error names ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
-    return value
 
 
 def high_band_share(image: torch.Tensor, bands: int = 5) -> torch.Tensor:
@@ -101,8 +94,8 @@ def trajectory_divergence(sources: Sequence[str | os.PathLike], *, arch: str | m
         (``sqrt(eps / pixels)``), ``psnr_a``/``psnr_b`` (each run against the image) and ``high_band_share``
         (:func:`high_band_share` of the image).
     """
-    check_count("iterations", iterations)
-    check_count("every", every)
+    checks.integer("iterations", iterations)
+    checks.integer("every", every)
     if len(seeds) != 2 or seeds[0] == seeds[1]:
         raise ValueError(f"seeds: expected two different seeds, got {seeds!r}")
     spec = models.load_spec(arch)
@@ -154,7 +147,7 @@ def trajectory_summary(curves: pd.DataFrame) -> pd.DataFrame:
 
 def sinusoid(length: int = 256, frequencies: Sequence[int] = (5, 50)) -> torch.Tensor:
     """``x0(t) = sum_i sin(2 pi k_i t)``, ``t = n / length`` (paper 001 §3.1), as a (1, 1, length) tensor."""
-    check_count("length", length, 4)
+    checks.integer("length", length, 4)
     for k in frequencies:
         if isinstance(k, bool) or not isinstance(k, int) or not 0 < k < length // 2:
             raise ValueError(f"frequencies: expected integers in [1, {length // 2 - 1}], got {list(frequencies)}")
@@ -179,8 +172,8 @@ def conv_encoder_decoder(layers: int = 10, width: int = 256, leak: float = 0.2) 
     Down: [conv 3 (stride 2, reflect), BN, LeakyReLU]; up: [linear x2 upsampling, conv 3, BN, LeakyReLU];
     a 1x1 convolution to one channel. Input (1, 1, L) with ``L`` a multiple of ``2 ** (layers // 2)``.
     """
-    half = check_count("layers", layers, 2) // 2
-    check_count("width", width)
+    half = checks.integer("layers", layers, 2) // 2
+    checks.integer("width", width)
     blocks, cin = [], 1
     for _ in range(half):
         blocks += [nn.Conv1d(cin, width, 3, stride=2, padding=1, padding_mode="reflect"),
@@ -198,8 +191,8 @@ def linear_encoder_decoder(length: int, layers: int = 10, width: int = 256, leak
     ``layers`` linear layers (``length -> width -> ... -> width -> length``) with LeakyReLU between them,
     on the flattened (1, 1, length) input.
     """
-    check_count("layers", layers, 2)
-    check_count("width", width)
+    checks.integer("layers", layers, 2)
+    checks.integer("width", width)
     blocks, cin = [nn.Flatten()], length
     for _ in range(layers - 1):
         blocks += [nn.Linear(cin, width), nn.LeakyReLU(leak)]

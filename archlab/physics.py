@@ -22,13 +22,6 @@ from archlab import images
 from archlab.tasks import KERNEL_SUPPORT
 
 
-def check_image(task: str, x: torch.Tensor) -> None:
-    """``x`` must be an (N, C, H, W) tensor; the error names the task."""
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{task}: image must be an (N, C, H, W) tensor, got {shape}")
-
-
 def generator(seed: int) -> torch.Generator:
     """A seeded CPU generator: the same draws on every device."""
     return torch.Generator().manual_seed(int(seed))

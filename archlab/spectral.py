@@ -17,23 +17,16 @@ from functools import lru_cache
 
 import torch
 
+from archlab import checks
 from archlab.images import to_grey
 
 TARGET_EPS = 1e-8
 """Added to ``|F{target}|`` in eq. 1 of paper 000, as in its reference code."""
 
 
-def _check_images(x: torch.Tensor, name: str) -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] not in (1, 3):
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{name}: expected a tensor (N, C, H, W) with C in (1, 3), got {shape}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
-
-
 def _check_pair(output: torch.Tensor, target: torch.Tensor, bands: int) -> None:
-    _check_images(output, "output")
-    _check_images(target, "target")
+    checks.image("output", output, floating=True)
+    checks.image("target", target, floating=True)
     if target.shape[-2:] != output.shape[-2:] or target.shape[0] not in (1, output.shape[0]):
         raise ValueError(
             f"target: expected shape (1 or N, C, H, W) matching output {tuple(output.shape)}, "
@@ -105,7 +98,7 @@ def _half_band_weights(h: int, w: int, bands: int, device: torch.device, dtype: 
 def half_spectrum(x: torch.Tensor) -> torch.Tensor:
     """``|rfft2(Y)|`` of the luma ``Y``: the unshifted half-plane of :func:`centered_spectrum` (N, H, W//2 + 1),
     in float64 for float64 images and float32 otherwise."""
-    _check_images(x, "x")
+    checks.image("x", x, floating=True)
     grey = to_grey(x)[:, 0]
     return _magnitude(torch.fft.rfft2(grey if grey.dtype == torch.float64 else grey.float()))
 
@@ -127,14 +120,14 @@ class FBC:
     """
 
     def __init__(self, target: torch.Tensor, bands: int = 5):
-        _check_images(target, "target")
+        checks.image("target", target, floating=True)
         _check_bands(bands, *target.shape[-2:])
         self.shape, self.bands = tuple(target.shape[-2:]), bands
         self.target_magnitude = half_spectrum(target) + TARGET_EPS
         self.weights = _half_band_weights(*self.shape, bands, target.device, torch.float64)
 
     def __call__(self, output: torch.Tensor) -> torch.Tensor:
-        _check_images(output, "output")
+        checks.image("output", output, floating=True)
         if tuple(output.shape[-2:]) != self.shape or self.target_magnitude.shape[0] not in (1, output.shape[0]):
             raise ValueError(f"output: expected (N, C, {self.shape[0]}, {self.shape[1]}) matching the target "
                              f"(batch {self.target_magnitude.shape[0]}), got {tuple(output.shape)}")
@@ -183,7 +176,7 @@ def centered_spectrum(x: torch.Tensor) -> torch.Tensor:
     torch.Tensor
         (N, H, W) magnitudes, the DC term at ``(H // 2, W // 2)``.
     """
-    _check_images(x, "x")
+    checks.image("x", x, floating=True)
     spectrum = torch.fft.fft2(to_grey(x)[:, 0])
     return _magnitude(torch.fft.fftshift(spectrum, dim=(-2, -1)))
 
@@ -240,7 +233,7 @@ def radial_psd(image: torch.Tensor, bins: int | None = None) -> tuple[torch.Tens
     psd : torch.Tensor
         (N, K) mean power at each radius.
     """
-    _check_images(image, "image")
+    checks.image("image", image, floating=True)
     h, w = image.shape[-2:]
     most = min(h, w) // 2 + 1
     if bins is None:

@@ -20,32 +20,14 @@ them, with their parameters, without loading torch.
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import numpy as np
+from archlab import checks
 
 #: Support ``a`` (in low-resolution pixels) of the super-resolution downsampling kernels.
 KERNEL_SUPPORT = {"lanczos3": 3, "lanczos2": 2, "bicubic": 2}
 MASK_KINDS = ("center", "bernoulli", "file")
-
-
-def _number(task: str, name: str, value, *, low: float, high: float = float("inf"),
-            open_low: bool = False, open_high: bool = False, accepted: str) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if ok:
-        value = float(value)
-        ok = (low < value if open_low else low <= value) and (value < high if open_high else value <= high)
-    if not ok:
-        raise ValueError(f"{task}: {name} must be {accepted}, got {value!r}")
-    return value
-
-
-def _flag(task: str, name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{task}: {name} must be true or false, got {value!r}")
-    return bool(value)
 
 
 def _shape(task: str, y_shape) -> tuple[int, int, int, int]:
@@ -116,9 +98,7 @@ class Task:
 
     def degrade(self, x, seed: int = 0):
         """The observation ``y`` of a clean ``(N, C, H, W)`` image ``x`` in [0, 1]."""
-        from archlab import physics
-
-        physics.check_image(self.name, x)
+        checks.image(self.name, x, channels=None)
         return x
 
     def physics(self, y_shape, seed: int = 0, device="cpu"):
@@ -160,16 +140,15 @@ class Denoise(Task):
     rng: str = field(default="torch", metadata={"help": "noise generator: torch, or numpy (the reference runs')"})
 
     def __post_init__(self):
-        object.__setattr__(self, "sigma", _number(self.name, "sigma", self.sigma, low=0, accepted="a number >= 0"))
-        object.__setattr__(self, "clip", _flag(self.name, "clip", self.clip))
-        if self.rng not in self.RNGS:
-            raise ValueError(f"{self.name}.rng: {self.rng!r} is invalid; allowed: {', '.join(self.RNGS)}")
+        object.__setattr__(self, "sigma", checks.number(f"{self.name}.sigma", self.sigma, low=0))
+        object.__setattr__(self, "clip", checks.flag(f"{self.name}.clip", self.clip))
+        checks.choice(f"{self.name}.rng", self.rng, self.RNGS)
 
     def degrade(self, x, seed=0):
         """``x + N(0, (σ/255)²)``, clipped to [0, 1] when ``clip``."""
         from archlab import physics
 
-        physics.check_image(self.name, x)
+        checks.image(self.name, x, channels=None)
         return physics.gaussian_noise(x, self.sigma, seed, self.rng, self.clip)
 
 
@@ -190,15 +169,15 @@ class PoissonDenoise(Task):
     clip: bool = field(default=True, metadata={"help": "clip the noisy image to [0, 1]"})
 
     def __post_init__(self):
-        scale = _number(self.name, "scale", self.scale, low=0, open_low=True, accepted="a number > 0")
+        scale = checks.number(f"{self.name}.scale", self.scale, low=0, open_low=True)
         object.__setattr__(self, "scale", scale)
-        object.__setattr__(self, "clip", _flag(self.name, "clip", self.clip))
+        object.__setattr__(self, "clip", checks.flag(f"{self.name}.clip", self.clip))
 
     def degrade(self, x, seed=0):
         """``ζ · Poisson(x / ζ)``, clipped to [0, 1] when ``clip``."""
         from archlab import physics
 
-        physics.check_image(self.name, x)
+        checks.image(self.name, x, channels=None)
         return physics.poisson_noise(x, self.scale, seed, self.clip)
 
 
@@ -217,24 +196,21 @@ class JPEGDeblock(Task):
     grey: bool = field(default=True, metadata={"help": "compress the Y (luma) channel only"})
 
     def __post_init__(self):
-        q = self.quality
-        if isinstance(q, bool) or not isinstance(q, numbers.Integral) or not 1 <= q <= 95:
-            raise ValueError(f"jpeg: quality must be an integer in 1..95, got {q!r}")
-        object.__setattr__(self, "quality", int(q))
-        object.__setattr__(self, "grey", _flag(self.name, "grey", self.grey))
+        object.__setattr__(self, "quality", checks.integer(f"{self.name}.quality", self.quality, low=1, high=95))
+        object.__setattr__(self, "grey", checks.flag(f"{self.name}.grey", self.grey))
 
     def degrade(self, x, seed=0):
         """Encode each image with ``Image.save(format="JPEG", quality=q)`` and decode it."""
         from archlab import physics
 
-        physics.check_image(self.name, x)
+        checks.image(self.name, x, channels=None)
         return physics.jpeg(x, self.quality, self.grey)
 
     def reference(self, x):
         """The 8-bit Y channel of ``x`` when ``grey``, else ``x``."""
         from archlab import physics
 
-        physics.check_image(self.name, x)
+        checks.image(self.name, x, channels=None)
         return physics.jpeg_reference(x, self.grey)
 
     def physics(self, y_shape, seed=0, device="cpu"):
@@ -264,13 +240,12 @@ class Inpaint(Task):
     path: str = field(default="", metadata={"help": "file: mask image, white = known, same size as the image"})
 
     def __post_init__(self):
-        if self.mask not in MASK_KINDS:
-            raise ValueError(f"inpaint: mask must be one of {', '.join(MASK_KINDS)}, got {self.mask!r}")
-        open01 = dict(low=0, high=1, open_low=True, open_high=True, accepted="a number in (0, 1)")
-        object.__setattr__(self, "ratio", _number(self.name, "ratio", self.ratio, **open01))
-        object.__setattr__(self, "drop", _number(self.name, "drop", self.drop, **open01))
+        checks.choice(f"{self.name}.mask", self.mask, MASK_KINDS)
+        open01 = dict(low=0, high=1, open_low=True, open_high=True)
+        object.__setattr__(self, "ratio", checks.number(f"{self.name}.ratio", self.ratio, **open01))
+        object.__setattr__(self, "drop", checks.number(f"{self.name}.drop", self.drop, **open01))
         if not isinstance(self.path, str):
-            raise ValueError(f"inpaint: path must be a string, got {self.path!r}")
+            checks.invalid(f"{self.name}.path", self.path, "a string (a mask image's path)")
         if (self.mask == "file") != bool(self.path):
             raise ValueError(
                 f"inpaint: path must be given exactly when mask='file' (mask={self.mask!r}, path={self.path!r})"
@@ -289,9 +264,7 @@ class Inpaint(Task):
 
     def degrade(self, x, seed=0):
         """``m ⊙ x`` with the mask of ``seed``."""
-        from archlab import physics
-
-        physics.check_image(self.name, x)
+        checks.image(self.name, x, channels=None)
         return x * self.make_mask(*x.shape[-2:], seed=seed).to(x.device, x.dtype)
 
     def physics(self, y_shape, seed=0, device="cpu"):
@@ -317,18 +290,15 @@ class SuperResolution(Task):
     kernel: str = field(default="lanczos3", metadata={"help": "downsampling kernel: lanczos3, lanczos2 or bicubic"})
 
     def __post_init__(self):
-        f = self.factor
-        if isinstance(f, bool) or not isinstance(f, numbers.Real) or f != int(f) or f < 2:
-            raise ValueError(f"sr: factor must be an integer >= 2, got {f!r}")
-        object.__setattr__(self, "factor", int(f))
-        if self.kernel not in KERNEL_SUPPORT:
-            raise ValueError(f"sr: kernel must be one of {', '.join(KERNEL_SUPPORT)}, got {self.kernel!r}")
+        f = int(self.factor) if isinstance(self.factor, float) and self.factor.is_integer() else self.factor
+        object.__setattr__(self, "factor", checks.integer(f"{self.name}.factor", f, low=2))
+        checks.choice(f"{self.name}.kernel", self.kernel, tuple(KERNEL_SUPPORT))
 
     def reference(self, x):
         """``x`` centre-cropped to multiples of the factor."""
-        from archlab import images, physics
+        from archlab import images
 
-        physics.check_image(self.name, x)
+        checks.image(self.name, x, channels=None)
         return images.center_crop(x, self.factor)
 
     def degrade(self, x, seed=0):
@@ -360,7 +330,7 @@ class Enhance(Task):
     lipschitz: float = field(default=1.0, metadata={"help": "Lipschitz bound lambda for the architecture (> 0)"})
 
     def __post_init__(self):
-        value = _number(self.name, "lipschitz", self.lipschitz, low=0, open_low=True, accepted="a number > 0")
+        value = checks.number(f"{self.name}.lipschitz", self.lipschitz, low=0, open_low=True)
         object.__setattr__(self, "lipschitz", value)
 
     def physics(self, y_shape, seed=0, device="cpu"):

@@ -42,7 +42,7 @@ from skimage.metrics import peak_signal_noise_ratio
 from torch.utils.flop_counter import FlopCounterMode
 
 from archlab import filters, images, layers, metrics, models, restoration, spectral, stopping, tasks
-from archlab.experiments import check_count
+from archlab.checks import integer as check_count
 from archlab.layers import filter_offset, pad_axis, polyphase_kernels
 from archlab.engine import engine_settings, resolve_device
 from archlab.fit import fit, fit_many, output_measures

@@ -119,7 +119,7 @@ MALFORMED = [
      "space.lr: unknown key 'by'; allowed: low, high, log, step"),
     (("window = 10", "window = 10\nseed = 3"), "fit: unknown key 'seed'; allowed: iterations"),
     (("window = 10", "window = 7"), "fit.window: 7 is invalid; allowed: a positive multiple of eval_every"),
-    (('sigma = 25', 'sigma = -1'), "denoise: sigma"),
+    (('sigma = 25', 'sigma = -1'), "denoise.sigma"),
     (('task = "denoise"', 'task = "deblur"'), "task: unknown task 'deblur'; accepted: denoise"),
     (('source = "camera"', 'source = "no/such/image.png"'), "images.source: 'no/such/image.png' is not a built-in"),
     (("crop = 32\n\n[[images]]", "crop = 1\n\n[[images]]"), "images[0].crop: 1 is invalid; allowed: an integer ≥ 2"),

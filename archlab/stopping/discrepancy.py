@@ -8,7 +8,8 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from archlab.stopping import checks
+from archlab import checks
+from archlab.stopping.variance import json_values
 from archlab.stopping.measures import symmetric_pad
 
 #: τ of the discrepancy principle. The clean image itself leaves E‖x − y‖²/N = σ² (Gaussian noise,
@@ -108,7 +109,7 @@ def estimate_sigma(y: torch.Tensor) -> torch.Tensor:
     Donoho, Johnstone, "Ideal spatial adaptation by wavelet shrinkage", Biometrika 81(3):425-455
     (1994), §4.2.
     """
-    checks.image(y, "estimate_sigma", 1)
+    checks.image("estimate_sigma", y, min_size=1)
     n, c, h, w = y.shape
     taps = torch.tensor(_DB2_HIGH[::-1], dtype=y.dtype, device=y.device)
     detail = y.reshape(n * c, 1, h, w)
@@ -173,17 +174,15 @@ class DiscrepancyRule:
     """
 
     def __init__(self, sigma=None, y: torch.Tensor | None = None, tau: float = DEFAULT_TAU, clipped: bool = False):
-        if not (isinstance(tau, (int, float)) and not isinstance(tau, bool) and math.isfinite(tau) and tau > 0):
-            raise ValueError(f"DiscrepancyRule: tau must be a finite number > 0, got {tau!r}")
+        checks.number("DiscrepancyRule: tau", tau, low=0, open_low=True)
         if sigma is None:
             if y is None:
                 raise ValueError("DiscrepancyRule: give sigma (> 0, the [0, 1] scale) or y to estimate it from")
             sigma = estimate_sigma(y)
         sigma = torch.as_tensor(sigma, dtype=torch.float64).detach()
         if sigma.ndim > 1 or not (torch.isfinite(sigma) & (sigma > 0)).all():
-            raise ValueError(f"DiscrepancyRule: sigma must be a number > 0 or one per run (K,), got {sigma.tolist()}")
-        if not isinstance(clipped, bool):
-            raise ValueError(f"DiscrepancyRule: clipped must be true or false, got {clipped!r}")
+            checks.invalid("DiscrepancyRule: sigma", sigma.tolist(), "a number > 0 or one per run (K,)")
+        checks.flag("DiscrepancyRule: clipped", clipped)
         self.sigma, self.tau, self.clipped = sigma, float(tau), clipped
         self.noise, self.scale, self._table = "gaussian", None, None
         self.reset()
@@ -192,9 +191,8 @@ class DiscrepancyRule:
     def poisson(cls, scale: float, y: torch.Tensor, tau: float = DEFAULT_TAU, clipped: bool = False) -> DiscrepancyRule:
         """The rule for Poisson noise of scale ζ = ``scale`` (> 0): ρ_noise = ζ · mean(y) per run, or with
         ``clipped`` (y clipped at white) :func:`clipped_poisson_power` at the current output."""
-        if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0):
-            raise ValueError(f"DiscrepancyRule.poisson: scale must be a finite number > 0, got {scale!r}")
-        checks.image(y, "DiscrepancyRule.poisson", 1)
+        checks.number("DiscrepancyRule.poisson: scale", scale, low=0, open_low=True)
+        checks.image("DiscrepancyRule.poisson", y, min_size=1)
         rule = cls(sigma=(scale * y.double().mean((1, 2, 3))).sqrt(), tau=tau, clipped=clipped)
         rule.noise, rule.scale = "poisson", float(scale)
         if clipped:
@@ -264,8 +262,8 @@ class DiscrepancyRule:
     def to_dict(self) -> dict:
         """Settings (``sigma``: the effective σ) and, under ``"state"``, the state as plain numbers."""
         sigma = self.sigma.tolist()
-        state = {"iteration": self._last_iteration, "stopped": checks.plain(self.stopped),
-                 "stop_iteration": checks.plain(self.stop_iteration), "residual": checks.plain(self.residual)}
+        state = {"iteration": self._last_iteration, "stopped": json_values(self.stopped),
+                 "stop_iteration": json_values(self.stop_iteration), "residual": json_values(self.residual)}
         noise = {"noise": self.noise} | ({"scale": self.scale} if self.scale is not None else {})
         return {"sigma": sigma, "tau": self.tau, "clipped": self.clipped, **noise, "state": state}
 

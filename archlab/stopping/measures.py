@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from archlab.images import LUMA
-from archlab.stopping import checks
+from archlab import checks
 
 #: Re-blurring box length of the Crete blur: 9, the 1×9 box of paper 000's code. With it Δr is
 #: 0.88-1.02× the Δr of the paper's code along a sharpening trajectory (Set9 ×¼, Gaussian blur
@@ -119,8 +119,8 @@ def blur_effect(x: torch.Tensor, h_size: int = DEFAULT_H_SIZE) -> torch.Tensor:
     Crete, Dolmiere, Ladret, Nicolas, "The blur effect: perception and estimation with a new
     no-reference perceptual blur metric", Proc. SPIE 6492 (2007); paper 000, eq. 8.
     """
-    checks.image(x, "blur_effect", 4)
-    checks.positive_int(h_size, "blur_effect: h_size")
+    checks.image("blur_effect", x, min_size=4)
+    checks.integer("blur_effect: h_size", h_size)
     grey = _grey(x, _BT709)
     height, width = grey.shape[-2:]
     per_axis = []
@@ -152,7 +152,7 @@ def mlv_map(x: torch.Tensor) -> torch.Tensor:
     Tensor (N, H − 2, W − 2)
         The map on the interior pixels (those with all 8 neighbours).
     """
-    checks.image(x, "mlv_map", 3)
+    checks.image("mlv_map", x, min_size=3)
     grey = _grey(x, LUMA)[:, 0]
     # max |x_nb − x_c| over the 3×3 block = max(max_block − x_c, x_c − min_block), the block's
     # max and min taken separably (rows of three, then three rows).
@@ -199,9 +199,8 @@ def mlv_sharpness(x: torch.Tensor, top: int = DEFAULT_TOP, decay: float = DEFAUL
     Bahrami, Kot, "A fast approach for no-reference image sharpness assessment based on
     maximum local variation", IEEE Signal Processing Letters 21(6):751-755 (2014).
     """
-    checks.positive_int(top, "mlv_sharpness: top")
-    if not (isinstance(decay, (int, float)) and math.isfinite(decay) and decay >= 0):
-        raise ValueError(f"mlv_sharpness: decay must be a finite number >= 0, got {decay!r}")
+    checks.integer("mlv_sharpness: top", top)
+    checks.number("mlv_sharpness: decay", decay, low=0)
     variation = mlv_map(x).flatten(1)
     k = min(top, variation.shape[1])
     largest = _largest(variation, k)
@@ -272,8 +271,8 @@ def blur_effect_paper(x: torch.Tensor, h_size: int = DEFAULT_H_SIZE) -> torch.Te
     no-reference perceptual blur metric", Proc. SPIE 6492 (2007). Shi et al., "On Measuring and
     Controlling the Spectral Bias of the Deep Image Prior", IJCV 130 (2022), §4.3.
     """
-    checks.positive_int(h_size, "blur_effect_paper: h_size")
-    checks.image(x, "blur_effect_paper", h_size + 3)
+    checks.integer("blur_effect_paper: h_size", h_size)
+    checks.image("blur_effect_paper", x, min_size=h_size + 3)
     grey = _paper_grey(x.float()).double()
     start, end = (h_size + 1) // 2, h_size // 2
     box = torch.ones(1, 1, 1, h_size, dtype=grey.dtype, device=grey.device) / h_size
@@ -315,8 +314,8 @@ def mlv_sharpness_paper(x: torch.Tensor, top: int = DEFAULT_TOP, decay: float = 
     ----------
     Bahrami, Kot, IEEE Signal Processing Letters 21(6):751-755 (2014); Shi et al., IJCV 130 (2022), §4.3.
     """
-    checks.positive_int(top, "mlv_sharpness_paper: top")
-    checks.image(x, "mlv_sharpness_paper", 6)
+    checks.integer("mlv_sharpness_paper: top", top)
+    checks.image("mlv_sharpness_paper", x, min_size=6)
     region = _paper_grey(x.float())[:, 2:-1, 2:-1]
     padded = F.pad(region, (1, 1, 1, 1))
     h, w = region.shape[-2:]

@@ -10,7 +10,7 @@ from typing import Literal
 
 import torch
 
-from archlab.stopping import checks
+from archlab import checks
 
 #: n of eq. 8, in iterations (paper 000: 100).
 DEFAULT_WINDOW = 100
@@ -42,7 +42,7 @@ def ratio_rule_delta(r_history: torch.Tensor, samples_per_window: int) -> torch.
     Tensor (max(0, T − 2k + 1), ...)
         Δ_t; row j belongs to sample t = 2k − 1 + j.
     """
-    k = checks.positive_int(samples_per_window, "ratio_rule_delta: samples_per_window")
+    k = checks.integer("ratio_rule_delta: samples_per_window", samples_per_window)
     if r_history.ndim < 1:
         raise ValueError("ratio_rule_delta: r_history must have a leading time axis, got a 0-d tensor")
     if r_history.shape[0] < 2 * k:
@@ -83,12 +83,11 @@ class RatioRule:
     """
 
     def __init__(self, window: int = DEFAULT_WINDOW, eps: float = DEFAULT_EPS, eval_every: int = 1):
-        checks.positive_int(window, "RatioRule: window")
-        checks.positive_int(eval_every, "RatioRule: eval_every")
+        checks.integer("RatioRule: window", window)
+        checks.integer("RatioRule: eval_every", eval_every)
         if window % eval_every:
             raise ValueError(f"RatioRule: window ({window}) must be a multiple of eval_every ({eval_every})")
-        if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
-            raise ValueError(f"RatioRule: eps must be a finite number > 0, got {eps!r}")
+        checks.number("RatioRule: eps", eps, low=0, open_low=True)
         self.window, self.eps, self.eval_every = window, float(eps), eval_every
         self.samples_per_window = window // eval_every
         self.reset()
@@ -173,10 +172,8 @@ class DivergenceGuard:
     """
 
     def __init__(self, jump_db: float = 5.0, max_restores: int = 5):
-        if not (isinstance(jump_db, (int, float)) and math.isfinite(jump_db) and jump_db > 0):
-            raise ValueError(f"DivergenceGuard: jump_db must be a finite number > 0, got {jump_db!r}")
-        if isinstance(max_restores, bool) or not isinstance(max_restores, int) or max_restores < 0:
-            raise ValueError(f"DivergenceGuard: max_restores must be an integer >= 0, got {max_restores!r}")
+        checks.number("DivergenceGuard: jump_db", jump_db, low=0, open_low=True)
+        checks.integer("DivergenceGuard: max_restores", max_restores, 0)
         self.jump_db, self.max_restores = float(jump_db), max_restores
         self.reset()
 

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from archlab.stopping import checks
+from archlab import checks
 
 #: W of ES-WMV: outputs in the variance window, one per iteration (Wang et al.'s code: 100).
 DEFAULT_VARIANCE_WINDOW = 100
@@ -19,6 +19,14 @@ DEFAULT_EMV_DECAY = 0.1
 DEFAULT_EMV_WARMUP = 100
 #: β of :class:`EMA` (Ulyanov et al.'s ``exp_weight``: 0.99).
 DEFAULT_EMA_BETA = 0.99
+
+
+
+def json_values(values: torch.Tensor | None) -> list | None:
+    """A (K,) tensor as a JSON-ready list: floats/ints/bools, None for inf and NaN (host sync: evaluation time)."""
+    if values is None:
+        return None
+    return [v if not isinstance(v, float) or math.isfinite(v) else None for v in values.tolist()]
 
 
 class EMA:
@@ -48,7 +56,7 @@ class EMA:
     """
 
     def __init__(self, beta: float = DEFAULT_EMA_BETA):
-        self.beta = checks.fraction(beta, "EMA: beta", low_open=False)
+        self.beta = checks.number("EMA: beta", beta, low=0, high=1, open_high=True)
         self.reset()
 
     def reset(self) -> None:
@@ -104,8 +112,8 @@ class _ArgminPatience:
         self.stopped = self.stopped | fire
 
     def state(self) -> dict:
-        return {"best_variance": checks.plain(self.best), "detected_iteration": checks.plain(self.detected),
-                "stopped": checks.plain(self.stopped), "stop_iteration": checks.plain(self.stop_iteration)}
+        return {"best_variance": json_values(self.best), "detected_iteration": json_values(self.detected),
+                "stopped": json_values(self.stopped), "stop_iteration": json_values(self.stop_iteration)}
 
 
 class _VarianceRule:
@@ -160,7 +168,7 @@ class _VarianceRule:
         """Settings and, under ``"state"``, the state as plain numbers (None for inf/NaN; a host sync)."""
         state = {"updates": self._count, "iteration": self._last_iteration}
         if self._track is not None:
-            state.update(self._track.state(), variance=checks.plain(self.variance))
+            state.update(self._track.state(), variance=json_values(self.variance))
         return {**{field: getattr(self, field) for field in self._fields}, "state": state}
 
     @classmethod
@@ -222,10 +230,8 @@ class WMVRule(_VarianceRule):
     _fields = ("window", "patience")
 
     def __init__(self, window: int = DEFAULT_VARIANCE_WINDOW, patience: int = DEFAULT_PATIENCE):
-        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
-            raise ValueError(f"WMVRule: window must be an integer >= 2, got {window!r}")
-        self.window = window
-        self.patience = checks.positive_int(patience, "WMVRule: patience")
+        self.window = checks.integer("WMVRule: window", window, 2)
+        self.patience = checks.integer("WMVRule: patience", patience)
         self.reset()
 
     def reset(self) -> None:
@@ -323,11 +329,9 @@ class EMVRule(_VarianceRule):
 
     def __init__(self, decay: float = DEFAULT_EMV_DECAY, patience: int = DEFAULT_PATIENCE,
                  warmup: int = DEFAULT_EMV_WARMUP):
-        self.decay = checks.fraction(decay, "EMVRule: decay", low_open=True)
-        self.patience = checks.positive_int(patience, "EMVRule: patience")
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-            raise ValueError(f"EMVRule: warmup must be an integer >= 0, got {warmup!r}")
-        self.warmup = warmup
+        self.decay = checks.number("EMVRule: decay", decay, low=0, high=1, open_low=True, open_high=True)
+        self.patience = checks.integer("EMVRule: patience", patience)
+        self.warmup = checks.integer("EMVRule: warmup", warmup, 0)
         self.reset()
 
     def reset(self) -> None:

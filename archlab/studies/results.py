@@ -18,7 +18,8 @@ from optuna.trial import TrialState
 from archlab import report
 from archlab.images import atomic_path
 from archlab.studies.files import shipped, study_file
-from archlab.studies.spec import EXTRA_METRICS, OBJECTIVES, fail, resolve_target
+from archlab.checks import fail
+from archlab.studies.spec import EXTRA_METRICS, OBJECTIVES, resolve_target
 from archlab.studies.storage import artifacts_dir, make_storage, shown
 from archlab.studies.worker import curve_frame, trial_results
 

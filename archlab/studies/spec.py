@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-from archlab import filters, images
+from archlab import checks, filters, images
+from archlab.checks import fail
 from archlab.fit import FitSettings
 from archlab.models import ArchSpec, load_spec
 from archlab.tasks import Task, make_task
@@ -55,23 +56,6 @@ IMAGE_KEYS = ("source", "label", "size", "scale", "crop", "grey", "limit")
 RANGE_KEYS = ("low", "high", "log", "step")
 #: Study fits record where the ratio rule would stop (an objective) without stopping.
 STUDY_FIT_DEFAULTS = {"stop": "record"}
-
-
-def fail(where: str, message: str):
-    """Raise the one-line error of a study file: ``WHERE: MESSAGE`` (the key, then what it accepts)."""
-    raise ValueError(f"{where}: {message}")
-
-
-def _bool(where: str, value) -> bool:
-    if not isinstance(value, bool):
-        fail(where, f"{value!r} is invalid; allowed: true, false")
-    return value
-
-
-def _int(where: str, value, low: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        fail(where, f"{value!r} is invalid; allowed: an integer ≥ {low}")
-    return value
 
 
 def _pair(where: str, value) -> tuple[int, int] | None:
@@ -185,7 +169,7 @@ class ImageSpec:
         if value.get("size") is not None and scale is not None:
             fail(where, "give size or scale, not both")
         limit = value.get("limit")
-        limit = None if limit is None else _int(f"{where}.limit", limit, 1)
+        limit = None if limit is None else checks.integer(f"{where}.limit", limit, 1)
         return cls(value["source"], str(value.get("label", "")), _pair(f"{where}.size", value.get("size")), scale,
                    _pair(f"{where}.crop", value.get("crop")), grey, limit)
 
@@ -299,13 +283,13 @@ class StudySpec:
         spec = cls(name=name, tasks=tuple(tasks),
                    images=tuple(ImageSpec.parse(i, v) for i, v in enumerate(data["images"])), space=space,
                    objectives=tuple(objectives.items()), arch=arch, fit=tuple(fit_settings.items()),
-                   seeds=tuple(_int("seeds", s) for s in seeds),
-                   degradation_seed=_int("degradation_seed", data.get("degradation_seed", 0)),
-                   batch_seeds=_bool("batch_seeds", data.get("batch_seeds", False)),
+                   seeds=tuple(checks.integer("seeds", s, 0) for s in seeds),
+                   degradation_seed=checks.integer("degradation_seed", data.get("degradation_seed", 0), 0),
+                   batch_seeds=checks.flag("batch_seeds", data.get("batch_seeds", False)),
                    sampler=tuple(sampler.items()), pruner=tuple(pruner.items()),
-                   n_trials=None if n_trials is None else _int("n_trials", n_trials, 1),
+                   n_trials=None if n_trials is None else checks.integer("n_trials", n_trials, 1),
                    description=str(data.get("description", "")),
-                   curve_points=_int("curve_points", data.get("curve_points", 50), 2), metrics=tuple(metrics),
+                   curve_points=checks.integer("curve_points", data.get("curve_points", 50), 2), metrics=tuple(metrics),
                    base_dir=str(base_dir))
         spec._check()
         return spec

@@ -23,7 +23,7 @@ import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-from archlab.studies.spec import fail
+from archlab.checks import fail
 
 HEARTBEAT_INTERVAL, GRACE_PERIOD, MAX_RETRY = 60, 120, 3
 

@@ -27,7 +27,8 @@ from optuna.trial import TrialState
 
 from archlab import images, metrics, report, restoration
 from archlab.fit import FitSettings, fit, fit_many
-from archlab.studies.spec import StudySpec, default_storage, fail, load_study
+from archlab.checks import fail
+from archlab.studies.spec import StudySpec, default_storage, load_study
 from archlab.studies.storage import (GRACE_PERIOD, HEARTBEAT_INTERVAL, ClaimLock, artifacts_dir, creation_lock,
                                      make_storage, storage_url)
 from archlab.tasks import Observation, Task
