@@ -11,8 +11,8 @@ The public API (imported on first use, so ``import archlab`` stays light):
 * :mod:`archlab.filters` (``filters.get``, ``filters.design``) - upsampling filters with exact responses;
 * :mod:`archlab.recommend` (``recommend.recommend(image, task)``) - an architecture for an image, from its texture.
 
-Modules, bottom-up (a module imports only from layers below it): vocabulary, images, metrics -> filters,
-spectral, engine -> layers, tasks, physics, stopping, texture, report -> models -> loop, batched -> fit,
+Modules, bottom-up (a module imports only from layers below it): vocabulary, checks, images, metrics -> filters,
+spectral, engine -> layers, tasks, physics, stopping, texture, report -> models -> loop, batched -> fitting,
 restoration, recommend -> experiments, reproductions, reproduce, studies -> cli.
 
 Examples
@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "restore": "archlab.restoration", "Restoration": "archlab.restoration",
-    "fit": "archlab.fit", "fit_many": "archlab.fit", "FitSettings": "archlab.fit", "FitResult": "archlab.fit",
+    "fit": "archlab.fitting", "fit_many": "archlab.fitting", "FitSettings": "archlab.fitting", "FitResult": "archlab.fitting",
     "preset": "archlab.models", "ArchSpec": "archlab.models",
     "make_task": "archlab.tasks", "Denoise": "archlab.tasks", "PoissonDenoise": "archlab.tasks",
     "JPEGDeblock": "archlab.tasks", "Inpaint": "archlab.tasks", "SuperResolution": "archlab.tasks",

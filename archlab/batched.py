@@ -1,4 +1,4 @@
-"""K DIP networks of one architecture as one vectorised computation, for :func:`archlab.fit.fit_many`.
+"""K DIP networks of one architecture as one vectorised computation, for :func:`archlab.fitting.fit_many`.
 
 :class:`VmappedNets` stacks the K weight sets (``torch.func.stack_module_state``) and evaluates the
 network with ``vmap`` over ``functional_call``; :class:`_BatchedAdam` runs Adam on the stacked tensors

@@ -7,7 +7,7 @@
 * :class:`CompiledModule` - ``torch.compile`` of a network (forward and, through
   AOTAutograd, backward) that falls back to eager execution if compilation fails.
 
-:mod:`archlab.fit` builds on this module; batched fits are :mod:`archlab.batched`.
+:mod:`archlab.fitting` builds on this module; batched fits are :mod:`archlab.batched`.
 """
 
 from __future__ import annotations

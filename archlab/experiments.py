@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from archlab import checks, images, metrics, models, restoration, spectral, tasks
 from archlab.engine import resolve_device
-from archlab.fit import fit
+from archlab.fitting import fit
 
 #: Convergence threshold δ on the squared amplitude error (paper 001 §3.1).
 DELTA = 0.01
@@ -259,7 +259,7 @@ def lipschitz_fbc(source: str | os.PathLike = "astronaut", *, lambdas: Sequence[
     """Paper 000 §4.4, Fig. 5: FBC and PSNR of the same network under Lipschitz bounds ``lambdas`` (denoising).
 
     The image is resized (bicubic, antialiased) so its longer side is at most ``size``, cropped to the network's
-    multiple, degraded with Gaussian noise ``sigma`` (seeded) and fitted with :func:`archlab.fit.fit` once per
+    multiple, degraded with Gaussian noise ``sigma`` (seeded) and fitted with :func:`archlab.fitting.fit` once per
     λ, with ``arch.replace(lipschitz=λ)``; the FBC target is the noisy observation, as in the paper. The fits
     run in fp32 (``fast=False``): bfloat16 rounding would add high-frequency error to the bands measured.
 

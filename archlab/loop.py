@@ -201,7 +201,7 @@ class RuleSet:
 class Run:
     """One run of the loop: what it fits and its state; ``outcome`` is set when it ends.
 
-    ``settings`` is the run's :class:`archlab.fit.FitSettings`; ``on_evaluation(iteration, output)``,
+    ``settings`` is the run's :class:`archlab.fitting.FitSettings`; ``on_evaluation(iteration, output)``,
     when given, is called at every kept evaluation with the network's output (on the device).
     """
 

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from archlab import images, models, report, restoration, stopping, tasks
-from archlab.fit import AUTO_STOP, RULES, fit
+from archlab.fitting import AUTO_STOP, RULES, fit
 from archlab.reproductions import DIP_BASELINE, EXPERIMENTS, STOPPING_FITS, STOPPING_TASKS, Run, short_name
 
 
@@ -91,7 +91,7 @@ CHECKPOINTS = (250, 500, 1000, 2000, 3000, 4000)
 def execute(run: Run, device: str = "auto", fast: bool = False, trajectory: Path | None = None,
             curve: Path | None = None) -> dict:
     """Fit one run and return its table row (PSNRs against the clean image; per stop rule of
-    :data:`archlab.fit.RULES` where it detected, stopped, and the PSNR of its output).
+    :data:`archlab.fitting.RULES` where it detected, stopped, and the PSNR of its output).
 
     ``fast=False`` (the default) fits in eager fp32. With ``trajectory`` the network's output at every
     evaluation is saved there (``.npz``: ``iteration`` and ``output`` as float16), for measures computed
@@ -303,9 +303,9 @@ def _tasks_text(table: pd.DataFrame) -> str:
 
 
 def _rule_outcomes(table: pd.DataFrame) -> pd.DataFrame:
-    """Per run and rule of :data:`archlab.fit.RULES`: the PSNR of what a fit stopped by that rule returns and
+    """Per run and rule of :data:`archlab.fitting.RULES`: the PSNR of what a fit stopped by that rule returns and
     its gap to the run's oracle peak. A rule that never detected returns the fit's last EMA, as ``fit`` does;
-    ``auto`` is the task's rule of :data:`archlab.fit.AUTO_STOP` (its EMA where the fit recorded that rule's)."""
+    ``auto`` is the task's rule of :data:`archlab.fitting.AUTO_STOP` (its EMA where the fit recorded that rule's)."""
     rows = []
     for _, run in table.iterrows():
         task, arch = run["config"].split(" · ")
@@ -325,7 +325,7 @@ def _rule_outcomes(table: pd.DataFrame) -> pd.DataFrame:
 
 def _stopping_text(table: pd.DataFrame) -> str:
     """Per task and network: the mean and largest gap of every rule to the oracle peak; then every run.
-    Tasks and networks in the experiment's order, rules in :data:`archlab.fit.RULES` order, then ``auto``."""
+    Tasks and networks in the experiment's order, rules in :data:`archlab.fitting.RULES` order, then ``auto``."""
     outcomes = _rule_outcomes(table)
     order = {label: i for i, (label, _, _) in enumerate(STOPPING_TASKS)} | {arch: i for i, arch in enumerate(STOPPING_FITS)}
     outcomes = outcomes.sort_values(["task", "arch"], key=lambda c: c.map(order).fillna(len(order)), kind="stable")

@@ -3,7 +3,7 @@
 Preparing is load → resize → centre crop to sizes the architecture (and an SR factor) accepts →
 degrade (seeded) → reference: :func:`clean_image` and :func:`prepare` do it for the command line,
 the reproductions, the studies and the experiments alike. :func:`restore` is ``archlab restore`` as one
-call: prepare, fit with the automatic stop (:data:`archlab.fit.AUTO_STOP`), return the restoration.
+call: prepare, fit with the automatic stop (:data:`archlab.fitting.AUTO_STOP`), return the restoration.
 
 Its defaults are what ``archlab restore`` offers; torch and the image I/O are imported by the functions
 that use them, so the command line reads the defaults without loading torch.
@@ -184,7 +184,7 @@ def prepare(task: tasks.Task, spec: models.ArchSpec, image: str | os.PathLike | 
 @dataclass
 class Restoration:
     """What :func:`restore` returns: the ``restored`` image, the ``observation`` it came from, the clean
-    ``reference`` (None for an observed image), the :class:`archlab.fit.FitResult` and notes."""
+    ``reference`` (None for an observed image), the :class:`archlab.fitting.FitResult` and notes."""
 
     restored: torch.Tensor
     observation: torch.Tensor
@@ -219,7 +219,7 @@ def restore(image: str | os.PathLike | None = None, *, observed: str | os.PathLi
     size : int
         Longer side a clean image is resized to first (0 keeps it).
     settings
-        :class:`archlab.fit.FitSettings` fields; by default :data:`DEFAULT_FIT` and ``stop="auto"``.
+        :class:`archlab.fitting.FitSettings` fields; by default :data:`DEFAULT_FIT` and ``stop="auto"``.
 
     Returns
     -------
@@ -231,7 +231,7 @@ def restore(image: str | os.PathLike | None = None, *, observed: str | os.PathLi
     >>> r.restored.shape, r.psnr > 10
     (torch.Size([1, 1, 32, 32]), True)
     """
-    from archlab.fit import fit
+    from archlab.fitting import fit
 
     task = tasks.make_task(task) if isinstance(task, str) else task
     spec = models.load_spec(arch)

@@ -19,13 +19,13 @@ import pandas as pd
 import torch
 
 from archlab import images, metrics, report, stopping
-from archlab.fit import output_measures
+from archlab.fitting import output_measures
 
 EPS_GRID = tuple(round(0.002 * k, 3) for k in range(1, 31))
 
 
 def ratio(x: torch.Tensor, measures: str) -> torch.Tensor:
-    """r = B / S of an output as a fit measures it with ``measures`` (:func:`archlab.fit.output_measures`)."""
+    """r = B / S of an output as a fit measures it with ``measures`` (:func:`archlab.fitting.output_measures`)."""
     blur, sharpness, _ = output_measures(x, measures=measures)
     return blur / sharpness
 

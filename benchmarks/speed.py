@@ -9,10 +9,10 @@ by round (so a machine whose load changes slows them alike), and returns a table
   :func:`upsample_naive` (zero insertion, one depthwise 2-D convolution with the outer-product
   kernel: the papers' form);
 * :func:`bench_dip` - a DIP fit as the papers' code runs it (:func:`reference_fit`) against
-  :func:`archlab.fit.fit` with its fast settings and with the fp32 reference settings:
+  :func:`archlab.fitting.fit` with its fast settings and with the fp32 reference settings:
   seconds per iteration, PSNR after N iterations, achieved GFLOP/s and the fraction of the
   machine's measured matmul peak (a roofline fraction);
-* :func:`bench_many` - :func:`archlab.fit.fit_many` of K runs against K sequential fits;
+* :func:`bench_many` - :func:`archlab.fitting.fit_many` of K runs against K sequential fits;
 * :func:`bench_monitors` - the on-device monitors of a fit (Crete blur, MLV sharpness, FBC, two PSNRs)
   against paper 000's per-iteration NumPy/SciPy code for the same metrics and against tuned NumPy
   forms of archlab's definitions, on one 512×512 RGB image;
@@ -45,7 +45,7 @@ from archlab import filters, images, layers, metrics, models, restoration, spect
 from archlab.checks import integer as check_count
 from archlab.layers import filter_offset, pad_axis, polyphase_kernels
 from archlab.engine import engine_settings, resolve_device
-from archlab.fit import fit, fit_many, output_measures
+from archlab.fitting import fit, fit_many, output_measures
 
 DIP_CONFIGS = (("ulyanov-dip", 128), ("faster-dip-64", 256))
 
@@ -283,7 +283,7 @@ def _describe(settings: dict) -> str:
 def bench_many(spec: models.ArchSpec | str = "controlled-64", size: int = 64, ks=(1, 4, 8), iterations: int = 100,
                image: str = "astronaut", sigma: float = 25.0, repeats: int = 1, eval_every: int = 10,
                fast: bool = True, device: str | torch.device = "auto") -> pd.DataFrame:
-    """Fit-iterations per second of :func:`~archlab.fit.fit_many` (K runs, seeds 0..K-1) against K sequential fits.
+    """Fit-iterations per second of :func:`~archlab.fitting.fit_many` (K runs, seeds 0..K-1) against K sequential fits.
 
     Both compute in the precision ``fit_many`` resolves from ``fast``; the sequential fits
     also use ``fast``'s channels-last, which ``vmap`` cannot. Only the loops are timed (``FitResult.seconds``);
@@ -483,7 +483,7 @@ def _torch_monitors(output: torch.Tensor, observation: torch.Tensor, clean: torc
 
 def _torch_iteration(output: torch.Tensor, observation: torch.Tensor, clean: torch.Tensor, fbc: spectral.FBC):
     """One evaluation of the on-device monitors as a fit takes it: two PSNRs and
-    :func:`archlab.fit.output_measures` (blur, sharpness, FBC on one luma)."""
+    :func:`archlab.fitting.output_measures` (blur, sharpness, FBC on one luma)."""
 
     def iteration() -> list:
         return [metrics.psnr(output, observation), metrics.psnr(output, clean), *output_measures(output, fbc)]
@@ -509,7 +509,7 @@ def bench_monitors(size: int = 512, repeats: int = 7, sigma: float = 25.0, seed:
     * ``numpy`` - archlab's definitions of the same metrics in tuned NumPy on float64 host arrays:
       ``skimage.measure.blur_effect`` (h_size 9), the MLV sharpness by ``np.sort``, the FBC by ``np.fft``
       with boolean rings, two PSNRs by ``np.mean``;
-    * ``torch`` - archlab's monitors as :func:`archlab.fit.fit` runs them on ``device``:
+    * ``torch`` - archlab's monitors as :func:`archlab.fitting.fit` runs them on ``device``:
       :func:`archlab.stopping.blur_effect`, :func:`archlab.stopping.mlv_sharpness`,
       :class:`archlab.spectral.FBC` (built once before timing, as a fit's monitor builds it once per fit)
       and :func:`archlab.metrics.psnr` against the noisy and the clean image.

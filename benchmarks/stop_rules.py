@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from archlab import images, metrics, report, stopping
-from archlab.fit import output_measures
+from archlab.fitting import output_measures
 
 
 def replay(path: Path, sigma: float | None, patience: int = 1000) -> list[dict]:

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from archlab import studies
-from archlab.fit import FitResult
+from archlab.fitting import FitResult
 from archlab.studies import worker
 from studyfiles import study_toml
 

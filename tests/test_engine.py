@@ -6,9 +6,9 @@ import torch
 import torch.nn as nn
 
 from archlab import batched, engine, images, layers, models, tasks
-from archlab.fit import fit_many
+from archlab.fitting import fit_many
 from archlab.engine import CompiledModule, engine_settings
-from archlab.fit import fit
+from archlab.fitting import fit
 
 TINY = models.ArchSpec(kind="hourglass", depth=2, width=8, skip=2, lipschitz=2.0, norm="mean_only")
 SMALL_FIT = dict(iterations=10, eval_every=5, fast=False)

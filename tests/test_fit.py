@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from archlab import images, models, tasks
-from archlab.fit import AUTO_STOP, fit
+from archlab.fitting import AUTO_STOP, fit
 
 TINY = models.ArchSpec(kind="hourglass", depth=2, width=8, skip=2, lipschitz=2.0, norm="mean_only")
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from archlab import images, models, reproduce, tasks
-from archlab.fit import fit
+from archlab.fitting import fit
 
 PINNED = Path(__file__).parent / "data" / "pinned_fits.json"
 RESULTS = Path(__file__).parent.parent / "results"

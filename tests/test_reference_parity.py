@@ -7,7 +7,7 @@ from PIL import Image
 from scipy.signal import convolve2d
 
 from archlab import engine, images, models, stopping, tasks
-from archlab.fit import fit
+from archlab.fitting import fit
 
 
 def _grey(rgb: np.ndarray) -> np.ndarray:
@@ -135,7 +135,7 @@ def test_the_engine_keeps_fp32_where_bf16_loses_the_signal():
 
 
 def test_eps_defaults_to_the_value_calibrated_for_the_measures():
-    from archlab.fit import FitSettings
+    from archlab.fitting import FitSettings
 
     assert FitSettings().eps == stopping.EPS_FOR_MEASURES["skimage"] == 0.008
     assert FitSettings(ratio_measures="paper").eps == stopping.DEFAULT_EPS == 0.01

@@ -17,7 +17,7 @@ import torch
 from matplotlib.axes import Axes
 
 from archlab import report, studies
-from archlab.fit import FitResult
+from archlab.fitting import FitResult
 from archlab.studies import worker
 from studyfiles import study_toml
 

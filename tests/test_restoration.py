@@ -58,3 +58,22 @@ def test_restore_returns_what_the_command_line_writes(tmp_path):
     written = images.load(out / "restored.png")  # 8-bit PNG of the same image
     assert call.restored.shape == written.shape == (1, 1, 32, 32)
     assert np.abs(written.numpy() - call.restored.numpy()).max() <= 0.5 / 255 + 1e-6
+
+
+def test_the_public_api_names_functions_not_the_modules_that_hold_them():
+    import importlib.util
+    import inspect
+    import subprocess
+    import sys
+
+    import archlab.fitting  # noqa: F401  (importing a submodule must not shadow a public name)
+
+    assert inspect.isfunction(archlab.fit) and inspect.isfunction(archlab.restore)
+    assert set(archlab.__all__) <= set(dir(archlab))
+    for name in archlab.__all__:
+        assert getattr(archlab, name) is not None
+        if name not in ("filters", "recommend"):  # a submodule of that name would replace it once imported
+            assert importlib.util.find_spec(f"archlab.{name}") is None, name
+    text = subprocess.run([sys.executable, "-c", "import archlab; help(archlab)"], capture_output=True, text=True,
+                          env={"PAGER": "cat", "PATH": ""}).stdout
+    assert "restore" in text and "Observation" in text

@@ -1,6 +1,6 @@
 """Study files, the trial objective, resumable runs, failures, reports and the ``study`` CLI.
 
-Most tests replace :func:`archlab.fit.fit` inside the worker by a fake with closed-form PSNR
+Most tests replace :func:`archlab.fitting.fit` inside the worker by a fake with closed-form PSNR
 curves, so the objectives can be checked exactly and the tests stay fast; one runs real fits
 on a 32×32 crop (2-level hourglass of width 8, 30 iterations).
 """
@@ -18,7 +18,7 @@ import torch
 
 from archlab import filters, report, studies
 from archlab.cli import main
-from archlab.fit import FitResult
+from archlab.fitting import FitResult
 from archlab.studies import worker
 from studyfiles import study_toml
 

@@ -35,7 +35,7 @@ def run(args) -> int:
     task, spec, observation, notes = fit_inputs(args, OUTPUTS)
     y, reference = observation.y, observation.reference
     from archlab import images, metrics, report
-    from archlab.fit import fit
+    from archlab.fitting import fit
 
     out = Path(args.out)
     result = fit(spec, task, observation, iterations=args.iterations, lr=args.lr, ema=args.ema, seed=args.seed,

@@ -84,7 +84,7 @@ def run_fbc(args: argparse.Namespace) -> int:
     """Fit, then write ``fbc.png`` (FBC bands and PSNR, peak marked), ``history.csv`` and ``summary.json``."""
     task, spec, observation, notes = fit_inputs(args, ("fbc.png", "history.csv", "summary.json"))
     from archlab import images, report
-    from archlab.fit import fit
+    from archlab.fitting import fit
 
     result = fit(spec, task, observation, iterations=args.iterations, lr=args.lr, ema=args.ema, seed=args.seed,
                  device=args.device, eval_every=args.eval_every, fbc_bands=args.bands,

@@ -44,7 +44,7 @@ def plot_fbc(history: pd.DataFrame, path: str | os.PathLike, title: str = "") ->
     Parameters
     ----------
     history : pandas.DataFrame
-        A :class:`archlab.fit.FitResult` history: ``iteration``, ``fbc_*`` and ``psnr`` or ``psnr_obs``.
+        A :class:`archlab.fitting.FitResult` history: ``iteration``, ``fbc_*`` and ``psnr`` or ``psnr_obs``.
     path : str or os.PathLike
         PNG to write.
     title : str

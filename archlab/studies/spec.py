@@ -29,7 +29,7 @@ import optuna
 
 from archlab import checks, filters, images
 from archlab.checks import fail
-from archlab.fit import FitSettings
+from archlab.fitting import FitSettings
 from archlab.models import ArchSpec, load_spec
 from archlab.tasks import Task, make_task
 from archlab.studies.files import study_file, study_text

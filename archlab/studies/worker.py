@@ -26,7 +26,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from archlab import images, metrics, report, restoration
-from archlab.fit import FitSettings, fit, fit_many
+from archlab.fitting import FitSettings, fit, fit_many
 from archlab.checks import fail
 from archlab.studies.spec import StudySpec, default_storage, load_study
 from archlab.studies.storage import (GRACE_PERIOD, HEARTBEAT_INTERVAL, ClaimLock, artifacts_dir, creation_lock,
@@ -310,8 +310,8 @@ class _Objective:
         return values if not single else values[0]
 
     def _fits(self, arch, settings: dict, obs: StudyObservation, hooks: list):
-        """The fits of every seed on one observation: one :func:`~archlab.fit.fit_many` when the
-        study sets ``batch_seeds`` (and has several seeds), else sequential :func:`~archlab.fit.fit` calls,
+        """The fits of every seed on one observation: one :func:`~archlab.fitting.fit_many` when the
+        study sets ``batch_seeds`` (and has several seeds), else sequential :func:`~archlab.fitting.fit` calls,
         each reporting its evaluations through its hook (``on_evaluation``)."""
         if self.spec.batch_seeds and len(self.spec.seeds) > 1:
             batched = {k: v for k, v in settings.items() if k not in ("lr", "channels_last", "compile")}
@@ -324,7 +324,7 @@ class _Objective:
     def _upload(self, trial: optuna.Trial, histories: dict, outputs: dict) -> None:
         """Trial artifacts, which optuna-dashboard shows: every fit's history as one CSV (``run``, ``task``,
         ``image``, ``seed`` and the history's columns), their curves as a PNG, and per (task, image) the
-        observation and the restoration a user gets (:attr:`~archlab.fit.FitResult.restored`, first seed)."""
+        observation and the restoration a user gets (:attr:`~archlab.fitting.FitResult.restored`, first seed)."""
         if not histories:
             return
         with tempfile.TemporaryDirectory() as tmp:
