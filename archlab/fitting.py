@@ -111,6 +111,15 @@ class FitResult:
     stopped (and the PSNR of its output where a reference was given). ``baseline`` is the task's
     naive restoration of the observation (itself; bicubic for SR) and ``observation_psnr`` its PSNR
     against the reference (None without a reference of its size).
+
+    Examples
+    --------
+    >>> from archlab import images, tasks
+    >>> clean = images.resize(images.load("camera"), size=(32, 32))
+    >>> result = fit("controlled-64", tasks.Denoise(25), tasks.Denoise(25).observe(clean), iterations=20,
+    ...              eval_every=10, window=10, stop="auto", fast=False, progress=False)
+    >>> result.stop_rule, result.restored.shape, result.history["iteration"].tolist()
+    ('discrepancy', torch.Size([1, 1, 32, 32]), [10, 20])
     """
 
     output: torch.Tensor
@@ -377,6 +386,16 @@ def fit_many(arch: ArchSpec | str, task: Task, observations, settings: FitSettin
     list of FitResult
         In run order; ``seconds`` is the wall time until the run ended and ``extras``
         holds ``{"batch": K, "run": k}`` (and ``"sigma"`` when given).
+
+    Examples
+    --------
+    >>> from archlab import images, tasks
+    >>> task = tasks.Denoise(25)
+    >>> obs = task.observe(images.resize(images.load("camera"), size=(32, 32)), seed=0)
+    >>> runs = fit_many("controlled-64", task, obs, seeds=[0, 1], iterations=10, eval_every=5, window=10,
+    ...                 fast=False)
+    >>> [r.extras["run"] for r in runs], bool(runs[0].history["psnr"].notna().all())
+    ([0, 1], True)
     """
     device = resolve_device(device)
     base, _ = _settings(settings, overrides, device, fast, precision=precision, channels_last=False, compile=False)

@@ -58,6 +58,25 @@ def recommend(image, task: Task | None = None) -> Recommendation:
     The noise level is estimated from the image (MAD of the finest wavelet detail,
     :func:`archlab.texture.estimate_noise_sigma`) and discounted from the features, so
     a noisy observation gets the width its clean version would.
+
+    Parameters
+    ----------
+    image : str, path or Tensor (1, C, H, W)
+        The image (a file, a built-in name or pixels in [0, 1]).
+    task : Task, optional
+        Its architecture overrides (enhancement's λ) are applied to the recommended spec.
+
+    Returns
+    -------
+    Recommendation
+        The width with its class probabilities, the spec, the fit settings and the reason for each.
+
+    Examples
+    --------
+    >>> from archlab import images
+    >>> advice = recommend(images.resize(images.load("camera"), size=(64, 64)))
+    >>> advice.width in (32, 64, 128), advice.spec.width == advice.width, advice.fit["stop"]
+    (True, True, 'auto')
     """
     sigma = texture.estimate_noise_sigma(image)
     width, probabilities = texture.predict_width(image, noise_sigma=sigma)

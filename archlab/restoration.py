@@ -184,7 +184,14 @@ def prepare(task: tasks.Task, spec: models.ArchSpec, image: str | os.PathLike | 
 @dataclass
 class Restoration:
     """What :func:`restore` returns: the ``restored`` image, the ``observation`` it came from, the clean
-    ``reference`` (None for an observed image), the :class:`archlab.fitting.FitResult` and notes."""
+    ``reference`` (None for an observed image), the :class:`archlab.fitting.FitResult` and notes.
+
+    Examples
+    --------
+    >>> r = restore("camera", size=32, arch="faster-dip-32", iterations=10, eval_every=5, window=10)
+    >>> r.observation.shape == r.restored.shape, r.reference is not None, isinstance(r.notes, list)
+    (True, True, True)
+    """
 
     restored: torch.Tensor
     observation: torch.Tensor

@@ -45,6 +45,13 @@ class Observation:
 
     Made by :meth:`Task.observe` (a clean image degraded here) or :meth:`Task.observed` (a degraded
     image as given).
+
+    Examples
+    --------
+    >>> import torch
+    >>> obs = SuperResolution(factor=2).observe(torch.rand(1, 3, 16, 16), seed=0)
+    >>> tuple(obs.y.shape), tuple(obs.physics.output_shape), tuple(obs.reference.shape)
+    ((1, 3, 8, 8), (16, 16), (1, 3, 16, 16))
     """
 
     y: object
@@ -131,6 +138,14 @@ class Denoise(Task):
     ``torch.Generator`` (``rng="torch"``), so it does not depend on the device, or from NumPy's
     ``default_rng(seed).normal`` drawn in (C, H, W) order (``rng="numpy"``), the noise of the
     papers' reference runs (REFERENCE §5b), so a fit can be compared with their code on the same y.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.full((1, 1, 64, 64), 0.5)
+    >>> y = Denoise(sigma=25).degrade(x, seed=0)
+    >>> round(float((y - x).std()) * 255)
+    25
     """
 
     RNGS: ClassVar[tuple[str, ...]] = ("torch", "numpy")

@@ -94,6 +94,13 @@ def get(source) -> Filter:
     A string ending in ``.toml`` or containing a path separator is read as a file;
     anything else is looked up in the catalogue (:func:`names`: the shipped filters and
     the user's folders, :func:`user_dirs`). A name defined in two places is an error.
+
+    Examples
+    --------
+    >>> get("bilinear").taps.tolist()
+    [0.25, 0.75, 0.75, 0.25]
+    >>> get({"kind": "gaussian", "sigma": 0.7}).name
+    'gaussian-sigma0.7'
     """
     if isinstance(source, Filter):
         return source

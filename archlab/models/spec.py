@@ -55,6 +55,14 @@ class ArchSpec:
     the output size divided by :attr:`scale` for decoders (``factor**depth``; ``factor**(depth - 1)``
     for the layered ones); a decoder first runs
     ``stem`` blocks at that input size (paper 000's decoder: 2) before its first upsampler.
+
+    Examples
+    --------
+    >>> spec = ArchSpec(kind="decoder", depth=3, width=32, upsampler={"kind": "gaussian", "sigma": 0.7})
+    >>> spec.replace(width=(64, 32, 32)).width, spec.multiple
+    ((64, 32, 32), 8)
+    >>> ArchSpec.from_dict(spec.to_dict()) == spec
+    True
     """
 
     kind: str = "hourglass"
