@@ -183,11 +183,6 @@ def run_experiment(name: str, out: str | Path, device: str = "auto", only: str |
     return read_rows(csv)
 
 
-def datasets_needed(name: str) -> list[str]:
-    """The dataset folders (under :func:`archlab.images.datasets_root`) experiment ``name`` reads."""
-    return _datasets(EXPERIMENTS[name]())
-
-
 def _datasets(runs: list[Run]) -> list[str]:
     return sorted({Path(run.image).parts[0] for run in runs if run.image not in images.builtin_names()})
 

@@ -10,8 +10,6 @@ from pathlib import Path
 from archlab import models
 
 SET9_DENOISE = ("image_Baboon512rgb.png", "image_F16_512rgb.png", "image_House256rgb.png", "image_Peppers512rgb.png")
-#: Paper 001 Table 2 (DIP oracle PSNR, Set9 ×¼, σ = 25, mean of 5 runs).
-PAPER_001_TABLE_2 = {"Baboon": 24.73, "F16": 27.00, "House": 26.89, "Peppers": 27.12}
 
 
 @dataclass(frozen=True)
