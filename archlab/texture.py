@@ -1,11 +1,13 @@
 """Texture features and the width predictor of paper 004 (Liu et al., ICCV 2023, §3.5, §4.4).
 
 An image is described by spatial features, the grey-level co-occurrence matrix (GLCM) properties of
-Haralick et al. (``skimage.feature.graycomatrix/graycoprops``), frequency features, the radial
+Haralick et al. (``skimage.feature.graycomatrix/graycoprops``), and frequency features, the radial
 power spectral density (PSD, ``spectral.radial_psd``) at fixed normalised radii plus its log-log
-slope, and its size. A decision tree selects features and support-vector machines classify the
-width of a 2-level hourglass into {32, 64, 128} (:class:`WidthPredictor`), trained on the
-Texture-DIP labels through a features table shipped as package data (no pickle).
+slope, all measured on a fixed analysis scale: tiles of :data:`ANALYSIS_SIDE` pixels, averaged, so
+the vector describes texture per pixel and not the image's size. A decision tree selects features and
+support-vector machines classify the width of a 2-level hourglass into {32, 64, 128}
+(:class:`WidthPredictor`), trained on the Texture-DIP labels through a features table shipped as
+package data (no pickle).
 
 The image given is often the noisy observation. Features are computed after discounting white noise
 of standard deviation sigma (estimated by :func:`estimate_noise_sigma` unless given): the PSD loses
@@ -33,7 +35,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.feature_selection import SelectFromModel
 from sklearn.metrics import confusion_matrix, roc_auc_score
-from sklearn.model_selection import RepeatedStratifiedKFold
+from sklearn.model_selection import LeaveOneGroupOut, RepeatedStratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler, label_binarize
 from sklearn.svm import SVC
@@ -64,9 +66,14 @@ POWER_EPS = 1e-10
 #: After subtracting the white-noise floor sigma^2 a PSD value keeps at least this fraction of it.
 FLOOR_KEEP = 0.1
 
+#: Side (pixels) of the square tiles the features are measured on (the image's shorter side when smaller),
+#: and the most tiles averaged (evenly spread over the image).
+ANALYSIS_SIDE = 64
+MAX_TILES = 16
+
 FEATURE_NAMES = tuple(
     f"glcm_{prop}_d{d}_a{a}" for prop in GLCM_PROPS for d in GLCM_DISTANCES for a in GLCM_ANGLES
-) + tuple(f"psd_r{k}" for k in range(1, PSD_RINGS)) + ("psd_slope", "log2_pixels")
+) + tuple(f"psd_r{k}" for k in range(1, PSD_RINGS)) + ("psd_slope",)
 
 LABELS_CSV = "texture-dip/labels.csv"
 TABLE_RESOURCE = "texture_features.csv"
@@ -149,20 +156,36 @@ def _psd(grey: np.ndarray) -> np.ndarray:
     return spectral.radial_psd(torch.from_numpy(grey)[None, None], bins=PSD_RINGS)[1][0, 1:].numpy()
 
 
+def tiles(grey: np.ndarray) -> list[np.ndarray]:
+    """The analysis tiles of an image: squares of :data:`ANALYSIS_SIDE` pixels (the shorter side when
+    smaller) on a grid over the image, at most :data:`MAX_TILES` of them, evenly spread."""
+    side = min(ANALYSIS_SIDE, *grey.shape)
+    rows, cols = grey.shape[0] // side, grey.shape[1] // side
+    corners = [(r * side, c * side) for r in range(rows) for c in range(cols)]
+    if len(corners) > MAX_TILES:
+        corners = [corners[i] for i in np.linspace(0, len(corners) - 1, MAX_TILES).round().astype(int)]
+    return [grey[r:r + side, c:c + side] for r, c in corners]
+
+
 def _psd_summary(psd: np.ndarray) -> tuple[np.ndarray, float]:
     log_power = np.log10(psd + POWER_EPS)
     return log_power, float(np.polyfit(np.log10(np.arange(1, PSD_RINGS)), log_power, 1)[0])
 
 
-def _glcm(grey: np.ndarray, sigma: float) -> np.ndarray:
-    if sigma > 0:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            grey = scipy.signal.wiener(grey, mysize=5, noise=sigma**2)
+def _glcm(grey: np.ndarray) -> np.ndarray:
     levels = np.clip(np.floor(grey * GLCM_LEVELS), 0, GLCM_LEVELS - 1).astype(np.uint8)
     matrix = graycomatrix(
         levels, GLCM_DISTANCES, np.deg2rad(GLCM_ANGLES), levels=GLCM_LEVELS, symmetric=True, normed=True
     )
     return np.concatenate([graycoprops(matrix, prop).ravel() for prop in GLCM_PROPS])
+
+
+def _denoised(grey: np.ndarray, sigma: float) -> np.ndarray:
+    """The luma Wiener-filtered for white noise of ``sigma`` (unchanged for sigma = 0)."""
+    if sigma <= 0:
+        return grey
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return scipy.signal.wiener(grey, mysize=5, noise=sigma**2)
 
 
 def features(image, noise_sigma="auto") -> pd.Series:
@@ -174,9 +197,11 @@ def features(image, noise_sigma="auto") -> pd.Series:
     S(r) = mean_{|f| ~ r} |F{Y}(f)|^2 / HW of ``spectral.radial_psd`` (the azimuthal average of paper
     004 §3.5) at r = k/16 cycles/pixel, k = 1..8 (fixed normalised radii, so the vector does not depend
     on the image size), as log10 S, plus the least-squares slope of log10 S against log10 r (about -2 to
-    -3 for natural images, 0 for white noise). Size: log2 of the pixel count (the paper's PSD vector, on
-    integer radii, carries the size implicitly; the widths of Texture-DIP depend on it, e.g. every
-    256 x 256 image is labelled 32).
+    -3 for natural images, 0 for white noise). Both are measured on :func:`tiles` of :data:`ANALYSIS_SIDE`
+    pixels (GLCM properties and PSD values averaged over the tiles), so two images of one texture at
+    different sizes give the same vector; the image's size is not a feature (paper 004's PSD vector, on
+    integer radii, carries it implicitly, and the Texture-DIP widths follow it: every 256 x 256 image is
+    labelled 32).
 
     Noise compensation (white noise of standard deviation sigma has a flat PSD of height sigma^2):
     each PSD value becomes max(S - sigma^2, 0.1 sigma^2) and the GLCM is computed on
@@ -197,8 +222,10 @@ def features(image, noise_sigma="auto") -> pd.Series:
         float64 values indexed by :data:`FEATURE_NAMES`.
     """
     grey, sigma = _grey_and_sigma(image, noise_sigma)
-    bins, slope = _psd_summary(np.maximum(_psd(grey) - sigma**2, FLOOR_KEEP * sigma**2))
-    values = np.concatenate([_glcm(grey, sigma), bins, [slope, np.log2(grey.size)]])
+    psd = np.mean([_psd(tile) for tile in tiles(grey)], axis=0)
+    bins, slope = _psd_summary(np.maximum(psd - sigma**2, FLOOR_KEEP * sigma**2))
+    glcm = np.mean([_glcm(tile) for tile in tiles(_denoised(grey, sigma))], axis=0)
+    values = np.concatenate([glcm, bins, [slope]])
     return pd.Series(values, index=list(FEATURE_NAMES), dtype=np.float64)
 
 
@@ -433,14 +460,21 @@ def cross_validate(
     n_splits: int = 5,
     n_repeats: int = 10,
     seed: int = 0,
+    groups: str | None = None,
 ) -> CVResult:
-    """Repeated stratified k-fold CV over images (paper 004: 5 folds repeated 10 times).
+    """Repeated stratified k-fold CV over images (paper 004: 5 folds repeated 10 times), or one fold per
+    source dataset.
 
     Folds split the labelled images (stratified by width), so an image's noisy versions never sit on
     both sides; each fold trains a clone of ``estimator`` (default :class:`WidthPredictor`) on the
     training images' rows at ``train_sigmas`` and scores the test images' rows at ``test_sigma``,
-    using the feature ``columns``.
+    using the feature ``columns``. With ``groups="dataset"`` each dataset (the first folder of an
+    image's path: cbsd68, set12, set9) is the test fold once and the others train (leave one group
+    out; ``n_splits``, ``n_repeats`` and ``seed`` do not apply), so images of one source and size
+    never sit on both sides.
     """
+    if groups not in (None, "dataset"):
+        raise ValueError(f"groups: {groups!r} is invalid; allowed: None, 'dataset'")
     if test_sigma not in set(table["sigma"]) or not set(train_sigmas) <= set(table["sigma"]):
         raise ValueError(f"sigma: the table holds noise levels {sorted(set(table['sigma']))}")
     estimator = estimator if estimator is not None else WidthPredictor()
@@ -449,12 +483,19 @@ def cross_validate(
     test_rows = rows[rows["sigma"] == test_sigma].set_index("image").loc[names]
     y = test_rows["width"].astype(int).to_numpy()
     classes = np.unique(y)
-    folds = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=seed)
+    if groups == "dataset":
+        sources = np.array([name.split("/")[0] for name in names])
+        n_repeats, n_splits = 1, len(set(sources))
+        splits = LeaveOneGroupOut().split(names, y, sources)
+    else:
+        splits = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=seed).split(names, y)
     proba = np.zeros((n_repeats, len(y), len(classes)))
-    for k, (train, test) in enumerate(folds.split(names, y)):
+    for k, (train, test) in enumerate(splits):
         train_rows = rows[rows["image"].isin(names[train]) & rows["sigma"].isin(list(train_sigmas))]
         model = clone(estimator).fit(train_rows[list(columns)], train_rows["width"].astype(int).to_numpy())
-        proba[k // n_splits, test] = model.predict_proba(test_rows[list(columns)].iloc[test])
+        fold = np.zeros((len(test), len(classes)))  # a class the training fold lacks gets probability 0
+        fold[:, np.searchsorted(classes, model.classes_)] = model.predict_proba(test_rows[list(columns)].iloc[test])
+        proba[k // n_splits, test] = fold
     truth = label_binarize(y, classes=classes)
     aucs = [roc_auc_score(truth, p, average="micro") for p in proba]
     predicted = classes[np.argmax(proba, axis=2)]

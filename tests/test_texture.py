@@ -72,10 +72,13 @@ def test_features_same_from_path_array_and_tensor(tmp_path):
 def test_glcm_features_match_scikit_image():
     array = skimage.data.camera()[100:228, 200:328]
     levels = np.minimum(np.floor(array / 255 * texture.GLCM_LEVELS), texture.GLCM_LEVELS - 1).astype(np.uint8)
-    matrix = graycomatrix(levels, [3], [np.pi / 4], levels=texture.GLCM_LEVELS, symmetric=True, normed=True)
+    side = texture.ANALYSIS_SIDE  # the features average the properties of the 64-px tiles
+    matrices = [graycomatrix(levels[r:r + side, c:c + side], [3], [np.pi / 4], levels=texture.GLCM_LEVELS,
+                             symmetric=True, normed=True) for r in (0, side) for c in (0, side)]
     values = texture.features(array, noise_sigma=0)
     for prop in texture.GLCM_PROPS:
-        assert values[f"glcm_{prop}_d3_a45"] == pytest.approx(graycoprops(matrix, prop)[0, 0], rel=1e-9)
+        expected = np.mean([graycoprops(m, prop)[0, 0] for m in matrices])
+        assert values[f"glcm_{prop}_d3_a45"] == pytest.approx(expected, rel=1e-9)
 
 
 def test_psd_of_white_noise_is_flat_at_sigma_squared():
@@ -85,7 +88,6 @@ def test_psd_of_white_noise_is_flat_at_sigma_squared():
     psd = values[[f"psd_r{k}" for k in range(1, texture.PSD_RINGS)]].to_numpy()
     np.testing.assert_allclose(psd, np.log10(sigma**2), atol=0.08)  # Parseval: E S(r) = sigma^2
     assert abs(values["psd_slope"]) < 0.1
-    assert values["log2_pixels"] == 16
 
 
 def test_psd_slope_of_power_law_field():
@@ -194,7 +196,7 @@ def test_predictor_clones_and_cross_validates(table):
     model = clone(texture.WidthPredictor(C=0.5))
     assert model.get_params()["C"] == 0.5 and not hasattr(model, "classes_")
     scores = cross_val_score(model, X, y, cv=StratifiedKFold(5, shuffle=True, random_state=0), scoring="roc_auc_ovr")
-    assert np.isfinite(scores).all() and scores.mean() > 0.75
+    assert np.isfinite(scores).all() and scores.mean() > 0.6  # texture only: 0.69 measured
     fitted = texture.WidthPredictor().fit(X, y)
     assert list(fitted.feature_names_in_) == list(texture.FEATURE_NAMES)
     np.testing.assert_allclose(fitted.predict_proba(X).sum(axis=1), 1.0)
@@ -214,14 +216,30 @@ def test_default_predictor_without_pickle_or_network(monkeypatch):
     assert texture.default_predictor() is texture.default_predictor()
 
 
-def test_cross_validation_reaches_paper_auc_and_beats_the_prior(table):
+def test_texture_alone_beats_the_class_prior_within_datasets_but_not_across_them(table):
+    # The size feature is gone (with it paper 004's 0.86 AUC, Fig. 11a, which rode on it): measured
+    # texture-only micro-AUC 0.80 against 0.76 for the class prior in stratified CV, and 0.51 against
+    # 0.67 when each dataset is held out in turn (the Texture-DIP widths follow source and size).
     result = texture.cross_validate(table, n_repeats=2)
     prior = texture.cross_validate(table, n_repeats=2, estimator=DummyClassifier(strategy="prior"))
     assert result.n_images == 65
-    assert result.micro_auc >= 0.86  # paper 004, Fig. 11a
-    assert result.micro_auc > prior.micro_auc + 0.08
+    assert result.micro_auc > prior.micro_auc + 0.03
     assert result.confusion.to_numpy().sum() == pytest.approx(65)
     assert 0 < result.accuracy <= result.acceptable <= 1
+    grouped = texture.cross_validate(table, groups="dataset")
+    grouped_prior = texture.cross_validate(table, groups="dataset", estimator=DummyClassifier(strategy="prior"))
+    assert grouped.confusion.to_numpy().sum() == pytest.approx(65)
+    assert 0 < grouped.micro_auc < grouped_prior.micro_auc
+    with pytest.raises(ValueError, match="groups"):
+        texture.cross_validate(table, groups="size")
+
+
+def test_features_describe_texture_not_image_size():
+    tile = _power_law(64, -1.5, seed=4)
+    mosaic = np.tile(tile, (3, 2))  # the same texture on a 192 x 128 image
+    np.testing.assert_allclose(texture.features(mosaic, noise_sigma=0), texture.features(tile, noise_sigma=0),
+                               rtol=1e-9, atol=1e-12)
+    assert "log2_pixels" not in texture.FEATURE_NAMES
 
 
 def test_compensation_keeps_a_clean_trained_model_working_on_noisy_images(table):

@@ -29,7 +29,9 @@ def register(subparsers) -> None:
         default="0,25,50",
         help="noise levels of the training observations, comma-separated (default 0,25,50, as the shipped model)",
     )
-    cv.add_argument("--texture-only", action="store_true", help="leave the image-size feature out")
+    cv.add_argument("--groups", choices=("dataset",), default=None,
+                    help="dataset: one fold per source dataset (leave one out), so no source or image size sits "
+                         "on both sides; --folds/--repeats/--seed then do not apply")
     cv.add_argument("-o", "--output", help="also write the results table to this CSV")
     cv.set_defaults(func=run_cv)
     build = sub.add_parser("build-table", help="recompute the features table from the Texture-DIP images")
@@ -84,8 +86,9 @@ def run_cv(args: argparse.Namespace) -> int:
 
     table = texture.load_table(args.table)
     train = _sigmas(args.train_sigmas)
-    columns = [c for c in texture.FEATURE_NAMES if not (args.texture_only and c == "log2_pixels")]
-    settings = dict(train_sigmas=train, columns=columns, n_splits=args.folds, n_repeats=args.repeats, seed=args.seed)
+    columns = list(texture.FEATURE_NAMES)
+    settings = dict(train_sigmas=train, columns=columns, n_splits=args.folds, n_repeats=args.repeats, seed=args.seed,
+                    groups=args.groups)
     rows, confusions = [], []
     for compensated in (True, False):
         for sigma in sorted(set(table["sigma"])):
@@ -96,8 +99,10 @@ def run_cv(args: argparse.Namespace) -> int:
     prior = texture.cross_validate(table, estimator=DummyClassifier(strategy="prior"), **settings)
     rows.append(_row("class prior", True, 0, prior))
     results = pd.DataFrame(rows)
+    folds = ("one fold per dataset (leave one out)" if args.groups else
+             f"{args.folds}-fold stratified CV x {args.repeats}")
     print(
-        f"{args.folds}-fold stratified CV x {args.repeats} on {prior.n_images} labelled images; "
+        f"{folds} on {prior.n_images} labelled images; "
         f"trained on sigma {','.join(map(str, train))}; features: {len(columns)}"
     )
     print(results.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
