@@ -77,6 +77,17 @@ def decoder_lambda_runs(iterations: int = 3000) -> list[Run]:
             for lipschitz in LAMBDA_GRID for image in SET9_DENOISE]
 
 
+def decoder_lambda_256_runs(iterations: int = 2000) -> list[Run]:
+    """Paper 000's decoder (``shi-decoder``) at the λ :func:`archlab.models.lipschitz_for_size` gives a 256-px
+    image (2.0, held beyond the measured 128-px point) on the Set9 images at 256 px (×½; House as it is),
+    σ = 25, the reference degradation: whether that λ underfits or decays at 256 px."""
+    fit_settings = {"iterations": iterations, "lr": 0.001, "input_jitter": 0.0, "ema": 0.99, "stop": "record"}
+    return [Run("shi-decoder λ=auto 256px", f"set9/{image}", controlled_decoder(), REFERENCE_DENOISE, fit_settings,
+                downscale=1 if "256" in image else 2, resize="pil")
+            for image in ("image_F16_512rgb.png", "image_Peppers512rgb.png", "image_House256rgb.png",
+                          "image_Baboon512rgb.png")]
+
+
 #: Suffix of the configurations that fit the papers' DIP preset as the baseline of a task.
 DIP_BASELINE = " · DIP"
 
@@ -138,5 +149,6 @@ def stopping_runs() -> list[Run]:
             for arch, fit_settings in STOPPING_FITS.items()]
 
 
-EXPERIMENTS = {"denoise-set9": denoise_set9_runs, "decoder-lambda": decoder_lambda_runs, "tasks": tasks_runs,
+EXPERIMENTS = {"denoise-set9": denoise_set9_runs, "decoder-lambda": decoder_lambda_runs,
+               "decoder-lambda-256": decoder_lambda_256_runs, "tasks": tasks_runs,
                "stopping": stopping_runs}
