@@ -80,13 +80,15 @@ def fake_fit(peaks: dict, stop_at: int | None = 70, calls: list | None = None, f
 # --- study files -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["quick-demo", "lipschitz-sweep", "gaussian-sigma", "upsampler-ablation",
-                                  "depth-width-skips", "texture-width-labels"])
+                                  "depth-width-skips", "texture-width-labels", "recommend-denoise", "recommend-inpaint"])
 def test_shipped_studies_validate_and_round_trip(name):
     spec = studies.load_study(name)
     assert spec.name == name
     assert studies.StudySpec.from_dict(spec.to_dict()) == spec
     assert re.search(r"runtime: about \d+ minutes", studies.shipped()[name])
-    assert spec.grid_size == math.prod(len(p.grid()) for p in spec.space)
+    grids = [p.grid() for p in spec.space]
+    assert spec.grid_size == (None if None in grids else math.prod(len(g) for g in grids))
+    assert spec.is_grid or spec.n_trials
 
 
 def test_shipped_studies_carry_the_papers_grids():

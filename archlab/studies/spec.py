@@ -352,8 +352,10 @@ class StudySpec:
         return {p.name: p.grid() for p in self.space}
 
     @property
-    def grid_size(self) -> int:
-        return math.prod(len(v) for v in self.grid_space().values())
+    def grid_size(self) -> int | None:
+        """Points of the search space's grid; None when a parameter is a continuous range."""
+        grids = self.grid_space().values()
+        return None if any(g is None for g in grids) else math.prod(len(g) for g in grids)
 
     @property
     def is_grid(self) -> bool:
