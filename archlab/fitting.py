@@ -29,7 +29,16 @@ import torch.nn as nn
 
 from archlab import loop, stopping
 from archlab.batched import VmappedNets
-from archlab.engine import BF16_MAX_RELATIVE_ERROR, PRECISIONS, CompiledModule, bf16_error, engine_settings, resolve_device
+from archlab.engine import (
+    BF16_MAX_RELATIVE_ERROR,
+    PRECISIONS,
+    CompiledModule,
+    bf16_error,
+    describe_choice,
+    engine_settings,
+    fastest,
+    resolve_device,
+)
 from archlab.loop import AUTO_STOP, RULES, STOPS, output_measures
 from archlab.models import ArchSpec, build, for_size, load_spec
 from archlab.models.spec import per_level
@@ -287,6 +296,7 @@ def fit(arch: ArchSpec | str | nn.Module, task: Task, observation: torch.Tensor,
     (20, [10, 20])
     """
     device = resolve_device(device)
+    measured = fast and overrides.get("channels_last") is None and overrides.get("precision") is None
     settings, requested = _settings(settings, overrides, device, fast)
     if isinstance(arch, nn.Module) and net_input is None:
         raise ValueError("net_input: a module needs its input tensor")
@@ -296,12 +306,7 @@ def fit(arch: ArchSpec | str | nn.Module, task: Task, observation: torch.Tensor,
     else:
         spec, net, z = _network(arch, task, physics, y.shape[1], settings.seed, device)
         spec_dict = spec.to_dict()
-    note = "as requested" if requested or settings.precision == "fp32" else "bf16 keeps the signal"
-    if settings.precision == "bf16" and not requested:
-        error, layer = bf16_error(net, z)
-        if error > BF16_MAX_RELATIVE_ERROR:
-            settings = settings.replace(precision="fp32")
-            note = f"fp32: in bf16 the activations of layer {layer} are off by {error:.0%} (> {BF16_MAX_RELATIVE_ERROR:.0%})"
+    settings, note = _engine_choice(net, z, settings, requested, measured)
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     net = net.to(memory_format=memory_format)
     z = z.contiguous(memory_format=memory_format)
@@ -311,6 +316,28 @@ def fit(arch: ArchSpec | str | nn.Module, task: Task, observation: torch.Tensor,
                    on_evaluation)
     loop.run(nets, [run], progress=progress, interruptible=interruptible)
     return _result(run, spec_dict, {"engine": note})
+
+
+def _engine_choice(net: nn.Module, z: torch.Tensor, settings: FitSettings, requested: bool,
+                   measured: bool) -> tuple[FitSettings, str]:
+    """The settings the fit runs and what the engine says of them: bf16 only where it keeps the network's
+    signal (:func:`archlab.engine.bf16_error`); with ``measured`` (``fast`` and neither the precision nor
+    the memory format given) the fastest of the safe candidates as timed here
+    (:func:`archlab.engine.fastest`)."""
+    note = "as requested" if requested or settings.precision == "fp32" else "bf16 keeps the signal"
+    bf16 = settings.precision == "bf16"
+    if bf16 and not requested:
+        error, layer = bf16_error(net, z)
+        if error > BF16_MAX_RELATIVE_ERROR:
+            settings, bf16 = settings.replace(precision="fp32"), False
+            note = f"fp32: in bf16 the activations of layer {layer} are off by {error:.0%} (> {BF16_MAX_RELATIVE_ERROR:.0%})"
+    if not measured:
+        return settings, note
+    precisions = ("fp32", "bf16") if bf16 else ("fp32",)
+    chosen, seconds = fastest(net, z, [(p, layout) for p in precisions for layout in (False, True)])
+    settings = settings.replace(precision=chosen[0], channels_last=chosen[1])
+    why = (note if not bf16 else "bf16 keeps the signal") if note != "as requested" else "bf16 not native here"
+    return settings, f"{describe_choice(chosen, seconds)}; {why}"
 
 
 def _as_list(name: str, value) -> list | None:

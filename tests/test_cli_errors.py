@@ -282,6 +282,16 @@ def test_threads_are_set_before_the_command(tmp_path, monkeypatch):
         torch.set_num_threads(before)
 
 
+def test_default_threads_leave_the_busy_cores_alone(monkeypatch):
+    from archlab.cli import default_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert [default_threads(load) for load in (0.0, 1.4, 2.6, 3.9, 7.0)] == [4, 3, 1, 1, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert default_threads(0.0) == 2 and default_threads(3.0) == 1
+
+
 def test_study_defaults_agree_with_the_library():
     from archlab import studies
     from archlab.cli import study

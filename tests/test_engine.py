@@ -191,13 +191,47 @@ def test_fit_improves_in_fp32_and_fast_modes(noisy, fast):
     h = result.history
     assert h["loss"].iloc[-1] < h["loss"].iloc[0] and h["psnr"].iloc[-1] > h["psnr"].iloc[0]
     expected = engine_settings("cpu", fast=fast)
-    if expected["precision"] == "bf16" and result.settings["precision"] == "fp32":  # bf16 lost this net's signal
-        assert "off by" in result.extras["engine"]
-        expected["precision"] = "fp32"
+    if fast:  # the engine measured the safe candidates and runs the fastest
+        assert "the fastest measured here" in result.extras["engine"]
+        if expected["precision"] == "fp32":
+            assert result.settings["precision"] == "fp32"
+        expected = {"compile": False}
     assert {k: result.settings[k] for k in expected} == expected
-    again = fit(TINY, task, y, iterations=10, seed=3, eval_every=5, fast=fast, progress=False)
+    chosen = {k: result.settings[k] for k in ("precision", "channels_last")}
+    again = fit(TINY, task, y, iterations=10, seed=3, eval_every=5, fast=fast, progress=False, **chosen)
     assert torch.allclose(again.output, fit(TINY, task, y, iterations=10, seed=3, eval_every=5, fast=fast,
-                                            progress=False).output, atol=1e-6)
+                                            progress=False, **chosen).output, atol=1e-6)
+
+
+def test_fastest_takes_the_quickest_pass_of_each_candidate():
+    net, z = models.build(TINY, 1, (16, 16))
+    durations = {("fp32", False): [0.9, 0.5, 0.6], ("fp32", True): [0.9, 0.7, 0.4], ("bf16", False): [0.3, 0.8, 0.8]}
+    stamps = iter([t for d in durations.values() for step in d for t in (0.0, step)])
+    chosen, seconds = engine.fastest(net, z, list(durations), timer=lambda: next(stamps))
+    assert seconds == {("fp32", False): 0.5, ("fp32", True): 0.4, ("bf16", False): 0.8}  # the warm-up pass is not timed
+    assert chosen == ("fp32", True)
+    assert engine.describe_choice(chosen, seconds).startswith("fp32 channels-last, the fastest measured here")
+    assert all(p.grad is None for p in net.parameters())  # measured on a copy
+
+
+def test_fit_runs_the_layout_the_engine_measured_fastest_unless_told(noisy, monkeypatch):
+    from archlab import fitting
+
+    task, x, y = noisy
+    calls = []
+
+    def measured(net, z, candidates):
+        calls.append(candidates)
+        return ("fp32", False), {c: 0.1 for c in candidates}
+
+    monkeypatch.setattr(fitting, "fastest", measured)
+    result = fit(TINY, task, y, iterations=2, eval_every=1, window=2, fast=True, progress=False)
+    assert result.settings["channels_last"] is False and len(calls) == 1
+    assert ("fp32", True) in calls[0] and all(p in ("fp32", "bf16") for p, _ in calls[0])
+    told = fit(TINY, task, y, iterations=2, eval_every=1, window=2, fast=True, channels_last=True, progress=False)
+    assert told.settings["channels_last"] is True and len(calls) == 1  # given: nothing measured
+    fit(TINY, task, y, iterations=2, eval_every=1, window=2, fast=False, progress=False)
+    assert len(calls) == 1  # the fp32 reference path never measures
 
 
 def test_fit_with_compile_falls_back_or_matches(noisy, monkeypatch):
