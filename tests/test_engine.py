@@ -243,6 +243,7 @@ def test_fit_with_compile_falls_back_or_matches(noisy, monkeypatch):
     assert torch.allclose(compiled.output, eager.output, atol=1e-5)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_fit_many_on_cuda(noisy):
     task, x, y = noisy
@@ -251,3 +252,17 @@ def test_fit_many_on_cuda(noisy):
     assert torch.allclose(many[1].output, single.output, atol=1e-4)
     fast = fit(TINY, task, y, iterations=10, eval_every=5, device="cuda", progress=False)
     assert torch.isfinite(fast.output).all()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_engine_measures_on_cuda_and_syncs_only_at_evaluations(noisy, monkeypatch):
+    task, x, y = noisy
+    result = fit(TINY, task, y, iterations=20, eval_every=10, device="cuda", progress=False)
+    assert "the fastest measured here" in result.extras["engine"] and torch.isfinite(result.output).all()
+    transfers = []
+    original = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda t: transfers.append(t.device.type) or original(t))
+    fit(TINY, task, y, iterations=20, eval_every=10, device="cuda", progress=False, precision="fp32",
+        channels_last=False)
+    assert transfers.count("cuda") <= 2 + 2  # one per evaluation (the rows), and the rules' summaries
