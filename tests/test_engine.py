@@ -263,6 +263,10 @@ def test_the_engine_measures_on_cuda_and_syncs_only_at_evaluations(noisy, monkey
     transfers = []
     original = torch.Tensor.tolist
     monkeypatch.setattr(torch.Tensor, "tolist", lambda t: transfers.append(t.device.type) or original(t))
-    fit(TINY, task, y, iterations=20, eval_every=10, device="cuda", progress=False, precision="fp32",
-        channels_last=False)
-    assert transfers.count("cuda") <= 2 + 2  # one per evaluation (the rows), and the rules' summaries
+    counts = []
+    for iterations in (20, 40):
+        transfers.clear()
+        fit(TINY, task, y, iterations=iterations, eval_every=10, device="cuda", progress=False, precision="fp32",
+            channels_last=False)
+        counts.append(transfers.count("cuda"))
+    assert counts[1] - counts[0] == 2  # 20 more iterations, 2 more evaluations: one transfer each, none per step
