@@ -83,14 +83,19 @@ def test_denoise_set9_runs_use_the_reference_degradation_and_fp32():
 
 
 def test_tasks_table_scores_every_task_against_its_observation(tmp_path):
-    rows = [_row("denoise σ=25", "0000", final_psnr=27.0), _row("sr ×4", "F16", observation_psnr=26.0, final_psnr=25.5),
-            _row("enhance λ=1", "tulips", sharpness_observed=0.02, sharpness_restored=0.05),
-            _row("denoise σ=25" + reproduce.DIP_BASELINE, "0000", final_psnr=22.5, peak_psnr=28.25)]
+    rows = [_row("denoise σ=25", "0000", stop_rule="discrepancy", stop_psnr=27.0),
+            _row("sr ×4", "F16", observation_psnr=26.0, stop_rule="wmv", stop_psnr=25.5),
+            _row("enhance λ=1", "tulips", stop_rule="ratio", stop_psnr=float("nan"), sharpness_observed=0.02,
+                 sharpness_restored=0.05),
+            _row("denoise σ=25" + reproduce.DIP_BASELINE, "0000", stop_rule="discrepancy", stop_psnr=26.0,
+                 final_psnr=22.5, peak_psnr=28.25, seconds=30.0)]
     text = reproduce.write_table("tasks", pd.DataFrame(rows), tmp_path)
     lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
     assert len(lines) == 5  # header, separator, three tasks: the DIP run is a column, not a row
-    assert lines["denoise σ=25"].endswith("| yes | 22.50 | 28.25 |") and lines["sr ×4"].endswith("| NO |  |  |")
-    assert lines["enhance λ=1"].endswith("| yes |  |  |") and "enhanced 0.0500" in text
+    assert "| discrepancy | 900 | 27.00 | 24.00 | 25.00 |" in lines["denoise σ=25"]
+    assert lines["denoise σ=25"].endswith("| yes | 26.00 | 22.50 | 28.25 | 30.00 |")
+    assert lines["sr ×4"].endswith("| NO |  |  |  |  |")
+    assert lines["enhance λ=1"].endswith("| yes |  |  |  |  |") and "enhanced 0.0500" in text
 
 
 def test_numeric_image_names_stay_strings(tmp_path):
