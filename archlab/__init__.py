@@ -13,7 +13,7 @@ The public API (imported on first use, so ``import archlab`` stays light):
 
 Modules, bottom-up (a module imports only from layers below it): vocabulary, checks, images, metrics -> filters,
 spectral, engine -> layers, tasks, physics, stopping, texture, report -> models -> loop, batched -> fitting,
-restoration, recommend -> experiments, reproductions, reproduce, studies -> cli.
+restoration, learnt, recommend -> experiments, reproductions, reproduce, studies -> cli.
 
 Examples
 --------

@@ -1,18 +1,19 @@
 """Image → architecture: a DIP for this image without a search.
 
-The width comes from the texture classifier of paper 004 §3.5/§4.4
-(:func:`archlab.texture.predict_width`, GLCM + radial-PSD features, noise-compensated so
-the noisy observation a user has can be scored); everything else comes from the
-rules in :data:`RULES`, each with its source. Later studies replace rules by learnt
-ones here, in one place.
+Where a table learnt from a study exists for the task (:mod:`archlab.learnt`, built by ``archlab study
+learn``), the configuration - depth, width, skips, upsampler, λ and learning rate - is the one the
+study's regressors predict restores this image best, no slower than the default. Otherwise the width
+comes from the texture classifier of paper 004 §3.5/§4.4 (:func:`archlab.texture.predict_width`,
+GLCM + radial-PSD features, noise-compensated so the noisy observation a user has can be scored) and
+everything else from the rules in :data:`RULES`, each with its source.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from archlab import texture
-from archlab.models import ArchSpec
+from archlab import learnt, texture
+from archlab.models import ArchSpec, preset
 from archlab.tasks import Task
 
 #: The rules that fill an ArchSpec and the fit settings around the predicted width, with their sources.
@@ -33,6 +34,20 @@ BASE_SPEC = ArchSpec(kind=RULES["kind"][0], depth=RULES["depth"][0], width=64, s
                      upsampler=RULES["upsampler"][0], lipschitz=RULES["lipschitz"][0], norm=RULES["norm"][0])
 
 
+#: The architecture a learnt configuration fills in (the ``[arch]`` of the recommend studies) and its fit budget.
+LEARNT_BASE = preset("controlled-64")
+LEARNT_ITERATIONS = 1000
+
+
+def crop_spec(task: Task | None = None) -> ArchSpec:
+    """The deepest architecture :func:`recommend` may give for ``task``: what an image is cropped for before
+    the recommendation is known (the learnt table's deepest configuration, else :data:`BASE_SPEC`)."""
+    name = task.name if task is not None else "denoise"
+    if learnt.table_path(name).is_file():
+        return LEARNT_BASE.replace(depth=int(learnt.load_table(name)["depth"].max()))
+    return BASE_SPEC
+
+
 @dataclass(frozen=True)
 class Recommendation:
     """What :func:`recommend` returns: the spec, fit settings, and the evidence behind them."""
@@ -44,12 +59,15 @@ class Recommendation:
     texture_score: float
     noise_sigma: float
     sources: dict = field(default_factory=dict)
+    alternatives: tuple = ()
 
     def to_dict(self) -> dict:
         return {"arch": self.spec.to_dict(), "fit": self.fit, "width": self.width,
                 "probabilities": {str(k): round(v, 4) for k, v in self.probabilities.items()},
                 "texture_score": round(self.texture_score, 4), "noise_sigma_255": round(self.noise_sigma * 255, 2),
-                "sources": self.sources}
+                "sources": self.sources,
+                "alternatives": [{"config": c.config, "predicted_gain_db": round(c.gain_over_default, 3),
+                                  "predicted_seconds": round(c.seconds, 2)} for c in self.alternatives]}
 
 
 def recommend(image, task: Task | None = None) -> Recommendation:
@@ -80,12 +98,27 @@ def recommend(image, task: Task | None = None) -> Recommendation:
     """
     sigma = texture.estimate_noise_sigma(image)
     width, probabilities = texture.predict_width(image, noise_sigma=sigma)
+    score = texture.texture_score(image, noise_sigma=sigma)
+    name = task.name if task is not None else "denoise"
+    if learnt.table_path(name).is_file():
+        chosen, ranking = learnt.shipped_recommender(name).choose(texture.features(image, noise_sigma=sigma))
+        config = chosen.config
+        spec = LEARNT_BASE.replace(**{k: v for k, v in config.items() if k != "lr"})
+        if task is not None and task.arch_overrides():
+            spec = spec.replace(**task.arch_overrides())
+        reason = (f"learnt from the {name} study ({learnt.table_path(name).name}): predicted "
+                  f"{chosen.gain_over_default:+.2f} dB over the default configuration, "
+                  f"{chosen.seconds:.0f} s per 64-px fit (the default: no faster)")
+        sources = {key: reason for key in learnt.CONFIG_COLUMNS}
+        sources["stop"] = RULES["stop"][1]
+        return Recommendation(spec=spec, fit={"iterations": LEARNT_ITERATIONS, "lr": config["lr"], "stop": "auto"},
+                              width=config["width"], probabilities=probabilities, texture_score=score,
+                              noise_sigma=sigma, sources=sources, alternatives=tuple(ranking[:5]))
     spec = BASE_SPEC.replace(width=width)
     if task is not None and task.arch_overrides():
         spec = spec.replace(**task.arch_overrides())
     fit = {key: RULES[key][0] for key in ("iterations", "lr", "stop")}
     sources = {key: source for key, (_, source) in RULES.items()}
     sources["width"] = "paper 004 §3.5: texture classifier (archlab.texture.default_predictor)"
-    return Recommendation(spec=spec, fit=fit, width=width, probabilities=probabilities,
-                          texture_score=texture.texture_score(image, noise_sigma=sigma), noise_sigma=sigma,
-                          sources=sources)
+    return Recommendation(spec=spec, fit=fit, width=width, probabilities=probabilities, texture_score=score,
+                          noise_sigma=sigma, sources=sources)

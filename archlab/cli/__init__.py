@@ -240,14 +240,12 @@ def fit_inputs(args, outputs: tuple[str, ...]):
     from archlab import models, restoration
 
     task = make_task(args)
-    advised = {}
+    given = {key for key in restoration.DEFAULT_FIT if getattr(args, key, None) is not None}
     if args.arch == "auto":
         from archlab import recommend  # the texture model (scikit-learn) only when asked for
-
-        advised = {key: recommend.RULES[key][0] for key in ("iterations", "lr")}
-    for key, value in restoration.DEFAULT_FIT.items():  # what the user gave wins, then the recommendation, then the defaults
-        if getattr(args, key, None) is None:
-            setattr(args, key, advised.get(key, value))
+    for key, value in restoration.DEFAULT_FIT.items():  # the user's value, else the default (or, below, the advice)
+        if key not in given:
+            setattr(args, key, value)
     if args.iterations < 1:
         raise ValueError(f"--iterations: {args.iterations} must be ≥ 1")
     check_output(args.out, outputs)
@@ -258,7 +256,7 @@ def fit_inputs(args, outputs: tuple[str, ...]):
         divisors = ", ".join(str(d) for d in range(1, window + 1) if window % d == 0)
         raise ValueError(f"--eval-every: {args.eval_every} is invalid; allowed: a divisor of the stop rules' window "
                          f"of {window} iterations ({divisors})")
-    spec = recommend.BASE_SPEC if args.arch == "auto" else models.load_spec(args.arch)
+    spec = recommend.crop_spec(task) if args.arch == "auto" else models.load_spec(args.arch)
     flags = {"image": "--image", "observed": "--observed", "size": "--size", "max_pixels": "--max-pixels"}
     prepared = restoration.prepare(task, spec, args.image, observed=args.observed, size=args.size, seed=args.seed,
                                    max_pixels=args.max_pixels, names=flags)
@@ -266,8 +264,12 @@ def fit_inputs(args, outputs: tuple[str, ...]):
     if args.arch == "auto":
         advice = recommend.recommend(prepared.y, task=task)
         spec = advice.spec
-        notes.append(f"--arch auto: width {advice.width} (p = {advice.probabilities[advice.width]:.2f}) from the "
-                     f"texture of the observation (score {advice.texture_score:.2f}, "
+        for key in restoration.DEFAULT_FIT:  # what the user gave wins over the advice
+            if key not in given and key in advice.fit:
+                setattr(args, key, advice.fit[key])
+        chosen = ", ".join(f"{k} {advice.spec.to_dict().get(k, advice.fit.get(k))}"
+                           for k in ("depth", "width", "skip", "upsampler", "lipschitz", "lr", "iterations"))
+        notes.append(f"--arch auto: {chosen}; {advice.sources['width']} (texture score {advice.texture_score:.2f}, "
                      f"noise σ ≈ {advice.noise_sigma * 255:.1f}/255 discounted)")
     return task, spec, prepared.observation, notes
 

@@ -32,7 +32,16 @@ def run(args) -> int:
     probs = ", ".join(f"{w}: {p:.2f}" for w, p in sorted(advice.probabilities.items()))
     print(f"texture score {advice.texture_score:.2f} (0 = flat, 1 = white-noise-like); "
           f"estimated noise σ {advice.noise_sigma * 255:.1f}/255 (discounted from the features)")
-    print(f"width {advice.width} (probabilities {probs})")
+    if advice.alternatives:
+        print(f"configuration: {advice.sources['width']}")
+        for choice in advice.alternatives:
+            print(f"  {choice.gain_over_default:+.2f} dB, {choice.seconds:.0f} s: "
+                  + ", ".join(f"{k}={v}" for k, v in choice.config.items()))
+        print(f"(the texture classifier's width probabilities: {probs})")
+    else:
+        print(f"width {advice.width} (probabilities {probs}); " + advice.sources["width"])
+        for key in ("depth", "skip", "upsampler", "lipschitz", "lr", "iterations"):
+            print(f"{key} {advice.spec.to_dict().get(key, advice.fit.get(key))}: {advice.sources[key]}")
     print(f"fit: {', '.join(f'{k}={v}' for k, v in advice.fit.items())}")
     print("# ArchSpec (save as spec.toml and pass --arch spec.toml, or use --arch auto)")
     print(advice.spec.to_toml(), end="")

@@ -26,7 +26,7 @@ def _positive(kind):
 
 
 def register(subparsers) -> None:
-    """Add ``study list | show | run | report | dashboard`` to the ``archlab`` parser."""
+    """Add ``study list | show | run | report | learn | dashboard`` to the ``archlab`` parser."""
     p = subparsers.add_parser("study", help="Optuna studies: run (resumable, several workers), report, dashboard")
     sub = p.add_subparsers(dest="study_command", required=True, metavar="SUBCOMMAND")
     listing = sub.add_parser("list", help="the shipped studies, with their expected runtimes")
@@ -60,6 +60,12 @@ def register(subparsers) -> None:
     rep.add_argument("--artifacts", help="folder of the trial artifacts, for the curves (default: as for run)")
     rep.add_argument("-o", "--output", default=".", help="folder to write into (default: .)")
     rep.set_defaults(func=report_study)
+    learn = sub.add_parser("learn", help="the (configuration, image) table a per-image recommendation learns from")
+    learn.add_argument("study", help="study name in the storage, shipped name or study TOML")
+    learn.add_argument("--storage", help="storage URL (default: as for run)")
+    learn.add_argument("-o", "--output", help="CSV to write (default: the package's table for the study's task, "
+                                              "which `archlab recommend` then learns from)")
+    learn.set_defaults(func=learn_study)
     dash = sub.add_parser("dashboard", help="start optuna-dashboard on 127.0.0.1 (needs the 'dashboard' extra)")
     dash.add_argument("study", nargs="?", help="study file or shipped name (gives the default storage)")
     dash.add_argument("--storage", help="storage URL")
@@ -126,6 +132,24 @@ def report_study(args: argparse.Namespace) -> int:
     for path in studies.write_report(args.study, args.storage, args.format, args.output, artifacts=args.artifacts,
                                      figure_format=args.figure_format, standalone=args.standalone):
         print(f"wrote {path}")
+    return 0
+
+
+def learn_study(args: argparse.Namespace) -> int:
+    """Write the study's rows with the features of its images (:func:`archlab.learnt.study_table`)."""
+    from archlab import images, learnt, studies
+    from archlab.studies.storage import storage_url
+
+    storage_url(studies.resolve_target(args.study, args.storage)[1], exists=True)  # create no empty database
+    table = learnt.study_table(args.study, args.storage)
+    tasks = sorted(set(table["task"]))
+    if args.output is None and len(tasks) != 1:
+        raise ValueError(f"-o: the study has the tasks {', '.join(tasks) or 'none'}; give one output file")
+    path = args.output or learnt.table_path(tasks[0])
+    with images.atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    print(f"wrote {path}: {len(table)} fits, {table['image'].nunique()} images, "
+          f"{len(table.drop_duplicates(list(learnt.CONFIG_COLUMNS)))} configurations")
     return 0
 
 

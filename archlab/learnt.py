@@ -1,0 +1,198 @@
+"""A recommendation learnt from a study: which configuration restores *this* image best.
+
+A study of the controlled DIP (``studies/recommend-*.toml``) fits every configuration it tries to every
+training image and keeps, per (configuration, image), the PSNR at the automatic stop and the seconds
+it took. From those rows two regressors are learnt (scikit-learn's ``HistGradientBoostingRegressor``):
+
+    gain(f, c)    = PSNR(c, image) − mean_c' PSNR(c', image)    from the image's texture features f
+                                                                 (:func:`archlab.texture.features`) and c,
+    log seconds(c)                                              from the configuration alone,
+
+so the difficulty of an image (its mean PSNR) drops out and what is learnt is how a configuration suits a
+texture. For a new image every configuration of the study is scored and the one with the largest
+predicted gain is recommended among those predicted no slower than the default
+(:data:`DEFAULT_CONFIG`). The rows are shipped as a CSV per task (package data, no pickles) and the
+regressors are fitted from them at first use (seconds); :func:`study_table` rebuilds a table from any
+study storage, so a user can learn from studies of their own images and tasks.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingRegressor
+
+from archlab import checks, texture
+
+#: The configuration a learnt recommendation chooses (the searchable parameters of the recommend studies).
+CONFIG_COLUMNS = ("depth", "width", "skip", "upsampler", "lipschitz", "lr")
+#: The fields of :data:`CONFIG_COLUMNS` that are numbers (the rest are categories).
+NUMERIC = ("depth", "width", "skip", "lipschitz", "lr")
+INTEGERS = ("depth", "width", "skip")
+#: The configuration to beat: ``controlled-64`` with ``archlab restore``'s learning rate.
+DEFAULT_CONFIG = {"depth": 3, "width": 64, "skip": 0, "upsampler": "bilinear", "lipschitz": 2.0, "lr": 0.002}
+#: The shipped table of each task (package data), as :func:`study_table` writes it.
+TABLE_RESOURCE = "recommend-{task}.csv"
+
+
+def study_table(study, storage: str | None = None) -> pd.DataFrame:
+    """The rows a recommendation learns from: one per (configuration, task, image) of a study's fits, with
+    the PSNR at the automatic stop, the seconds, and the texture features of the image as the study
+    observed it.
+
+    Parameters
+    ----------
+    study : str or optuna.Study
+        A study name, shipped study or study file (see :func:`archlab.studies.load`), whose search space
+        holds the parameters of :data:`CONFIG_COLUMNS` (fixed ones are read from its ``[arch]``/``[fit]``).
+    storage : str, optional
+        Its storage URL.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``task``, ``image``, :data:`CONFIG_COLUMNS`, ``stop_psnr``, ``seconds`` and
+        :data:`archlab.texture.FEATURE_NAMES`.
+    """
+    import optuna
+
+    from archlab import studies
+    from archlab.studies.spec import StudySpec
+    from archlab.studies.worker import observations
+
+    study = study if isinstance(study, optuna.Study) else studies.open_existing(study, storage)
+    spec = StudySpec.from_dict(study.user_attrs["spec"])
+    rows = studies.load(study)
+    rows = rows[rows["stop_psnr"].notna() & rows["seconds"].notna()]
+    fixed = {**spec.arch.to_dict(), **dict(spec.fit)}
+    for column in CONFIG_COLUMNS:
+        if column not in rows:
+            if column not in fixed:
+                checks.fail("study", f"{study.study_name!r} neither searches nor sets {column!r}")
+            rows = rows.assign(**{column: fixed[column]})
+    features = {(obs.task_label, obs.image): texture.features(obs.observation.y)
+                for obs in observations(spec)}
+    table = rows[["task", "image", *CONFIG_COLUMNS, "stop_psnr", "seconds"]].reset_index(drop=True)
+    values = pd.DataFrame([features[key] for key in zip(table["task"], table["image"])], index=table.index)
+    return pd.concat([table, values], axis=1)
+
+
+def table_path(task: str) -> Path:
+    """Where the table shipped for ``task`` lives (it may not exist)."""
+    return Path(str(resources.files("archlab.data") / TABLE_RESOURCE.format(task=task)))
+
+
+def load_table(task: str, path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """A table of :func:`study_table` rows: ``path``, else the one shipped for ``task``."""
+    source = Path(path) if path is not None else table_path(task)
+    if not source.is_file():
+        checks.fail("recommendation", f"no learnt table for task {task!r} ({source}); build one with "
+                                      f"`archlab study learn STUDY`")
+    table = pd.read_csv(io.StringIO(source.read_text()), dtype={"image": str, "task": str, "upsampler": str})
+    missing = [c for c in ("image", *CONFIG_COLUMNS, "stop_psnr", "seconds", *texture.FEATURE_NAMES) if c not in table]
+    if missing:
+        checks.fail("table", f"{source} lacks the columns {missing[:4]}; rebuild it with `archlab study learn`")
+    return table
+
+
+def _config_frame(configs: pd.DataFrame, categories: tuple[str, ...]) -> pd.DataFrame:
+    """Configurations as numbers: depth, width, skip, log λ, log lr, one column per upsampler."""
+    frame = pd.DataFrame({"depth": configs["depth"].astype(float), "log2_width": np.log2(configs["width"].astype(float)),
+                          "skip": configs["skip"].astype(float), "log_lipschitz": np.log(configs["lipschitz"].astype(float)),
+                          "log_lr": np.log(configs["lr"].astype(float))}, index=configs.index)
+    for name in categories:
+        frame[f"upsampler={name}"] = (configs["upsampler"] == name).astype(float)
+    return frame
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One scored configuration: its fields, the predicted PSNR gain over the study's mean on this image,
+    the same over the default configuration, and the predicted seconds."""
+
+    config: dict
+    gain: float
+    gain_over_default: float
+    seconds: float
+
+
+class LearntRecommender:
+    """The regressors of the module docstring, fitted on a :func:`study_table`.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        :func:`study_table` rows of one task.
+    random_state : int
+        Seed of the boosted trees.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> rows = []
+    >>> for image in range(12):
+    ...     feats = dict(zip(texture.FEATURE_NAMES, rng.normal(size=len(texture.FEATURE_NAMES))))
+    ...     for width in (32, 128):  # wide suits images whose first feature is positive
+    ...         psnr = 25 + (1 if (width == 128) == (feats[texture.FEATURE_NAMES[0]] > 0) else -1)
+    ...         rows.append({"task": "denoise", "image": str(image), **DEFAULT_CONFIG, "width": width,
+    ...                      "stop_psnr": psnr, "seconds": width / 10, **feats})
+    >>> model = LearntRecommender(pd.DataFrame(rows))
+    >>> len(model.configs), sorted(model.configs["width"])
+    (2, [32, 128])
+    """
+
+    def __init__(self, table: pd.DataFrame, random_state: int = 0):
+        if table.empty:
+            checks.fail("table", "no rows to learn from")
+        self.configs = table[list(CONFIG_COLUMNS)].drop_duplicates().reset_index(drop=True)
+        self.categories = tuple(sorted(set(self.configs["upsampler"]) | {DEFAULT_CONFIG["upsampler"]}))
+        gain = table["stop_psnr"] - table.groupby("image")["stop_psnr"].transform("mean")
+        features = table[list(texture.FEATURE_NAMES)].reset_index(drop=True)
+        design = pd.concat([features, _config_frame(table.reset_index(drop=True), self.categories)], axis=1)
+        self.psnr = HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, max_leaf_nodes=15,
+                                                  min_samples_leaf=10, random_state=random_state)
+        self.psnr.fit(design, gain.to_numpy())
+        self.time = HistGradientBoostingRegressor(max_iter=200, min_samples_leaf=5, random_state=random_state)
+        self.time.fit(_config_frame(table, self.categories), np.log(table["seconds"].astype(float)))
+
+    def rank(self, features: pd.Series) -> list[Choice]:
+        """Every configuration of the study for an image of these ``features``, best predicted gain first
+        (the default configuration is scored too, whether the study tried it or not)."""
+        configs = pd.concat([self.configs, pd.DataFrame([DEFAULT_CONFIG])], ignore_index=True).drop_duplicates()
+        configs = configs.reset_index(drop=True)
+        encoded = _config_frame(configs, self.categories)
+        design = pd.concat([pd.DataFrame([features[list(texture.FEATURE_NAMES)]] * len(configs),
+                                         index=configs.index), encoded], axis=1)
+        gains = self.psnr.predict(design)
+        seconds = np.exp(self.time.predict(encoded))
+        default = int(np.flatnonzero((configs == pd.Series(DEFAULT_CONFIG)).all(axis=1))[0])
+        choices = [Choice({k: _plain(k, v) for k, v in configs.iloc[i].items()}, float(gains[i]),
+                          float(gains[i] - gains[default]), float(seconds[i])) for i in range(len(configs))]
+        return sorted(choices, key=lambda c: -c.gain)
+
+    def choose(self, features: pd.Series) -> tuple[Choice, list[Choice]]:
+        """The configuration with the largest predicted gain among those predicted no slower than the
+        default, and the full ranking."""
+        ranking = self.rank(features)
+        default = next(c for c in ranking if c.config == {k: _plain(k, v) for k, v in DEFAULT_CONFIG.items()})
+        allowed = [c for c in ranking if c.seconds <= default.seconds * (1 + 1e-9)]
+        return (allowed[0] if allowed else default), ranking
+
+
+def _plain(key: str, value):
+    """A configuration field as a plain Python value (depth, width and skip as ints)."""
+    value = value.item() if hasattr(value, "item") else value
+    return int(value) if key in INTEGERS else float(value) if key in NUMERIC else str(value)
+
+
+@functools.lru_cache(maxsize=8)
+def shipped_recommender(task: str) -> LearntRecommender:
+    """The recommender learnt from the table shipped for ``task`` (fitted at first use; shared)."""
+    return LearntRecommender(load_table(task))

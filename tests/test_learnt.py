@@ -1,0 +1,143 @@
+"""The recommendation learnt from a study: its table, its regressors, its choice under the time bar."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from archlab import learnt, studies, texture
+from archlab.studies import worker
+from studyfiles import study_toml
+
+
+def synthetic_table(images: range, seed: int = 0) -> pd.DataFrame:
+    """Width 32 suits smooth images (+1 dB where the first feature is negative), width 128 textured ones
+    (+1.5 dB, but slower than the default 64), 64 is neutral; PSNR also has a per-image offset."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for image in images:
+        feats = dict(zip(texture.FEATURE_NAMES, rng.normal(size=len(texture.FEATURE_NAMES))))
+        smooth = feats[texture.FEATURE_NAMES[0]] < 0
+        offset = rng.uniform(20, 30)
+        for width in (32, 64, 128):
+            gain = {32: 1.0 if smooth else -1.0, 64: 0.0, 128: -1.0 if smooth else 1.5}[width]
+            rows.append({"task": "denoise", "image": f"im{image}", **learnt.DEFAULT_CONFIG, "width": width,
+                         "stop_psnr": offset + gain + rng.normal(0, 0.05), "seconds": width / 10, **feats})
+    return pd.DataFrame(rows)
+
+
+def test_the_choice_follows_the_texture_within_the_default_time():
+    model = learnt.LearntRecommender(synthetic_table(range(60)))
+    held_out = synthetic_table(range(60, 70), seed=1).drop_duplicates("image")
+    right = 0
+    for _, row in held_out.iterrows():
+        chosen, ranking = model.choose(row)
+        smooth = row[texture.FEATURE_NAMES[0]] < 0
+        assert chosen.seconds <= next(c for c in ranking if c.config["width"] == 64).seconds + 1e-9
+        assert chosen.config["width"] != 128  # the best PSNR on textured images, but slower than the default
+        right += chosen.config["width"] == (32 if smooth else 64)
+        if smooth:
+            assert chosen.gain_over_default > 0.5
+        assert ranking[0].gain >= chosen.gain and len(ranking) == 3
+    assert right >= 8
+
+
+def test_tables_load_with_one_line_errors(tmp_path):
+    path = tmp_path / "t.csv"
+    synthetic_table(range(3)).to_csv(path, index=False)
+    assert len(learnt.load_table("denoise", path)) == 9
+    with pytest.raises(ValueError, match=r"^recommendation: no learnt table for task 'x' .*archlab study learn"):
+        learnt.load_table("x", tmp_path / "missing.csv")
+    synthetic_table(range(3)).drop(columns="seconds").to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"lacks the columns \['seconds'\]"):
+        learnt.load_table("denoise", path)
+    with pytest.raises(ValueError, match="no rows"):
+        learnt.LearntRecommender(synthetic_table(range(0)))
+
+
+def test_a_study_table_has_a_row_per_configuration_and_image_with_its_features(tmp_path, monkeypatch):
+    from test_studies import fake_fit
+
+    text = study_toml("learn", images=[{"source": "astronaut", "size": 64, "crop": 32},
+                                       {"source": "camera", "size": 64, "crop": 32}],
+                      arch={"kind": "decoder", "depth": 2, "width": 8, "skip": 0, "lipschitz": 2.0},
+                      fit={"iterations": 30, "eval_every": 5, "window": 10, "lr": 0.01},
+                      objectives={"stop_psnr": "maximize", "seconds": "minimize"})
+    path = tmp_path / "learn.toml"
+    path.write_text(text)
+    monkeypatch.setattr(worker, "fit", fake_fit({"nearest": (30.0, 40), "bilinear": (32.0, 60)}))
+    studies.run(path, log=lambda _: None)
+    table = learnt.study_table(str(path))
+    assert len(table) == 4 and set(table["upsampler"]) == {"nearest", "bilinear"}
+    assert set(table["image"]) == {"astronaut", "camera"} and (table["width"] == 8).all()
+    assert table[list(texture.FEATURE_NAMES)].notna().all().all()
+    one = table[table["image"] == "camera"].iloc[0]
+    np.testing.assert_allclose(one[list(texture.FEATURE_NAMES)].to_numpy(float),
+                               texture.features(worker.observations(studies.load_study(str(path)))[1]
+                                                .observation.y).to_numpy(), rtol=1e-9)
+
+
+def test_recommend_uses_a_learnt_table_for_every_choice(tmp_path, monkeypatch, capsys):
+    from archlab import images, recommend, tasks
+    from archlab.cli import main
+
+    path = tmp_path / "recommend-denoise.csv"
+    synthetic_table(range(30)).to_csv(path, index=False)
+    monkeypatch.setattr(learnt, "table_path", lambda task: path if task == "denoise" else tmp_path / "none.csv")
+    learnt.shipped_recommender.cache_clear()
+    try:
+        x = images.resize(images.load("camera"), size=(64, 64))
+        advice = recommend.recommend(x, task=tasks.Denoise(25))
+        assert advice.spec.kind == "decoder" and advice.spec.width in (32, 64)  # 128: slower than the default
+        assert advice.fit == {"iterations": recommend.LEARNT_ITERATIONS, "lr": learnt.DEFAULT_CONFIG["lr"],
+                              "stop": "auto"}
+        assert "predicted" in advice.sources["width"] and len(advice.alternatives) == 3
+        assert advice.to_dict()["alternatives"][0]["config"]["width"] in (32, 64, 128)
+        other = recommend.recommend(x, task=tasks.Inpaint())  # no table for inpainting: the rules
+        assert other.spec.kind == "hourglass" and not other.alternatives
+        assert main(["recommend", "camera"]) == 0
+        assert "dB" in capsys.readouterr().out
+    finally:
+        learnt.shipped_recommender.cache_clear()
+
+
+def test_study_learn_writes_the_table(tmp_path, monkeypatch, capsys):
+    from archlab.cli import main
+    from test_studies import fake_fit
+
+    path = tmp_path / "learn.toml"
+    path.write_text(study_toml("learn2", arch={"kind": "decoder", "depth": 2, "width": 8, "skip": 0, "lipschitz": 2.0},
+                               fit={"iterations": 30, "eval_every": 5, "window": 10, "lr": 0.01}))
+    monkeypatch.setattr(worker, "fit", fake_fit({"nearest": (30.0, 40), "bilinear": (32.0, 60)}))
+    studies.run(path, log=lambda _: None)
+    out = tmp_path / "t.csv"
+    assert main(["study", "learn", str(path), "-o", str(out)]) == 0
+    assert "2 fits, 1 images, 2 configurations" in capsys.readouterr().out
+    assert len(learnt.load_table("denoise", out)) == 2
+
+
+def test_restore_arch_auto_fits_what_the_recommendation_says_unless_told(tmp_path, monkeypatch, capsys):
+    import json
+
+    from archlab import fitting
+    from archlab.cli import main
+
+    table = synthetic_table(range(30))
+    table["lr"] = 0.004  # the learnt configurations' learning rate: the fit must use it
+    path = tmp_path / "recommend-denoise.csv"
+    table.to_csv(path, index=False)
+    monkeypatch.setattr(learnt, "table_path", lambda task: path if task == "denoise" else tmp_path / "none.csv")
+    monkeypatch.setattr(learnt, "DEFAULT_CONFIG", {**learnt.DEFAULT_CONFIG, "lr": 0.004})
+    learnt.shipped_recommender.cache_clear()
+    seen = []
+    real_fit = fitting.fit
+    monkeypatch.setattr(fitting, "fit", lambda *a, **k: seen.append(k) or real_fit(*a, **{**k, "iterations": 4}))
+    try:
+        base = ["restore", "--image", "camera", "--size", "48", "--arch", "auto", "--eval-every", "2"]
+        assert main([*base, "-o", str(tmp_path / "a")]) == 0
+        assert seen[-1]["lr"] == 0.004 and seen[-1]["iterations"] == 1000  # the advice's fit settings
+        summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+        assert any(note.startswith("--arch auto: depth 3, width") for note in summary["notes"])
+        assert main([*base, "--lr", "0.02", "--iterations", "6", "-o", str(tmp_path / "b")]) == 0
+        assert seen[-1]["lr"] == 0.02 and seen[-1]["iterations"] == 6  # the user's win
+    finally:
+        learnt.shipped_recommender.cache_clear()
