@@ -12,8 +12,9 @@ so the difficulty of an image (its mean PSNR) drops out and what is learnt is ho
 texture. For a new image every configuration of the study is scored and the one with the largest
 predicted gain is recommended among those predicted no slower than the default
 (:data:`DEFAULT_CONFIG`). The rows are shipped as a CSV per task (package data, no pickles) and the
-regressors are fitted from them at first use (seconds); :func:`study_table` rebuilds a table from any
-study storage, so a user can learn from studies of their own images and tasks.
+regressors are fitted from them at first use (seconds); :func:`archlab.studies.learning_table` builds a
+table from any study storage (``archlab study learn``), so a user can learn from studies of their own
+images and tasks.
 """
 
 from __future__ import annotations
@@ -38,50 +39,8 @@ NUMERIC = ("depth", "width", "skip", "lipschitz", "lr")
 INTEGERS = ("depth", "width", "skip")
 #: The configuration to beat: ``controlled-64`` with ``archlab restore``'s learning rate.
 DEFAULT_CONFIG = {"depth": 3, "width": 64, "skip": 0, "upsampler": "bilinear", "lipschitz": 2.0, "lr": 0.002}
-#: The shipped table of each task (package data), as :func:`study_table` writes it.
+#: The shipped table of each task (package data), as table (:func:`archlab.studies.learning_table`) writes it.
 TABLE_RESOURCE = "recommend-{task}.csv"
-
-
-def study_table(study, storage: str | None = None) -> pd.DataFrame:
-    """The rows a recommendation learns from: one per (configuration, task, image) of a study's fits, with
-    the PSNR at the automatic stop, the seconds, and the texture features of the image as the study
-    observed it.
-
-    Parameters
-    ----------
-    study : str or optuna.Study
-        A study name, shipped study or study file (see :func:`archlab.studies.load`), whose search space
-        holds the parameters of :data:`CONFIG_COLUMNS` (fixed ones are read from its ``[arch]``/``[fit]``).
-    storage : str, optional
-        Its storage URL.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``task``, ``image``, :data:`CONFIG_COLUMNS`, ``stop_psnr``, ``seconds`` and
-        :data:`archlab.texture.FEATURE_NAMES`.
-    """
-    import optuna
-
-    from archlab import studies
-    from archlab.studies.spec import StudySpec
-    from archlab.studies.worker import observations
-
-    study = study if isinstance(study, optuna.Study) else studies.open_existing(study, storage)
-    spec = StudySpec.from_dict(study.user_attrs["spec"])
-    rows = studies.load(study)
-    rows = rows[rows["stop_psnr"].notna() & rows["seconds"].notna()]
-    fixed = {**spec.arch.to_dict(), **dict(spec.fit)}
-    for column in CONFIG_COLUMNS:
-        if column not in rows:
-            if column not in fixed:
-                checks.fail("study", f"{study.study_name!r} neither searches nor sets {column!r}")
-            rows = rows.assign(**{column: fixed[column]})
-    features = {(obs.task_label, obs.image): texture.features(obs.observation.y)
-                for obs in observations(spec)}
-    table = rows[["task", "image", *CONFIG_COLUMNS, "stop_psnr", "seconds"]].reset_index(drop=True)
-    values = pd.DataFrame([features[key] for key in zip(table["task"], table["image"])], index=table.index)
-    return pd.concat([table, values], axis=1)
 
 
 def table_path(task: str) -> Path:
@@ -90,7 +49,7 @@ def table_path(task: str) -> Path:
 
 
 def load_table(task: str, path: str | os.PathLike | None = None) -> pd.DataFrame:
-    """A table of :func:`study_table` rows: ``path``, else the one shipped for ``task``."""
+    """A table of table (:func:`archlab.studies.learning_table`) rows: ``path``, else the one shipped for ``task``."""
     source = Path(path) if path is not None else table_path(task)
     if not source.is_file():
         checks.fail("recommendation", f"no learnt table for task {task!r} ({source}); build one with "
@@ -124,12 +83,12 @@ class Choice:
 
 
 class LearntRecommender:
-    """The regressors of the module docstring, fitted on a :func:`study_table`.
+    """The regressors of the module docstring, fitted on a table (:func:`archlab.studies.learning_table`).
 
     Parameters
     ----------
     table : pandas.DataFrame
-        :func:`study_table` rows of one task.
+        table (:func:`archlab.studies.learning_table`) rows of one task.
     random_state : int
         Seed of the boosted trees.
 

@@ -66,7 +66,7 @@ def test_a_study_table_has_a_row_per_configuration_and_image_with_its_features(t
     path.write_text(text)
     monkeypatch.setattr(worker, "fit", fake_fit({"nearest": (30.0, 40), "bilinear": (32.0, 60)}))
     studies.run(path, log=lambda _: None)
-    table = learnt.study_table(str(path))
+    table = studies.learning_table(str(path))
     assert len(table) == 4 and set(table["upsampler"]) == {"nearest", "bilinear"}
     assert set(table["image"]) == {"astronaut", "camera"} and (table["width"] == 8).all()
     assert table[list(texture.FEATURE_NAMES)].notna().all().all()

@@ -136,12 +136,12 @@ def report_study(args: argparse.Namespace) -> int:
 
 
 def learn_study(args: argparse.Namespace) -> int:
-    """Write the study's rows with the features of its images (:func:`archlab.learnt.study_table`)."""
+    """Write the study's rows with the features of its images (:func:`archlab.studies.learning_table`)."""
     from archlab import images, learnt, studies
     from archlab.studies.storage import storage_url
 
     storage_url(studies.resolve_target(args.study, args.storage)[1], exists=True)  # create no empty database
-    table = learnt.study_table(args.study, args.storage)
+    table = studies.learning_table(args.study, args.storage)
     tasks = sorted(set(table["task"]))
     if args.output is None and len(tasks) != 1:
         raise ValueError(f"-o: the study has the tasks {', '.join(tasks) or 'none'}; give one output file")

@@ -10,15 +10,16 @@ and returns the objectives' means over them; several objectives make a Pareto st
 - :mod:`~archlab.studies.worker`: storage (SQLite by default, PostgreSQL), heartbeats and
   retries, :func:`run` (one worker; start several on one storage to share a study).
 - :mod:`~archlab.studies.results`: :func:`load` (one row per trial × task × image),
-  :func:`load_curves`, :func:`importances`, :func:`write_report` (Markdown/LaTeX/CSV).
+  :func:`load_curves`, :func:`importances`, :func:`write_report` (Markdown/LaTeX/CSV),
+  :func:`learning_table` (the rows :mod:`archlab.learnt` learns a recommendation from).
 """
 
 import importlib
 
 #: Public name -> the submodule that defines it (imported on first use: ``study list`` needs no Optuna).
 _WHERE = {
-    **dict.fromkeys(("DEFAULT_METRICS", "importances", "load", "load_curves", "open_existing", "tables", "write_report"),
-                    "results"),
+    **dict.fromkeys(("DEFAULT_METRICS", "importances", "learning_table", "load", "load_curves", "open_existing", "tables",
+                     "write_report"), "results"),
     **dict.fromkeys(("EXTRA_METRICS", "OBJECTIVES", "PRUNERS", "SAMPLERS", "SPACE_NAMES", "ImageSpec", "Param",
                      "StudySpec", "default_storage", "load_study", "resolve_target"), "spec"),
     **dict.fromkeys(("shipped", "study_dir"), "files"),

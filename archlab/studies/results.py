@@ -15,13 +15,13 @@ from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from archlab import report
+from archlab import learnt, report, texture
+from archlab.checks import fail
 from archlab.images import atomic_path
 from archlab.studies.files import shipped, study_file
-from archlab.checks import fail
-from archlab.studies.spec import EXTRA_METRICS, OBJECTIVES, resolve_target
+from archlab.studies.spec import EXTRA_METRICS, OBJECTIVES, StudySpec, resolve_target
 from archlab.studies.storage import artifacts_dir, make_storage, shown
-from archlab.studies.worker import curve_frame, trial_results
+from archlab.studies.worker import curve_frame, observations, trial_results
 
 #: Tables every report shows besides the objectives (paper 004 Fig. 4 and Table 1; paper 000 Fig. 5).
 DEFAULT_METRICS = ("peak_psnr", "final_psnr", "peak_iteration", "stop_iteration", "final_fbc_high")
@@ -374,3 +374,39 @@ def _latex_document(body: str, standalone: bool) -> str:
     return "\n".join([r"\documentclass[10pt]{article}", r"\usepackage[utf8]{inputenc}", r"\usepackage[T1]{fontenc}",
                       r"\usepackage{booktabs}", r"\usepackage{graphicx}", r"\setlength{\parindent}{0pt}",
                       r"\setlength{\parskip}{0.5em}", r"\begin{document}", body.rstrip(), r"\end{document}", ""])
+
+
+def learning_table(study, storage: str | None = None) -> pd.DataFrame:
+    """The rows a recommendation learns from: one per (configuration, task, image) of a study's fits, with
+    the PSNR at the automatic stop, the seconds, and the texture features of the image as the study
+    observed it.
+
+    Parameters
+    ----------
+    study : str or optuna.Study
+        A study name, shipped study or study file (see :func:`load`), whose search space
+        holds the parameters of :data:`archlab.learnt.CONFIG_COLUMNS` (fixed ones are read from its ``[arch]``/``[fit]``).
+    storage : str, optional
+        Its storage URL.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``task``, ``image``, :data:`archlab.learnt.CONFIG_COLUMNS`, ``stop_psnr``, ``seconds`` and
+        :data:`archlab.texture.FEATURE_NAMES`.
+    """
+    study = study if isinstance(study, optuna.Study) else open_existing(study, storage)
+    spec = StudySpec.from_dict(study.user_attrs["spec"])
+    rows = load(study)
+    rows = rows[rows["stop_psnr"].notna() & rows["seconds"].notna()]
+    fixed = {**spec.arch.to_dict(), **dict(spec.fit)}
+    for column in learnt.CONFIG_COLUMNS:
+        if column not in rows:
+            if column not in fixed:
+                fail("study", f"{study.study_name!r} neither searches nor sets {column!r}")
+            rows = rows.assign(**{column: fixed[column]})
+    features = {(obs.task_label, obs.image): texture.features(obs.observation.y)
+                for obs in observations(spec)}
+    table = rows[["task", "image", *learnt.CONFIG_COLUMNS, "stop_psnr", "seconds"]].reset_index(drop=True)
+    values = pd.DataFrame([features[key] for key in zip(table["task"], table["image"])], index=table.index)
+    return pd.concat([table, values], axis=1)
