@@ -188,3 +188,24 @@ def test_command_monitors_and_overhead_write_csv(tmp_path, capsys):
     assert row["overhead"] == pytest.approx((row["fit_s"] - row["plain_s"]) / row["fit_s"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["monitors.csv", "overhead.csv"]
     assert main(["overhead", "--iterations", "1"]) == 2
+
+
+def test_time_to_quality_rows_and_ratios(tmp_path, monkeypatch):
+    from benchmarks import time_to_quality as ttq
+
+    real_fit = ttq.fit
+    monkeypatch.setattr(ttq, "PAPERS_ITERATIONS", 6)
+    monkeypatch.setattr(ttq, "fit", lambda *a, **k: real_fit(*a, **{**k, "iterations": 4, "eval_every": 2,
+                                                                     "window": 4}))
+    monkeypatch.setattr(ttq, "clean", lambda source, scale: images.center_crop(
+        images.resize(images.load("camera"), size=(64, 64)), 32))
+    rows = ttq.measure("denoise σ=25", {"task": "denoise", "sigma": 25.0}, "set9/camera.png", 0.25)
+    assert [r["method"] for r in rows] == list(ttq.METHODS)
+    papers, oracle = rows[0], rows[1]
+    assert oracle["psnr"] >= papers["psnr"] - 1e-9 and oracle["seconds"] <= papers["seconds"] + 1e-9
+    assert 1 <= oracle["iterations"] <= 6 and rows[2]["iterations"] == 4
+    assert {"cpu_capability", "threads", "load_1min"} <= set(rows[0])
+    table = ttq.ratios(pd.DataFrame(rows))
+    expected = oracle["seconds"] / rows[2]["seconds"]
+    assert table["oracle time / restore time"].iloc[0] == pytest.approx(expected)
+    assert table["restore − oracle dB"].iloc[0] == pytest.approx(rows[2]["psnr"] - oracle["psnr"])

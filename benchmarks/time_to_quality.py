@@ -1,0 +1,128 @@
+"""Time to a restored image: the papers' DIP loop against ``archlab restore``, on the same images, noise and
+machine, in one process.
+
+Per (task, image), one after the other (so the machine's load is the same for all four):
+
+* ``papers`` - the DIP loop as published (:func:`speed.reference_fit`: Ulyanov et al.'s network and
+  settings, 3,000 iterations, per-step host copies and NumPy PSNRs as in their notebook): the PSNR of its
+  last output and of its moving average, and its wall time;
+* ``papers-oracle`` - the same run at its best iteration: the PSNR no user can pick (it needs the clean
+  image) and the wall time it took to get there;
+* ``restore`` - ``archlab restore``'s defaults (:func:`archlab.restoration.restore` settings: controlled-64,
+  the task's automatic stop) - the PSNR of what it returns and its wall time;
+* ``restore-auto`` - ``restore --arch auto`` (:func:`archlab.recommend.recommend` on the observation, its
+  architecture and fit settings).
+
+Rows are appended to a CSV as each finishes (a rerun skips what is there), with the CPU capability,
+threads and load beside them; ``--table`` prints the ratios: the papers' loop's time to its best PSNR
+over ``restore``'s time, and the PSNR differences.
+
+    python benchmarks/time_to_quality.py -o results/time-to-quality/results.csv      # resumable
+    python benchmarks/time_to_quality.py -o results/time-to-quality/results.csv --table
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from speed import conditions, reference_fit  # noqa: E402
+
+from archlab import images, metrics, recommend, restoration, tasks  # noqa: E402
+from archlab.fitting import fit  # noqa: E402
+
+#: Held-out images: six of Set9 at ¼ (128 px, kodim 192×128) and four CBSD68 images the recommend studies
+#: do not train on, at 128 px.
+IMAGES = (("set9/image_Baboon512rgb.png", 0.25), ("set9/image_F16_512rgb.png", 0.25),
+          ("set9/image_Lena512rgb.png", 0.25), ("set9/image_Peppers512rgb.png", 0.25),
+          ("set9/kodim01.png", 0.25), ("set9/kodim03.png", 0.25),
+          ("cbsd68/0064.png", None), ("cbsd68/0065.png", None), ("cbsd68/0066.png", None), ("cbsd68/0067.png", None))
+TASKS = {"denoise σ=25": {"task": "denoise", "sigma": 25.0}, "jpeg q=10": {"task": "jpeg", "quality": 10}}
+PAPERS_ITERATIONS = 3000
+METHODS = ("papers", "papers-oracle", "restore", "restore-auto")
+
+
+def clean(source: str, scale: float | None) -> torch.Tensor:
+    """The clean image: ``scale`` (Pillow bicubic as the papers' reference runs), else the 128-px centre crop."""
+    path = images.datasets_root() / source
+    if scale is not None:
+        return restoration.clean_image(path, scale=scale, multiple=32, method="pil")
+    return restoration.clean_image(path, crop=(128, 128), multiple=32)
+
+
+def measure(label: str, task_dict: dict, source: str, scale: float | None, seed: int = 0) -> list[dict]:
+    """The four methods' rows for one (task, image)."""
+    task = tasks.task_from_dict(task_dict)
+    observation = task.observe(clean(source, scale), seed=seed)
+    y, reference = observation.y, observation.reference
+    base = {"task": label, "image": Path(source).stem, "size": f"{y.shape[-1]}x{y.shape[-2]}",
+            "observation_psnr": float(metrics.psnr(y, reference)), **conditions(torch.device("cpu"))}
+    start = time.perf_counter()
+    papers = reference_fit("ulyanov-dip", y, reference, iterations=PAPERS_ITERATIONS, seed=seed, device="cpu")
+    wall = time.perf_counter() - start
+    best = int(np.argmax(papers["psnr_curve"]))
+    elapsed = np.cumsum(papers["seconds"])
+    rows = [{**base, "method": "papers", "psnr": papers["psnr"], "psnr_ema": papers["psnr_ema"],
+             "iterations": PAPERS_ITERATIONS, "seconds": wall},
+            {**base, "method": "papers-oracle", "psnr": float(papers["psnr_curve"][best]), "iterations": best + 1,
+             "seconds": float(elapsed[best]) * wall / float(elapsed[-1])}]
+    settings = {**restoration.DEFAULT_FIT, "stop": "auto", "seed": seed}
+    for method, arch, fit_settings in (("restore", restoration.DEFAULT_ARCH, settings), ("restore-auto", None, None)):
+        start = time.perf_counter()
+        if arch is None:  # what restore --arch auto does: recommend from the observation, then fit that
+            advice = recommend.recommend(y, task=task)
+            arch, fit_settings = advice.spec, {**settings, **advice.fit}
+        result = fit(arch, task, observation, device="cpu", progress=False, **fit_settings)
+        wall = time.perf_counter() - start
+        rows.append({**base, "method": method, "psnr": float(metrics.psnr(result.restored, reference)),
+                     "iterations": result.stopped_at, "seconds": wall, "engine": result.extras.get("engine")})
+    return rows
+
+
+def ratios(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, image): the papers' loop's time to its best over each restore's time, and the PSNR gaps."""
+    wide = table.pivot_table(index=["task", "image"], columns="method", values=["psnr", "seconds"])
+    out = pd.DataFrame(index=wide.index)
+    for method in ("restore", "restore-auto"):
+        if ("psnr", method) in wide:
+            out[f"{method} − oracle dB"] = wide[("psnr", method)] - wide[("psnr", "papers-oracle")]
+            out[f"{method} − papers last dB"] = wide[("psnr", method)] - wide[("psnr", "papers")]
+            out[f"oracle time / {method} time"] = wide[("seconds", "papers-oracle")] / wide[("seconds", method)]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-o", "--out", type=Path, required=True, help="CSV of rows (appended; a rerun resumes)")
+    parser.add_argument("--table", action="store_true", help="print the ratios of the rows so far and stop")
+    args = parser.parse_args(argv)
+    done = pd.read_csv(args.out) if args.out.is_file() else pd.DataFrame(columns=["task", "image"])
+    if args.table:
+        frame = ratios(done)
+        print(frame.round(2).to_string())
+        print(frame.groupby(level="task").mean().round(2).to_string())
+        return 0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for label, task_dict in TASKS.items():
+        for source, scale in IMAGES:
+            if ((done["task"] == label) & (done["image"] == Path(source).stem)).any():
+                continue
+            rows = measure(label, task_dict, source, scale)
+            done = pd.concat([done, pd.DataFrame(rows)], ignore_index=True)
+            with images.atomic_path(args.out) as tmp:
+                done.to_csv(tmp, index=False)
+            shown = ", ".join(f"{r['method']} {r['psnr']:.2f} dB {r['seconds']:.0f} s" for r in rows)
+            print(f"{label} {Path(source).stem}: {shown}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
