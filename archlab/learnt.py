@@ -36,10 +36,11 @@ from archlab import checks, texture
 CONFIG_COLUMNS = ("depth", "width", "skip", "upsampler", "lipschitz", "lr")
 #: The fields of :data:`CONFIG_COLUMNS` that are numbers (the rest are categories).
 NUMERIC = ("depth", "width", "skip", "lipschitz", "lr")
+#: The fields of :data:`CONFIG_COLUMNS` that are integers.
 INTEGERS = ("depth", "width", "skip")
 #: The configuration to beat: ``controlled-64`` with ``archlab restore``'s learning rate.
 DEFAULT_CONFIG = {"depth": 3, "width": 64, "skip": 0, "upsampler": "bilinear", "lipschitz": 2.0, "lr": 0.002}
-#: The shipped table of each task (package data), as table (:func:`archlab.studies.learning_table`) writes it.
+#: The shipped table of each task (package data), as ``archlab study learn`` writes it.
 TABLE_RESOURCE = "recommend-{task}.csv"
 
 
@@ -49,7 +50,7 @@ def table_path(task: str) -> Path:
 
 
 def load_table(task: str, path: str | os.PathLike | None = None) -> pd.DataFrame:
-    """A table of table (:func:`archlab.studies.learning_table`) rows: ``path``, else the one shipped for ``task``."""
+    """A table of :func:`archlab.studies.learning_table` rows: ``path``, else the one shipped for ``task``."""
     source = Path(path) if path is not None else table_path(task)
     if not source.is_file():
         checks.fail("recommendation", f"no learnt table for task {task!r} ({source}); build one with "
