@@ -84,12 +84,12 @@ class Choice:
 
 
 class LearntRecommender:
-    """The regressors of the module docstring, fitted on a table (:func:`archlab.studies.learning_table`).
+    """The regressors of the module docstring, fitted on the rows of :func:`archlab.studies.learning_table`.
 
     Parameters
     ----------
     table : pandas.DataFrame
-        table (:func:`archlab.studies.learning_table`) rows of one task.
+        :func:`archlab.studies.learning_table` rows of one task.
     random_state : int
         Seed of the boosted trees.
 
