@@ -207,11 +207,17 @@ def test_fastest_takes_the_quickest_pass_of_each_candidate():
     net, z = models.build(TINY, 1, (16, 16))
     durations = {("fp32", False): [0.9, 0.5, 0.6], ("fp32", True): [0.9, 0.7, 0.4], ("bf16", False): [0.3, 0.8, 0.8]}
     stamps = iter([t for d in durations.values() for step in d for t in (0.0, step)])
+    engine._CHOICES.clear()
     chosen, seconds = engine.fastest(net, z, list(durations), timer=lambda: next(stamps))
     assert seconds == {("fp32", False): 0.5, ("fp32", True): 0.4, ("bf16", False): 0.8}  # the warm-up pass is not timed
     assert chosen == ("fp32", True)
     assert engine.describe_choice(chosen, seconds).startswith("fp32 channels-last, the fastest measured here")
     assert all(p.grad is None for p in net.parameters())  # measured on a copy
+    assert engine.fastest(net, z, list(durations), timer=None) == (chosen, seconds)  # remembered: not timed again
+    close = iter([t for d in ([0.5] * 3, [0.47] * 3) for step in d for t in (0.0, step)])
+    engine._CHOICES.clear()
+    assert engine.fastest(net, z, list(durations)[:2], timer=lambda: next(close))[0] == ("fp32", False)  # within 10 %
+    engine._CHOICES.clear()
 
 
 def test_fit_runs_the_layout_the_engine_measured_fastest_unless_told(noisy, monkeypatch):
