@@ -26,9 +26,13 @@ from archlab.fitting import output_measures
 def replay(path: Path, sigma: float | None, patience: int = 1000) -> list[dict]:
     """Every rule replayed on one trajectory; a row per rule."""
     data = np.load(path)
-    iterations = [int(i) for i in data["iteration"]]
-    every = iterations[1] - iterations[0]
-    outputs = torch.from_numpy(data["output"].astype(np.float32))
+    saved = [int(i) for i in data["iteration"]]
+    every = min(b - a for a, b in zip(saved, saved[1:]))
+    # An evaluation the fit rolled back (a loss jump) was not saved; the fit went on from the last kept
+    # state, so the replay gives the rules that state's output there.
+    iterations = list(range(saved[0], saved[-1] + 1, every))
+    index = np.searchsorted(saved, iterations, side="right") - 1
+    outputs = torch.from_numpy(data["output"].astype(np.float32))[torch.from_numpy(index)]
     y = torch.from_numpy(data["observation"].astype(np.float32))
     reference = torch.from_numpy(data["reference"].astype(np.float32))
     psnr = [float(metrics.psnr(o[None], reference)) for o in outputs]
@@ -38,8 +42,9 @@ def replay(path: Path, sigma: float | None, patience: int = 1000) -> list[dict]:
         "ratio (paper measures)": stopping.RatioRule(100, stopping.EPS_FOR_MEASURES["paper"], every),
         "wmv": stopping.WMVRule(window=max(2, 100 // every), patience=patience),
         "emv": stopping.EMVRule(decay=1 - (1 - stopping.DEFAULT_EMV_DECAY) ** every, patience=patience),
-        "discrepancy (estimated σ)": stopping.DiscrepancyRule(y=y),
     }
+    if outputs.shape[1:] == y.shape[1:]:  # the residual to y needs no operator (not SR)
+        rules["discrepancy (estimated σ)"] = stopping.DiscrepancyRule(y=y)
     if sigma is not None:
         rules["discrepancy (known σ)"] = stopping.DiscrepancyRule(sigma=sigma / 255.0)
         rules["discrepancy (known σ, clipped noise)"] = stopping.DiscrepancyRule(sigma=sigma / 255.0, clipped=True)
@@ -50,9 +55,10 @@ def replay(path: Path, sigma: float | None, patience: int = 1000) -> list[dict]:
             rules[f"ratio ({measures} measures)"].update(iteration, blur / sharpness)
         rules["wmv"].update(iteration, x)
         rules["emv"].update(iteration, x)
-        residual = (x - y).square().mean().reshape(1)
-        for name in rules:
-            if name.startswith("discrepancy"):
+        discrepancy = [name for name in rules if name.startswith("discrepancy")]
+        if discrepancy:
+            residual = (x - y).square().mean().reshape(1)
+            for name in discrepancy:
                 rules[name].update(iteration, residual, x)
     rows = []
     for name, rule in rules.items():

@@ -209,3 +209,19 @@ def test_time_to_quality_rows_and_ratios(tmp_path, monkeypatch):
     expected = oracle["seconds"] / rows[2]["seconds"]
     assert table["oracle time / restore time"].iloc[0] == pytest.approx(expected)
     assert table["restore − oracle dB"].iloc[0] == pytest.approx(rows[2]["psnr"] - oracle["psnr"])
+
+
+def test_stop_rule_replay_fills_a_rolled_back_evaluation_with_the_kept_state(tmp_path):
+    from benchmarks import stop_rules
+
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(0.2, 0.8, (1, 16, 16)).astype(np.float32)
+    observation = np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)
+    iterations = [i for i in range(10, 310, 10) if i != 150]  # 150 was rolled back: not saved
+    outputs = np.stack([clean + (observation - clean) * min(1.0, i / 300) for i in iterations]).astype(np.float16)
+    path = tmp_path / "run.npz"
+    np.savez(path, iteration=np.array(iterations), output=outputs, observation=observation[None],
+             reference=clean[None])
+    rows = stop_rules.replay(path, sigma=25.0, patience=50)
+    assert {r["rule"] for r in rows} >= {"wmv", "emv", "ratio (archlab measures)", "discrepancy (known σ)"}
+    assert all(r["peak at"] == 10 for r in rows)
