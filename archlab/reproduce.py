@@ -20,16 +20,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from archlab import images, models, report, restoration, stopping, tasks
+from archlab import images, models, recommend, report, restoration, stopping, tasks
 from archlab.fitting import AUTO_STOP, RULES, fit
-from archlab.reproductions import DIP_BASELINE, EXPERIMENTS, STOPPING_FITS, STOPPING_TASKS, Run, short_name
+from archlab.reproductions import AUTO, DIP_BASELINE, EXPERIMENTS, STOPPING_FITS, STOPPING_TASKS, Run, short_name
 
 
 def load_clean(run: Run) -> torch.Tensor:
     """The clean image of a run: dataset file (or built-in), downscaled, cropped to the architecture
     (:func:`archlab.restoration.clean_image`)."""
     source = run.image if run.image in images.builtin_names() else images.datasets_root() / run.image
-    multiple = restoration.multiple_for(models.load_spec(run.arch), tasks.task_from_dict(run.task))
+    task = tasks.task_from_dict(run.task)
+    spec = recommend.crop_spec(task) if run.arch == AUTO else models.load_spec(run.arch)
+    multiple = restoration.multiple_for(spec, task)
     return restoration.clean_image(source, scale=1 / run.downscale if run.downscale > 1 else None,
                                    crop=(run.size, run.size) if run.size else None, multiple=multiple,
                                    method=run.resize)
@@ -102,10 +104,14 @@ def execute(run: Run, device: str = "auto", fast: bool = False, trajectory: Path
     x = load_clean(run)
     observation = task.observe(x, seed=run.seed)
     y, reference = observation.y, observation.reference
+    arch, settings = run.arch, dict(run.fit)
+    if arch == AUTO:  # as `restore --arch auto`: the recommendation for the observation, its fit settings too
+        advice = recommend.recommend(y, task=task)
+        arch, settings = advice.spec.to_dict(), {**settings, **advice.fit}
     frames: list[tuple[int, torch.Tensor]] = []
     record = (lambda i, out: frames.append((i, out.detach().to("cpu", torch.float16)))) if trajectory else None
-    result = fit(run.arch, task, observation, seed=run.seed, device=device, progress=False, fast=fast,
-                 on_evaluation=record, **run.fit)
+    result = fit(arch, task, observation, seed=run.seed, device=device, progress=False, fast=fast,
+                 on_evaluation=record, **settings)
     if trajectory is not None:
         with images.atomic_path(trajectory) as tmp, open(tmp, "wb") as handle:
             np.savez_compressed(handle, iteration=np.array([i for i, _ in frames]),
@@ -128,6 +134,9 @@ def execute(run: Run, device: str = "auto", fast: bool = False, trajectory: Path
     for checkpoint in CHECKPOINTS:
         if psnr is not None and checkpoint in psnr.index:
             row[f"psnr_{checkpoint}"] = float(psnr[checkpoint])
+    if run.arch == AUTO:
+        row["chosen"] = " ".join(f"{k}={result.spec.get(k, settings.get(k))}"
+                                 for k in ("depth", "width", "skip", "upsampler", "lipschitz", "lr"))
     if task.name == "enhance":
         row["sharpness_observed"] = float(stopping.mlv_sharpness(y))
         row["sharpness_restored"] = float(stopping.mlv_sharpness(result.output))

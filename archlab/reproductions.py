@@ -12,9 +12,15 @@ from archlab import models
 SET9_DENOISE = ("image_Baboon512rgb.png", "image_F16_512rgb.png", "image_House256rgb.png", "image_Peppers512rgb.png")
 
 
+#: The architecture of a run that fits what :func:`archlab.recommend.recommend` gives its observation
+#: (spec and fit settings, as ``restore --arch auto``).
+AUTO = "auto"
+
+
 @dataclass(frozen=True)
 class Run:
-    """One fit of an experiment: a configuration on one image."""
+    """One fit of an experiment: a configuration on one image (``arch``: a preset, a spec dict or
+    :data:`AUTO`)."""
 
     config: str
     image: str

@@ -161,3 +161,20 @@ def test_stopping_table_scores_each_rule_against_the_oracle_peak(tmp_path):
     assert "b" in lines and "| discrepancy | 24.80 | 0.20 | 24.60 |" in lines["a"]
     assert "sr ×4" in text and "discrepancy" not in lines["c"]
     assert [p.name for p in (tmp_path / "figures").iterdir()] == ["denoise_=25.png"]
+
+
+def test_an_auto_run_fits_what_the_recommendation_gives_its_observation(tmp_path, monkeypatch):
+    from archlab import recommend
+
+    fit = {"iterations": 6, "eval_every": 2, "window": 4, "stop": "record"}
+    run = reproductions.Run("auto", "camera", reproductions.AUTO, {"task": "denoise", "sigma": 25.0}, fit,
+                            downscale=16)
+    advice = recommend.recommend(images.resize(images.load("camera"), scale=1 / 16))
+    monkeypatch.setattr(recommend, "recommend", lambda y, task: advice.__class__(
+        **{**advice.__dict__, "spec": TINY_SPEC, "fit": {"iterations": 4, "lr": 0.02, "stop": "auto"}}))
+    row = reproduce.execute(run, "cpu")
+    assert row["chosen"] == "depth=2 width=8 skip=0 upsampler=bilinear lipschitz=2.0 lr=0.02"
+    assert row["iterations"] <= 4  # the advice's budget and its stop
+
+
+TINY_SPEC = models.ArchSpec.from_dict(TINY)
