@@ -312,6 +312,36 @@ def _tasks_text(table: pd.DataFrame) -> str:
     return text + "\n"
 
 
+def _recommend_text(table: pd.DataFrame) -> str:
+    """Per task: the PSNR at the automatic stop and the seconds of the recommended configuration, the
+    default, ``ulyanov-dip`` and the per-image oracle (the best of the grid configurations on each image),
+    their means, and the recommendation's differences to each."""
+    parts = []
+    frame = table.assign(task=table["config"].str.split(" · ").str[0], method=table["config"].str.split(" · ").str[1])
+    for task, rows in frame.groupby("task", sort=False):
+        psnr = rows.pivot_table(index="image", columns="method", values="stop_psnr", sort=False)
+        seconds = rows.pivot_table(index="image", columns="method", values="seconds", sort=False)
+        grid = [c for c in psnr.columns if c.startswith("grid")]
+        out = pd.DataFrame(index=psnr.index)
+        for method in ("recommended", "default", "ulyanov-dip"):
+            if method in psnr:
+                out[f"{method} dB"], out[f"{method} s"] = psnr[method], seconds[method]
+        if grid:
+            out["oracle dB"] = psnr[grid].max(axis=1)
+            out["oracle config"] = psnr[grid].idxmax(axis=1)
+        if "recommended" in psnr:
+            for other, column in (("default", "default dB"), ("ulyanov-dip", "ulyanov-dip dB"),
+                                  ("oracle", "oracle dB")):
+                if column in out:
+                    out[f"recommended − {other}"] = out["recommended dB"] - out[column]
+        mean = out.drop(columns=[c for c in out.columns if c == "oracle config"]).mean().to_frame("mean").T
+        text = report.markdown_table(pd.concat([out, mean]))
+        chosen = rows.loc[rows["method"] == "recommended", "chosen"] if "chosen" in rows else pd.Series(dtype=str)
+        parts.append(f"### {task}\n\n{text}\n\nConfigurations recommended: "
+                     + "; ".join(f"{n}× {c}" for c, n in chosen.value_counts().items()) + "\n")
+    return "\n".join(parts)
+
+
 def _rule_outcomes(table: pd.DataFrame) -> pd.DataFrame:
     """Per run and rule of :data:`archlab.fitting.RULES`: the PSNR of what a fit stopped by that rule returns and
     its gap to the run's oracle peak. A rule that never detected returns the fit's last EMA, as ``fit`` does;
@@ -391,6 +421,8 @@ def write_table(name: str, table: pd.DataFrame, out: str | Path) -> str:
     elif name == "stopping":
         text = _stopping_text(table)
         write_stop_figures(table, out)
+    elif name == "recommend":
+        text = _recommend_text(table)
     else:
         text = _denoise_set9_text(table) if name == "denoise-set9" else _generic_text(table)
     with images.atomic_path(Path(out) / report.TABLE_MD) as tmp:

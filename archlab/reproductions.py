@@ -155,6 +155,50 @@ def stopping_runs() -> list[Run]:
             for arch, fit_settings in STOPPING_FITS.items()]
 
 
+#: Held-out images of :func:`recommend_runs` (none in the recommend studies' training set): (path, downscale).
+RECOMMEND_IMAGES = (*((f"set12/{n:02d}.png", 2) for n in range(1, 13)),
+                    *((f"set9/{image}", 2 if "256" in image else 4) for image in
+                      (*SET9_DENOISE, "image_Lena512rgb.png", "kodim01.png", "kodim02.png", "kodim03.png", "kodim12.png")),
+                    *((f"classic5/{n}.png", 4) for n in ("baboon", "barbara", "boats", "lena", "peppers")))
+#: The tasks of the recommend studies, by the label a table is shipped under.
+RECOMMEND_TASKS = {"denoise": {"task": "denoise", "sigma": 25.0},
+                   "inpaint": {"task": "inpaint", "mask": "bernoulli", "drop": 0.5}}
+#: How many of the learnt table's best configurations (by mean PSNR) form the per-image oracle's grid.
+ORACLE_CONFIGS = 6
+
+
+def recommend_runs() -> list[Run]:
+    """The learnt recommendation on images it never saw: per task of :data:`RECOMMEND_TASKS` whose learnt
+    table exists and per image of :data:`RECOMMEND_IMAGES` (64-px centre crops), the recommended configuration
+    (:data:`AUTO`), the default (``controlled-64``, ``archlab restore``'s settings), ``ulyanov-dip`` (lr 0.01,
+    jitter 1/30) and the :data:`ORACLE_CONFIGS` best configurations of the table (the grid of the per-image
+    oracle), all stopped by the task's automatic rule, seed 0."""
+    from archlab import learnt  # scikit-learn: only when the runs are made
+
+    runs = []
+    for label, task in RECOMMEND_TASKS.items():
+        if not learnt.table_path(label).is_file():
+            continue
+        table = learnt.load_table(label)
+        best = table.groupby(list(learnt.CONFIG_COLUMNS), as_index=False)["stop_psnr"].mean()
+        best = best.sort_values("stop_psnr", ascending=False).head(ORACLE_CONFIGS)
+        stop = {"eval_every": 10, "stop": "auto"}
+        base = models.preset("controlled-64")
+        configs = [("recommended", AUTO, {"iterations": 1000, **stop}),
+                   ("default", "controlled-64", {"iterations": 500, "lr": 0.002, **stop}),
+                   ("ulyanov-dip", "ulyanov-dip", {"iterations": 1000, "lr": 0.01, "input_jitter": 1 / 30, **stop})]
+        for k, row in enumerate(best.itertuples(index=False)):
+            config = dict(zip(learnt.CONFIG_COLUMNS, row))
+            spec = base.replace(**{key: value for key, value in config.items() if key != "lr"}).to_dict()
+            configs.append((f"grid {k + 1}", spec, {"iterations": 1000, "lr": float(config["lr"]), **stop}))
+        runs += [Run(f"{label} · {name}", image, arch, task, fit, downscale=down, size=64)
+                 for image, down in RECOMMEND_IMAGES for name, arch, fit in configs]
+    if not runs:
+        raise ValueError("reproduce recommend: no learnt table for any task (denoise, inpaint); run the "
+                         "recommend-* studies and `archlab study learn` first")
+    return runs
+
+
 EXPERIMENTS = {"denoise-set9": denoise_set9_runs, "decoder-lambda": decoder_lambda_runs,
                "decoder-lambda-256": decoder_lambda_256_runs, "tasks": tasks_runs,
-               "stopping": stopping_runs}
+               "stopping": stopping_runs, "recommend": recommend_runs}

@@ -178,3 +178,33 @@ def test_an_auto_run_fits_what_the_recommendation_gives_its_observation(tmp_path
 
 
 TINY_SPEC = models.ArchSpec.from_dict(TINY)
+
+
+def test_the_recommend_reproduction_puts_the_recommendation_beside_default_dip_and_oracle(tmp_path, monkeypatch):
+    from archlab import learnt
+    from test_learnt import synthetic_table
+
+    path = tmp_path / "recommend-denoise.csv"
+    synthetic_table(range(10)).to_csv(path, index=False)
+    monkeypatch.setattr(learnt, "table_path", lambda task: path if task == "denoise" else tmp_path / "none.csv")
+    runs = reproductions.recommend_runs()
+    methods = {r.config for r in runs}
+    assert methods == {"denoise · recommended", "denoise · default", "denoise · ulyanov-dip", "denoise · grid 1",
+                       "denoise · grid 2", "denoise · grid 3"}  # the table has three configurations
+    assert len(runs) == 6 * len(reproductions.RECOMMEND_IMAGES) >= 6 * 20
+    assert not any(r.image.startswith("cbsd68") for r in runs)  # the studies' training images stay out
+    assert next(r for r in runs if r.config.endswith("grid 1")).arch["kind"] == "decoder"
+    rows = []
+    for image, offset in (("01", 0.0), ("02", 1.0)):
+        for method, psnr, seconds in (("recommended", 27.0, 5.0), ("default", 26.0, 6.0), ("ulyanov-dip", 25.5, 9.0),
+                                      ("grid 1", 27.5, 5.0), ("grid 2", 26.5, 4.0)):
+            rows.append({"config": f"denoise · {method}", "image": image, "stop_psnr": psnr + offset,
+                         "seconds": seconds, "chosen": "depth=3 width=32" if method == "recommended" else None})
+    text = reproduce.write_table("recommend", pd.DataFrame(rows), tmp_path)
+    mean = next(line for line in text.splitlines() if line.startswith("| mean"))
+    assert "| 27.50 | 5.00 | 26.50 | 6.00 | 26.00 | 9.00 | 28.00 |" in mean
+    assert mean.endswith("| 1.00 | 1.50 | -0.50 |")
+    assert "2× depth=3 width=32" in text
+    monkeypatch.setattr(learnt, "table_path", lambda task: tmp_path / "none.csv")
+    with pytest.raises(ValueError, match="no learnt table for any task"):
+        reproductions.recommend_runs()
