@@ -66,7 +66,7 @@ def test_a_short_fit_gives_the_pinned_numbers(case):
         np.testing.assert_allclose(got[key], value, rtol=rtol, atol=1e-7, err_msg=f"{case}: {key}")
 
 
-@pytest.mark.parametrize("name", ["denoise-set9", "decoder-lambda", "tasks"])
+@pytest.mark.parametrize("name", ["denoise-set9", "decoder-lambda", "decoder-lambda-256", "tasks"])
 def test_the_committed_tables_are_rebuilt_from_their_rows_unchanged(name, tmp_path):
     folder = RESULTS / name
     table = reproduce.write_table(name, reproduce.read_rows(folder / "results.csv"), tmp_path)
