@@ -44,7 +44,7 @@ def crop_spec(task: Task | None = None) -> ArchSpec:
     the recommendation is known (the learnt table's deepest configuration, else :data:`BASE_SPEC`)."""
     name = task.name if task is not None else "denoise"
     if learnt.table_path(name).is_file():
-        return LEARNT_BASE.replace(depth=int(learnt.load_table(name)["depth"].max()))
+        return LEARNT_BASE.replace(depth=int(learnt.shipped_recommender(name).configs["depth"].max()))
     return BASE_SPEC
 
 
@@ -97,11 +97,12 @@ def recommend(image, task: Task | None = None) -> Recommendation:
     (True, True, 'auto')
     """
     sigma = texture.estimate_noise_sigma(image)
-    width, probabilities = texture.predict_width(image, noise_sigma=sigma)
+    features = texture.features(image, noise_sigma=sigma)  # once: the width classifier and the learnt model read it
+    width, probabilities = texture.width_from_features(features)
     score = texture.texture_score(image, noise_sigma=sigma)
     name = task.name if task is not None else "denoise"
     if learnt.table_path(name).is_file():
-        chosen, ranking = learnt.shipped_recommender(name).choose(texture.features(image, noise_sigma=sigma))
+        chosen, ranking = learnt.shipped_recommender(name).choose(features)
         config = chosen.config
         spec = LEARNT_BASE.replace(**{k: v for k, v in config.items() if k != "lr"})
         if task is not None and task.arch_overrides():

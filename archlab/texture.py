@@ -424,8 +424,13 @@ def predict_width(image, noise_sigma="auto", predictor: WidthPredictor | None = 
     ``noise_sigma`` is passed to :func:`features` (the default predictor learnt compensated features,
     so keep "auto" or give the known noise level); ``predictor`` defaults to :func:`default_predictor`.
     """
+    return width_from_features(features(image, noise_sigma), predictor)
+
+
+def width_from_features(values: pd.Series, predictor: WidthPredictor | None = None) -> tuple[int, dict]:
+    """:func:`predict_width` from an image's :func:`features` already computed."""
     predictor = predictor if predictor is not None else default_predictor()
-    row = features(image, noise_sigma).to_frame().T
+    row = values.to_frame().T
     proba = predictor.predict_proba(row)[0]
     best = int(predictor.classes_[np.argmax(proba)])
     return best, {int(c): float(p) for c, p in zip(predictor.classes_, proba)}
