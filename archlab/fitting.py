@@ -324,9 +324,9 @@ def _engine_choice(net: nn.Module, z: torch.Tensor, settings: FitSettings, reque
     signal (:func:`archlab.engine.bf16_error`); with ``measured`` (``fast`` and neither the precision nor
     the memory format given) the fastest of the safe candidates as timed here
     (:func:`archlab.engine.fastest`)."""
-    note = "as requested" if requested or settings.precision == "fp32" else "bf16 keeps the signal"
-    bf16 = settings.precision == "bf16"
-    if bf16 and not requested:
+    bf16 = settings.precision == "bf16" and not requested
+    note = "bf16 keeps the signal" if bf16 else "as requested"
+    if bf16:
         error, layer = bf16_error(net, z)
         if error > BF16_MAX_RELATIVE_ERROR:
             settings, bf16 = settings.replace(precision="fp32"), False
@@ -336,8 +336,7 @@ def _engine_choice(net: nn.Module, z: torch.Tensor, settings: FitSettings, reque
     precisions = ("fp32", "bf16") if bf16 else ("fp32",)
     chosen, seconds = fastest(net, z, [(p, layout) for p in precisions for layout in (False, True)])
     settings = settings.replace(precision=chosen[0], channels_last=chosen[1])
-    why = (note if not bf16 else "bf16 keeps the signal") if note != "as requested" else "bf16 not native here"
-    return settings, f"{describe_choice(chosen, seconds)}; {why}"
+    return settings, f"{describe_choice(chosen, seconds)}; {'bf16 not native here' if note == 'as requested' else note}"
 
 
 def _as_list(name: str, value) -> list | None:
