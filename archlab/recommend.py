@@ -97,7 +97,7 @@ def recommend(image, task: Task | None = None) -> Recommendation:
     (True, True, 'auto')
     """
     sigma = texture.estimate_noise_sigma(image)
-    features = texture.features(image, noise_sigma=sigma)  # once: the width classifier and the learnt model read it
+    features = texture.features(image)  # once, as the width classifier and the learnt tables were trained: σ estimated on the luma
     width, probabilities = texture.width_from_features(features)
     score = texture.texture_score(image, noise_sigma=sigma)
     name = task.name if task is not None else "denoise"

@@ -164,7 +164,7 @@ RECOMMEND_IMAGES = (*((f"set12/{n:02d}.png", 2) for n in range(1, 13)),
                     *((f"classic5/{n}.png", 4) for n in ("baboon", "barbara", "boats", "lena", "peppers")))
 #: The tasks of the recommend studies, by the label a table is shipped under.
 RECOMMEND_TASKS = {"denoise": {"task": "denoise", "sigma": 25.0},
-                   "inpaint": {"task": "inpaint", "mask": "bernoulli", "drop": 0.5}}
+                   "poisson": {"task": "poisson", "scale": 0.1}}
 #: How many of the learnt table's best configurations (by mean PSNR) form the per-image oracle's grid.
 ORACLE_CONFIGS = 6
 
@@ -196,7 +196,7 @@ def recommend_runs() -> list[Run]:
         runs += [Run(f"{label} · {name}", image, arch, task, fit, downscale=down, size=64)
                  for image, down in RECOMMEND_IMAGES for name, arch, fit in configs]
     if not runs:
-        raise ValueError("reproduce recommend: no learnt table for any task (denoise, inpaint); run the "
+        raise ValueError("reproduce recommend: no learnt table for any task (denoise, poisson); run the "
                          "recommend-* studies and `archlab study learn` first")
     return runs
 

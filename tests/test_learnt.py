@@ -68,6 +68,11 @@ def test_a_study_table_has_a_row_per_configuration_and_image_with_its_features(t
     studies.run(path, log=lambda _: None)
     table = studies.learning_table(str(path))
     assert len(table) == 4 and set(table["upsampler"]) == {"nearest", "bilinear"}
+    study = studies.open_existing(str(path))
+    running = study.ask()  # a trial still running (or killed) with the results of its first images: left out
+    for key, value in study.trials[0].user_attrs.items():
+        running.set_user_attr(key, value)
+    assert len(studies.learning_table(str(path))) == 4
     assert set(table["image"]) == {"astronaut", "camera"} and (table["width"] == 8).all()
     assert table[list(texture.FEATURE_NAMES)].notna().all().all()
     one = table[table["image"] == "camera"].iloc[0]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from archlab import images, models, recommend, tasks
+from archlab import images, models, recommend, tasks, texture
 from archlab.cli import main
 
 
@@ -14,7 +14,7 @@ def camera():
 
 
 def test_recommendation_is_a_full_spec(camera):
-    advice = recommend.recommend(camera)
+    advice = recommend.recommend(camera, task=tasks.Inpaint())  # no learnt table for inpainting: the rules
     assert advice.width in (32, 64, 128) and advice.spec.width == advice.width
     assert abs(sum(advice.probabilities.values()) - 1) < 1e-6
     assert advice.spec.kind == "hourglass" and advice.spec.depth == 2 and advice.spec.lipschitz == 2.0
@@ -30,7 +30,8 @@ def test_noisy_observations_get_the_clean_width_and_images_of_one_size_differ():
     widths = {}
     for name in ("camera", "astronaut", "coffee", "brick", "grass", "gravel", "moon", "text", "chelsea", "rocket"):
         x = images.resize(images.load(name), size=(128, 128))
-        clean, noisy = recommend.recommend(x), recommend.recommend(tasks.Denoise(25).degrade(x, seed=0))
+        rules = tasks.Inpaint()  # the texture classifier's width (no learnt table for inpainting)
+        clean, noisy = recommend.recommend(x, rules), recommend.recommend(tasks.Denoise(25).degrade(x, seed=0), rules)
         assert noisy.noise_sigma * 255 == pytest.approx(25, abs=5)
         assert abs(noisy.texture_score - clean.texture_score) < 0.15  # measured ≤ 0.12 (a fine texture)
         widths[name] = (clean.width, noisy.width)
@@ -50,3 +51,21 @@ def test_cli_json_and_errors(tmp_path, capsys):
                                          .read_bytes())
     assert main(["recommend", str(tmp_path / "small.png")]) == 2
     assert "32" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", [tasks.Denoise(25), tasks.PoissonDenoise(0.1)])
+def test_shipped_tables_recommend_a_configuration_of_their_study(camera, task):
+    from archlab import learnt
+    advice = recommend.recommend(task.observe(camera, 0).y, task=task)
+    table = learnt.load_table(task.name)
+    assert len(table) >= 1000 and table["image"].nunique() >= 40
+    chosen = {key: getattr(advice.spec, key) for key in learnt.CONFIG_COLUMNS if key != "lr"}
+    configs = table[list(learnt.CONFIG_COLUMNS)].drop_duplicates()
+    assert any(all(row[k] == v for k, v in chosen.items()) for _, row in configs.iterrows()) \
+        or chosen == {k: v for k, v in learnt.DEFAULT_CONFIG.items() if k != "lr"}
+    assert advice.fit["stop"] == "auto" and "learnt" in advice.sources["width"]
+    gains = [c.gain for c in advice.alternatives]
+    assert gains == sorted(gains, reverse=True)
+    chosen, ranking = learnt.shipped_recommender(task.name).choose(texture.features(task.observe(camera, 0).y))
+    default = next(c for c in ranking if c.config == learnt.DEFAULT_CONFIG)
+    assert chosen.seconds <= default.seconds and chosen.gain >= default.gain

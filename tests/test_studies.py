@@ -80,7 +80,7 @@ def fake_fit(peaks: dict, stop_at: int | None = 70, calls: list | None = None, f
 # --- study files -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["quick-demo", "lipschitz-sweep", "gaussian-sigma", "upsampler-ablation",
-                                  "depth-width-skips", "texture-width-labels", "recommend-denoise", "recommend-inpaint"])
+                                  "depth-width-skips", "texture-width-labels", "recommend-denoise", "recommend-poisson"])
 def test_shipped_studies_validate_and_round_trip(name):
     spec = studies.load_study(name)
     assert spec.name == name

@@ -22,8 +22,8 @@ PARAM_LABELS = {"lipschitz": "Lipschitz bound λ", "sigma": "Gaussian σ", "lr":
                 "skip": "skip channels", "norm": "normalisation", "input_jitter": "input jitter",
                 "eval_every": "evaluation interval", "input_depth": "input channels", "kind": "architecture"}
 METRIC_TITLES = {"peak_psnr": "peak PSNR (dB)", "final_psnr": "last-iteration PSNR (dB)",
-                 "psnr_drop": "PSNR drop, peak − last (dB)", "stop_psnr": "PSNR at the ratio rule's stop (dB)",
-                 "peak_iteration": "iteration of the peak PSNR", "stop_iteration": "iteration of the ratio rule's stop",
+                 "psnr_drop": "PSNR drop, peak − last (dB)", "stop_psnr": "PSNR where the stop rule stops (dB)",
+                 "peak_iteration": "iteration of the peak PSNR", "stop_iteration": "iteration where the stop rule stops",
                  "seconds": "seconds per fit", "final_fbc_high": "highest FBC band at the last iteration"}
 TABLE_FORMATS = ("md", "latex", "csv")
 #: The files of a results folder (:func:`write_results`, ``archlab reproduce``, study reports):

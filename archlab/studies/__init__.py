@@ -2,7 +2,7 @@
 
 A study relates architecture and fit settings (λ, the Gaussian σ, depth, width, skips, the
 upsampler, lr, iterations) to the objectives of each fit — peak/final PSNR, the PSNR drop, the
-iteration of the peak (paper 004 Table 1), the ratio rule's stop iteration and PSNR (paper 000
+iteration of the peak (paper 004 Table 1), the stop rule's iteration and PSNR (paper 000
 §4.3), seconds. Each trial fits every (task, image, seed) of the study with one configuration
 and returns the objectives' means over them; several objectives make a Pareto study.
 

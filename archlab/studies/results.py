@@ -377,7 +377,7 @@ def _latex_document(body: str, standalone: bool) -> str:
 
 
 def learning_table(study, storage: str | None = None) -> pd.DataFrame:
-    """The rows a recommendation learns from: one per (configuration, task, image) of a study's fits, with
+    """The rows a recommendation learns from: one per (configuration, task, image) of a study's complete trials, with
     the PSNR at the automatic stop, the seconds, and the texture features of the image as the study
     observed it.
 
@@ -398,7 +398,8 @@ def learning_table(study, storage: str | None = None) -> pd.DataFrame:
     study = study if isinstance(study, optuna.Study) else open_existing(study, storage)
     spec = StudySpec.from_dict(study.user_attrs["spec"])
     rows = load(study)
-    rows = rows[rows["stop_psnr"].notna() & rows["seconds"].notna()]
+    complete = rows["state"] == optuna.trial.TrialState.COMPLETE.name  # a running or killed trial saw only some images
+    rows = rows[complete & rows["stop_psnr"].notna() & rows["seconds"].notna()]
     fixed = {**spec.arch.to_dict(), **dict(spec.fit)}
     for column in learnt.CONFIG_COLUMNS:
         if column not in rows:
