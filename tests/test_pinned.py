@@ -4,16 +4,18 @@ refactoring, so a change of structure that changes a number fails here.
 Regenerate (only when a number is meant to change, saying why in the commit):
 ``python tests/test_pinned.py`` rewrites ``tests/data/pinned_fits.json``.
 
-Tolerance: the fits run on one thread, so on a CPU of the capability that pinned them
-(``torch.backends.cpu.get_cpu_capability()``, stored in the file) the numbers agree to a relative 1e-6.
-Elsewhere the kernels round differently, and Adam's first steps (≈ lr · sign(g)) turn a flipped sign of a
-near-zero gradient into a step of full size, so the numbers move by up to ~1e-3 (measured: one thread
-against two on the same machine; AVX512 pins checked under ATEN_CPU_CAPABILITY=avx2 pass); they are then
-compared to a relative 2e-2, which still catches any
-change of initialisation, input, loss or update rule.
+Tolerance: the fits run on one thread, so on the CPU that pinned them the numbers agree to a relative 1e-6.
+Another CPU, even of the same ``torch.backends.cpu.get_cpu_capability()``, may run other kernels (oneDNN picks
+them by instruction set: measured, an AVX512 machine with avx512_fp16 moved ``ulyanov-dip``'s loss by 30 % in
+six iterations), and Adam's first steps (≈ lr · sign(g)) turn a flipped sign of a near-zero gradient into a
+step of full size. So the file keeps one set of pins per CPU kind met so far and each case must match one of
+them to 1e-6; ``python tests/test_pinned.py --add`` adds the pins of a new kind of CPU (only with the code
+unchanged since the last pins).
 """
 
 import json
+import platform
+import re
 import sys
 from pathlib import Path
 
@@ -57,13 +59,25 @@ def _fit_one_thread(arch: str, task_dict: dict) -> dict:
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_short_fit_gives_the_pinned_numbers(case):
-    pinned = json.loads(PINNED.read_text())
-    expected = pinned["cases"][case]
-    rtol = 1e-6 if pinned["capability"] == torch.backends.cpu.get_cpu_capability() else 2e-2
     got = _fit(*CASES[case])
-    assert set(got) == set(expected)
-    for key, value in expected.items():
-        np.testing.assert_allclose(got[key], value, rtol=rtol, atol=1e-7, err_msg=f"{case}: {key}")
+    errors = []
+    for pins in json.loads(PINNED.read_text())["pins"]:
+        expected = pins["cases"][case]
+        assert set(got) == set(expected)
+        try:
+            for key, value in expected.items():
+                np.testing.assert_allclose(got[key], value, rtol=1e-6, atol=1e-7, err_msg=f"{case}: {key}")
+            return
+        except AssertionError as exc:
+            errors.append(f"pins of {pins['cpu']}: {str(exc).strip()}")
+    pytest.fail("\n".join(errors))
+
+
+def _cpu() -> str:
+    """The CPU's name and capability (what a set of pins was recorded on)."""
+    names = re.findall(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M) \
+        if Path("/proc/cpuinfo").exists() else []
+    return f"{names[0] if names else platform.processor()} ({torch.backends.cpu.get_cpu_capability()})"
 
 
 @pytest.mark.parametrize("name", ["denoise-set9", "decoder-lambda", "decoder-lambda-256", "tasks"])
@@ -74,6 +88,7 @@ def test_the_committed_tables_are_rebuilt_from_their_rows_unchanged(name, tmp_pa
 
 
 if __name__ == "__main__":
-    cases = {case: _fit(*args) for case, args in CASES.items()}
-    PINNED.write_text(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "cases": cases}, indent=1) + "\n")
+    pins = {"cpu": _cpu(), "cases": {case: _fit(*args) for case, args in CASES.items()}}
+    kept = json.loads(PINNED.read_text())["pins"] if "--add" in sys.argv else []
+    PINNED.write_text(json.dumps({"pins": [*kept, pins]}, indent=1) + "\n")
     sys.exit(0)
