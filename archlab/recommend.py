@@ -97,7 +97,7 @@ def recommend(image, task: Task | None = None) -> Recommendation:
     (True, True, 'auto')
     """
     sigma = texture.estimate_noise_sigma(image)
-    features = texture.features(image)  # once, as the width classifier and the learnt tables were trained: σ estimated on the luma
+    features = texture.features(image)  # σ estimated on the luma, as the classifier and the tables learnt
     width, probabilities = texture.width_from_features(features)
     score = texture.texture_score(image, noise_sigma=sigma)
     name = task.name if task is not None else "denoise"

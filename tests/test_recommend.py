@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from archlab import images, models, recommend, tasks, texture
+from archlab import images, learnt, models, recommend, tasks, texture
 from archlab.cli import main
 
 
@@ -55,8 +55,8 @@ def test_cli_json_and_errors(tmp_path, capsys):
 
 @pytest.mark.parametrize("task", [tasks.Denoise(25), tasks.PoissonDenoise(0.1)])
 def test_shipped_tables_recommend_a_configuration_of_their_study(camera, task):
-    from archlab import learnt
-    advice = recommend.recommend(task.observe(camera, 0).y, task=task)
+    observed = task.observe(camera, 0).y
+    advice = recommend.recommend(observed, task=task)
     table = learnt.load_table(task.name)
     assert len(table) >= 1000 and table["image"].nunique() >= 40
     chosen = {key: getattr(advice.spec, key) for key in learnt.CONFIG_COLUMNS if key != "lr"}
@@ -66,6 +66,6 @@ def test_shipped_tables_recommend_a_configuration_of_their_study(camera, task):
     assert advice.fit["stop"] == "auto" and "learnt" in advice.sources["width"]
     gains = [c.gain for c in advice.alternatives]
     assert gains == sorted(gains, reverse=True)
-    chosen, ranking = learnt.shipped_recommender(task.name).choose(texture.features(task.observe(camera, 0).y))
+    chosen, ranking = learnt.shipped_recommender(task.name).choose(texture.features(observed))
     default = next(c for c in ranking if c.config == learnt.DEFAULT_CONFIG)
     assert chosen.seconds <= default.seconds and chosen.gain >= default.gain
