@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from archlab import learnt, studies, texture
+from archlab import learnt, models, restoration, studies, texture
 from archlab.studies import worker
 from studyfiles import study_toml
 
@@ -146,3 +146,11 @@ def test_restore_arch_auto_fits_what_the_recommendation_says_unless_told(tmp_pat
         assert seen[-1]["lr"] == 0.02 and seen[-1]["iterations"] == 6  # the user's win
     finally:
         learnt.shipped_recommender.cache_clear()
+
+
+@pytest.mark.parametrize("task", ["denoise", "poisson"])
+def test_the_recommend_studies_measure_the_configuration_to_beat_first(task):
+    spec = studies.load_study(f"recommend-{task}")
+    assert [dict(point) for point in spec.enqueue] == [learnt.DEFAULT_CONFIG]
+    arch, settings = spec.configure(learnt.DEFAULT_CONFIG)
+    assert arch == models.preset(restoration.DEFAULT_ARCH) and settings["lr"] == restoration.DEFAULT_FIT["lr"]

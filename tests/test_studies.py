@@ -321,6 +321,40 @@ def test_a_sampled_study_spends_its_trial_budget_once(tmp_path, monkeypatch):
     assert all(0.001 <= t.params["lr"] <= 0.1 and t.user_attrs["fit.lr"] == t.params["lr"] for t in study.trials)
 
 
+def test_enqueued_points_run_first_and_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(worker, "fit", fake_fit({"nearest": (30.0, 40), "bilinear": (32.0, 60)}))
+    text = edit(TINY, "seeds = [0]", "seeds = [0]\nn_trials = 3")
+    sampled = ('lr = { low = 0.001, high = 0.1, log = true }\n\n[sampler]\nkind = "random"\nseed = 1\n\n'
+               '[[enqueue]]\nupsampler = "bilinear"\nlr = 0.002\n\n[objectives]')
+    path = write(tmp_path, edit(text, "[objectives]", sampled))
+    first = studies.run(path, n_trials=1, log=lambda _: None).trials
+    assert first[0].params == {"upsampler": "bilinear", "lr": 0.002}
+    study = studies.run(path, log=lambda _: None)  # a second worker does not queue the point again
+    assert len(study.trials) == 3 and sum(t.params == {"upsampler": "bilinear", "lr": 0.002} for t in study.trials) == 1
+
+
+@pytest.mark.parametrize("enqueue, message", [
+    ('[[enqueue]]\nupsampler = "bicubic"', r"enqueue\[0\]\.upsampler: 'bicubic' is outside the space"),
+    ('[[enqueue]]\nlr = 0.5', r"enqueue\[0\]\.lr: 0.5 is outside the space; allowed: \{'low': 0.001"),
+    ('[[enqueue]]\ndepth = 3', r"enqueue\[0\]: unknown parameter 'depth'; allowed: the space's upsampler, lr"),
+    ('enqueue = [1]', r"enqueue: \[1\] is invalid; allowed: an array of tables"),
+])
+def test_enqueued_points_must_lie_in_the_space(tmp_path, enqueue, message):
+    text = edit(TINY, "seeds = [0]", "seeds = [0]\nn_trials = 3")
+    text = edit(text, "[objectives]", f'lr = {{ low = 0.001, high = 0.1, log = true }}\n\n[sampler]\nkind = "tpe"\n\n'
+                                      f'{enqueue}\n\n[objectives]')
+    if enqueue.startswith("enqueue ="):
+        text = edit(text, "seeds = [0]\n", f"seeds = [0]\n{enqueue}\n").replace(f"\n{enqueue}\n\n[objectives]", "\n[objectives]")
+    with pytest.raises(ValueError, match=message):
+        studies.load_study(write(tmp_path, text))
+
+
+def test_a_grid_study_refuses_enqueued_points(tmp_path):
+    text = edit(TINY, "[objectives]", '[[enqueue]]\nupsampler = "nearest"\n\n[objectives]')
+    with pytest.raises(ValueError, match="enqueue: the grid sampler tries every point already"):
+        studies.load_study(write(tmp_path, text))
+
+
 def test_cmaes_samples_a_continuous_space(tmp_path, monkeypatch):
     monkeypatch.setattr(worker, "fit", fake_fit({"nearest": (30.0, 40)}))
     text = edit(TINY, "seeds = [0]", "seeds = [0]\nn_trials = 3")

@@ -5,7 +5,8 @@ images (``[[images]]``: built-ins, files or dataset folders, resized/cropped), a
 architecture (``[arch]``, optionally from a preset) and fit settings (``[fit]``), the search
 space (``[space]``: ArchSpec fields, fit settings and the Gaussian upsampler's ``sigma``, as
 lists of choices or ``{low, high, log, step}`` ranges), ``seeds``, the objectives with their
-directions (``[objectives]``; several make a Pareto study), the Optuna sampler and pruner.
+directions (``[objectives]``; several make a Pareto study), the Optuna sampler and pruner, and points of the
+space a sampled study tries first (``[[enqueue]]``, e.g. the configuration to beat).
 :meth:`StudySpec.from_dict` rejects a malformed file before any trial runs, naming the key
 and the allowed values.
 """
@@ -51,7 +52,7 @@ FIT_FIELDS = tuple(f.name for f in dataclasses.fields(FitSettings) if f.name != 
 #: Searchable parameters: ArchSpec fields, fit settings, and ``sigma`` (Gaussian upsampler, paper 000 eq. 6).
 SPACE_NAMES = ARCH_FIELDS + FIT_FIELDS + ("sigma",)
 TOP_KEYS = ("name", "description", "seeds", "degradation_seed", "batch_seeds", "n_trials", "curve_points", "metrics", "arch",
-            "fit", "tasks", "images", "space", "objectives", "sampler", "pruner")
+            "fit", "tasks", "images", "space", "objectives", "sampler", "pruner", "enqueue")
 IMAGE_KEYS = ("source", "label", "size", "scale", "crop", "grey", "limit")
 RANGE_KEYS = ("low", "high", "log", "step")
 #: Study fits record where the ratio rule would stop (an objective) without stopping.
@@ -130,6 +131,16 @@ class Param:
         if self.step:
             return [float(v) for v in np.round(np.arange(self.low, self.high + self.step / 2, self.step), 12)]
         return None
+
+    def contains(self, value) -> bool:
+        """Whether ``value`` is a point of this dimension (a choice, or a number in [low, high] on its step)."""
+        if self.choices:
+            return any(value == c and type(value) is type(c) for c in self.choices)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not self.low <= value <= self.high:
+            return False
+        if self.is_int and not isinstance(value, int):
+            return False
+        return self.step is None or math.isclose((value - self.low) / self.step, round((value - self.low) / self.step))
 
     def to_value(self):
         """The TOML value :meth:`parse` reads back."""
@@ -225,6 +236,7 @@ class StudySpec:
     description: str = ""
     curve_points: int = 50
     metrics: tuple[str, ...] = ()
+    enqueue: tuple[tuple[tuple[str, object], ...], ...] = ()
     base_dir: str = field(default="", compare=False)
 
     @classmethod
@@ -280,6 +292,16 @@ class StudySpec:
         metrics = data.get("metrics", [])
         if not isinstance(metrics, list) or any(m not in OBJECTIVES and m not in EXTRA_METRICS for m in metrics):
             fail("metrics", f"{metrics!r} is invalid; allowed: a list of {', '.join([*OBJECTIVES, *EXTRA_METRICS])}")
+        enqueue = data.get("enqueue", [])
+        if not isinstance(enqueue, list) or not all(isinstance(point, dict) and point for point in enqueue):
+            fail("enqueue", f"{enqueue!r} is invalid; allowed: an array of tables [[enqueue]] of space values")
+        dims = {p.name: p for p in space}
+        for i, point in enumerate(enqueue):
+            for key, value in point.items():
+                if key not in dims:
+                    fail(f"enqueue[{i}]", f"unknown parameter {key!r}; allowed: the space's {', '.join(dims)}")
+                if not dims[key].contains(value):
+                    fail(f"enqueue[{i}].{key}", f"{value!r} is outside the space; allowed: {dims[key].to_value()}")
         spec = cls(name=name, tasks=tuple(tasks),
                    images=tuple(ImageSpec.parse(i, v) for i, v in enumerate(data["images"])), space=space,
                    objectives=tuple(objectives.items()), arch=arch, fit=tuple(fit_settings.items()),
@@ -290,7 +312,7 @@ class StudySpec:
                    n_trials=None if n_trials is None else checks.integer("n_trials", n_trials, 1),
                    description=str(data.get("description", "")),
                    curve_points=checks.integer("curve_points", data.get("curve_points", 50), 2), metrics=tuple(metrics),
-                   base_dir=str(base_dir))
+                   enqueue=tuple(tuple(point.items()) for point in enqueue), base_dir=str(base_dir))
         spec._check()
         return spec
 
@@ -316,6 +338,8 @@ class StudySpec:
                 fail(f"space.{coarse[0]}", "the grid sampler needs choices or a step for every parameter")
             if self.n_trials is not None:
                 fail("n_trials", f"not used by the grid sampler (the grid has {self.grid_size} points); remove it")
+            if self.enqueue:
+                fail("enqueue", "the grid sampler tries every point already; remove [[enqueue]]")
         elif self.n_trials is None:
             fail("n_trials", f"the {kind} sampler needs n_trials = <integer ≥ 1> (the study's trial budget)")
         if kind == "cmaes" and importlib.util.find_spec("cmaes") is None:
@@ -391,7 +415,8 @@ class StudySpec:
                 "arch": self.arch.to_dict(), "fit": dict(self.fit), "seeds": list(self.seeds),
                 "degradation_seed": self.degradation_seed, "batch_seeds": self.batch_seeds, "sampler": dict(self.sampler), "pruner": dict(self.pruner),
                 **({"n_trials": self.n_trials} if self.n_trials is not None else {}),
-                "curve_points": self.curve_points, "metrics": list(self.metrics)}
+                "curve_points": self.curve_points, "metrics": list(self.metrics),
+                **({"enqueue": [dict(point) for point in self.enqueue]} if self.enqueue else {})}
 
 
 def _construct(what: str, cls: type, options: dict):

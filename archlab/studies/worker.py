@@ -50,11 +50,12 @@ def _work_left(study: optuna.Study, spec: StudySpec) -> str:
 
 
 def open_study(spec: StudySpec, storage: RDBStorage) -> optuna.Study:
-    """Create the study or load it; an existing study must come from the same definition."""
+    """Create the study or load it; an existing study must come from the same definition. The file's
+    ``[[enqueue]]`` points are queued unless a trial already has them (Optuna's ``enqueue_trial``)."""
     directions = [direction for _, direction in spec.objectives]
     study = optuna.create_study(study_name=spec.name, storage=storage, sampler=spec.make_sampler(),
                                 pruner=spec.make_pruner(), directions=directions, load_if_exists=True)
-    definition = {k: v for k, v in spec.to_dict().items() if k not in ("description", "n_trials", "metrics")}
+    definition = {k: v for k, v in spec.to_dict().items() if k not in ("description", "n_trials", "metrics", "enqueue")}
     stored = study.user_attrs.get("definition")
     if stored is None:
         study.set_user_attr("definition", definition)
@@ -63,6 +64,8 @@ def open_study(spec: StudySpec, storage: RDBStorage) -> optuna.Study:
         fail("study", f"{spec.name!r} exists in the storage with a different definition (changed: "
                        f"{', '.join(changed)}); rename the study or use another storage")
     study.set_user_attr("spec", spec.to_dict())  # the latest description, trial budget and report metrics
+    for point in spec.enqueue:  # points the file asks to try first, once whatever the number of workers
+        study.enqueue_trial(dict(point), skip_if_exists=True)
     names = [name for name, _ in spec.objectives]
     if study.metric_names != names:
         with warnings.catch_warnings():
