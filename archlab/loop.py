@@ -30,8 +30,9 @@ import torch.nn as nn
 from archlab import images, metrics, spectral, stopping
 
 #: The stop rules a fit runs beside itself (:mod:`archlab.stopping`): paper 000's blur/sharpness ratio,
-#: Wang et al.'s windowed and exponential moving variance, and the discrepancy principle (noise tasks).
-RULES = ("ratio", "wmv", "emv", "discrepancy")
+#: Wang et al.'s windowed and exponential moving variance, and the discrepancy principle (noise tasks) on the
+#: output (``discrepancy``) and on the EMA of the outputs (``ema_discrepancy``), which then returns the EMA.
+RULES = ("ratio", "wmv", "emv", "discrepancy", "ema_discrepancy")
 #: ``none``: run every iteration, recording where each rule would stop; a rule's name: stop there;
 #: ``auto``: stop at the rule :data:`AUTO_STOP` gives for the task; ``record``: run every iteration
 #: and report where that rule would have stopped (its output, PSNR and iteration) without stopping.
@@ -120,11 +121,13 @@ class RuleSet:
 
     Per iteration (device work only, no host synchronisation) the variance rules take the output and
     the discrepancy rule the residual (the task's data term: the mean squared error over observed
-    values); per evaluation the ratio rule takes r. The chosen rule (``stop``, or :data:`AUTO_STOP`
-    for ``auto`` and ``record``) also keeps the bias-corrected EMA at its detected iteration.
+    values); the EMA discrepancy rule takes the same data term of the bias-corrected EMA ē_t,
+    ‖A ē_t − y‖²/N, and stops where the average the fit returns, not its latest output, has fitted y
+    down to the noise level; per evaluation the ratio rule takes r. The chosen rule (``stop``, or
+    :data:`AUTO_STOP` for ``auto`` and ``record``) also keeps the EMA at its detected iteration.
     """
 
-    def __init__(self, task, y: torch.Tensor, settings):
+    def __init__(self, task, y: torch.Tensor, settings, physics):
         stop = settings.stop
         self.chosen = AUTO_STOP.get(task.name, "ratio") if stop in ("auto", "record") else stop if stop in RULES else None
         self.stops = stop != "record"
@@ -132,18 +135,22 @@ class RuleSet:
         self.ratio_output: torch.Tensor | None = None
         self.variance = {"wmv": stopping.WMVRule(patience=settings.patience),
                          "emv": stopping.EMVRule(patience=settings.patience)}
-        self.discrepancy = None
+        self.discrepancy = self.ema_discrepancy = None
         if task.name == "denoise" and task.sigma > 0:
-            self.discrepancy = stopping.DiscrepancyRule(sigma=task.sigma / 255.0, clipped=bool(task.clip))
+            self.discrepancy, self.ema_discrepancy = (
+                stopping.DiscrepancyRule(sigma=task.sigma / 255.0, clipped=bool(task.clip)) for _ in range(2))
         elif task.name == "poisson":
-            self.discrepancy = stopping.DiscrepancyRule.poisson(task.scale, y, clipped=bool(task.clip))
-        if self.chosen == "discrepancy" and self.discrepancy is None:
-            raise ValueError(f"fit.stop: discrepancy needs a noise level; the {task.name} task has none "
+            self.discrepancy, self.ema_discrepancy = (
+                stopping.DiscrepancyRule.poisson(task.scale, y, clipped=bool(task.clip)) for _ in range(2))
+        if self.chosen in ("discrepancy", "ema_discrepancy") and self.discrepancy is None:
+            raise ValueError(f"fit.stop: {self.chosen} needs a noise level; the {task.name} task has none "
                              f"(use ratio, wmv, emv or auto)")
+        self.physics, self.y = physics, y
         self.ema: torch.Tensor | None = None
 
     def _rule(self, name: str):
-        return {"ratio": self.ratio, "discrepancy": self.discrepancy, **self.variance}[name]
+        return {"ratio": self.ratio, "discrepancy": self.discrepancy, "ema_discrepancy": self.ema_discrepancy,
+                **self.variance}[name]
 
     def step(self, iteration: int, out: torch.Tensor, loss: torch.Tensor, ema: torch.Tensor) -> None:
         """Feed the output, the data-term residual and the EMA of one iteration."""
@@ -151,7 +158,8 @@ class RuleSet:
             rule.update(iteration, out)
         if self.discrepancy is not None:
             self.discrepancy.update(iteration, loss.reshape(1), out)
-        if self.chosen in ("wmv", "emv", "discrepancy"):
+            self.ema_discrepancy.update(iteration, self.physics.loss(ema, self.y).reshape(1), ema)
+        if self.chosen in ("wmv", "emv", "discrepancy", "ema_discrepancy"):
             at = self._rule(self.chosen).detected_iteration == iteration
             self.ema = ema.clone() if self.ema is None else torch.where(at.view(-1, 1, 1, 1), ema, self.ema)
 
@@ -223,7 +231,7 @@ class Run:
     def __post_init__(self):
         s = self.settings
         self.monitor = Monitor(self.reference, self.y, s.fbc_bands, s.ratio_measures)
-        self.rules = RuleSet(self.task, self.y, s)
+        self.rules = RuleSet(self.task, self.y, s, self.physics)
         self.average = stopping.EMA(s.ema)
 
 

@@ -56,7 +56,7 @@ def test_every_rule_is_recorded_and_a_named_or_auto_rule_stops(noisy):
     common = dict(iterations=300, eval_every=10, window=20, patience=50, lr=0.02, reference=x, progress=False,
                   fast=False)
     full = fit(TINY, task, y, stop="none", **common)
-    assert set(full.rules) == {"ratio", "wmv", "emv", "discrepancy"} and full.stop_reason == "iterations"
+    assert set(full.rules) == {"ratio", "wmv", "emv", "discrepancy", "ema_discrepancy"} and full.stop_reason == "iterations"
     emv = full.rules["emv"]
     assert emv["iteration"] is not None and emv["stopped_at"] == emv["iteration"] + 50
     stopped = fit(TINY, task, y, stop="emv", **common)
@@ -69,6 +69,27 @@ def test_every_rule_is_recorded_and_a_named_or_auto_rule_stops(noisy):
     assert recorded.auto_stop_iteration == full.rules[AUTO_STOP["denoise"]]["iteration"]
     with pytest.raises(ValueError, match="discrepancy needs a noise level"):
         fit(TINY, tasks.Inpaint(mask="center"), y, iterations=1, stop="discrepancy")
+
+
+def test_the_ema_discrepancy_rule_is_the_discrepancy_principle_on_the_returned_average(noisy):
+    """Replayed by hand from every output: EMA ē_t (β 0.99, bias-corrected), its residual ‖ē_t − y‖²/N against
+    the clipped noise's level at ē_t; the fit must stop where that first reaches the level and return ē_t."""
+    from archlab import stopping
+
+    task, x, y = noisy
+    outputs = []
+    result = fit(TINY, task, y, iterations=300, eval_every=1, lr=0.02, reference=x, progress=False, fast=False,
+                 stop="ema_discrepancy", on_evaluation=lambda i, out: outputs.append((i, out.detach().clone())))
+    average, rule, kept = stopping.EMA(0.99), stopping.DiscrepancyRule(sigma=25 / 255, clipped=True), {}
+    for i, out in outputs:
+        ema = average.update(out).clone()
+        kept[i] = ema
+        if bool(rule.update(i, (ema - y).square().mean().reshape(1), ema)[0]):
+            break
+    detected = int(rule.detected_iteration[0])
+    assert detected > 0 and result.stop_reason == "ema_discrepancy" and result.auto_stop_iteration == detected
+    assert torch.allclose(result.restored, kept[detected].clamp(0, 1), atol=1e-6)
+    assert result.rules["discrepancy"]["iteration"] <= detected  # the average lags the latest output
 
 
 def test_the_ema_is_bias_corrected(noisy):

@@ -25,7 +25,7 @@ def register(subparsers) -> None:
                               epilog="Written as one folder (under a temporary name, renamed at the end). Ctrl-C or "
                                      "SIGTERM keeps the output so far, marked \"interrupted\": true, exit 130.")
     add_fit_arguments(p, out="restored")
-    p.add_argument("--stop", default="auto", choices=("none", "auto", "ratio", "wmv", "emv", "discrepancy"),
+    p.add_argument("--stop", default="auto", choices=("none", "auto", "ratio", "wmv", "emv", "discrepancy", "ema_discrepancy"),
                    help="where to stop without the clean image: auto (the task's rule, default), a rule by name, "
                         "or none (run --iterations, return the moving average)")
     p.set_defaults(func=run)
