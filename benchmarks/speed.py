@@ -139,7 +139,8 @@ def reference_fit(spec: models.ArchSpec | str, observation: torch.Tensor, clean:
     (``out.detach().cpu().numpy()``) for three NumPy PSNRs (noisy, clean, averaged) and the
     backtracking check (restore the last parameters when the noisy PSNR falls by 5 dB).
     Returns ``{"seconds": per-step times, "psnr": PSNR of the last output to the clean image,
-    "psnr_ema": the same for the averaged output, "psnr_curve": the PSNR of every step's output}``.
+    "psnr_ema": the same for the averaged output, "psnr_curve": the PSNR of every step's output,
+    "psnr_ema_curve": the same for the averaged output}``.
     """
     device = resolve_device(device)
     net, z = reference_network(spec, observation.shape[1], tuple(observation.shape[-2:]), seed=seed)
@@ -149,7 +150,7 @@ def reference_fit(spec: models.ArchSpec | str, observation: torch.Tensor, clean:
     optimiser = torch.optim.Adam(net.parameters(), lr=lr)
     noise = z.detach().clone()
     out_avg, last_net, psnr_noisy_last, psnr_gt, psnr_gt_sm = None, None, 0.0, float("nan"), float("nan")
-    seconds, curve = [], []
+    seconds, curve, ema_curve = [], [], []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed + 1)
         for i in range(iterations):
@@ -176,8 +177,9 @@ def reference_fit(spec: models.ArchSpec | str, observation: torch.Tensor, clean:
             optimiser.step()
             seconds.append(time.perf_counter() - start)
             curve.append(psnr_gt)
+            ema_curve.append(psnr_gt_sm)
     return {"seconds": np.asarray(seconds), "psnr": float(psnr_gt), "psnr_ema": float(psnr_gt_sm),
-            "psnr_curve": np.asarray(curve)}
+            "psnr_curve": np.asarray(curve), "psnr_ema_curve": np.asarray(ema_curve)}
 
 
 def peak_gflops(dtype: torch.dtype, device: str | torch.device = "auto", n: int = 2048, repeats: int = 5) -> float:

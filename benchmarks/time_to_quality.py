@@ -8,22 +8,27 @@ Per (task, image), one after the other (so the machine's load is the same for al
   last output and of its moving average, and its wall time;
 * ``papers-oracle`` - the same run at its best iteration: the PSNR no user can pick (it needs the clean
   image) and the wall time it took to get there;
+* ``papers-oracle-ema`` - the same for its moving average (the output Ulyanov et al.'s notebook also shows),
+  whose best is higher and later;
 * ``restore`` - ``archlab restore``'s defaults (:func:`archlab.restoration.restore` settings: controlled-64,
   the task's automatic stop) - the PSNR of what it returns and its wall time;
 * ``restore-auto`` - ``restore --arch auto`` (:func:`archlab.recommend.recommend` on the observation, its
   architecture and fit settings).
 
-Rows are appended to a CSV as each finishes (a rerun skips what is there), with the CPU capability,
-threads and load beside them; ``--table`` prints the ratios: the papers' loop's time to its best PSNR
-over ``restore``'s time, and the PSNR differences.
+Rows are appended to a CSV as each (task, image) finishes (a rerun skips what is there), with the CPU
+capability, threads and load beside them; ``--shard i/n`` lets n processes split the pairs; ``--table``
+prints the ratios: the papers' loop's time to its best PSNR (output and moving average) over
+``restore``'s time, and the PSNR differences.
 
-    python benchmarks/time_to_quality.py -o results/time-to-quality/results.csv      # resumable
+    python benchmarks/time_to_quality.py -o results/time-to-quality/results.csv --shard 0/2 &   # resumable
+    python benchmarks/time_to_quality.py -o results/time-to-quality/results.csv --shard 1/2
     python benchmarks/time_to_quality.py -o results/time-to-quality/results.csv --table
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import sys
 import time
 from pathlib import Path
@@ -47,7 +52,7 @@ IMAGES = (("set9/image_Baboon512rgb.png", 0.25), ("set9/image_F16_512rgb.png", 0
           ("cbsd68/0064.png", None), ("cbsd68/0065.png", None), ("cbsd68/0066.png", None), ("cbsd68/0067.png", None))
 TASKS = {"denoise σ=25": {"task": "denoise", "sigma": 25.0}, "jpeg q=10": {"task": "jpeg", "quality": 10}}
 PAPERS_ITERATIONS = 3000
-METHODS = ("papers", "papers-oracle", "restore", "restore-auto")
+METHODS = ("papers", "papers-oracle", "papers-oracle-ema", "restore", "restore-auto")
 
 
 def clean(source: str, scale: float | None) -> torch.Tensor:
@@ -68,12 +73,13 @@ def measure(label: str, task_dict: dict, source: str, scale: float | None, seed:
     start = time.perf_counter()
     papers = reference_fit("ulyanov-dip", y, reference, iterations=PAPERS_ITERATIONS, seed=seed, device="cpu")
     wall = time.perf_counter() - start
-    best = int(np.argmax(papers["psnr_curve"]))
-    elapsed = np.cumsum(papers["seconds"])
+    elapsed = np.cumsum(papers["seconds"]) * wall / float(np.sum(papers["seconds"]))
     rows = [{**base, "method": "papers", "psnr": papers["psnr"], "psnr_ema": papers["psnr_ema"],
-             "iterations": PAPERS_ITERATIONS, "seconds": wall},
-            {**base, "method": "papers-oracle", "psnr": float(papers["psnr_curve"][best]), "iterations": best + 1,
-             "seconds": float(elapsed[best]) * wall / float(elapsed[-1])}]
+             "iterations": PAPERS_ITERATIONS, "seconds": wall}]
+    for method, curve in (("papers-oracle", papers["psnr_curve"]), ("papers-oracle-ema", papers["psnr_ema_curve"])):
+        best = int(np.argmax(curve))
+        rows.append({**base, "method": method, "psnr": float(curve[best]), "iterations": best + 1,
+                     "seconds": float(elapsed[best])})
     settings = {**restoration.DEFAULT_FIT, "stop": "auto", "seed": seed}
     for method, arch, fit_settings in (("restore", restoration.DEFAULT_ARCH, settings), ("restore-auto", None, None)):
         start = time.perf_counter()
@@ -93,9 +99,11 @@ def ratios(table: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=wide.index)
     for method in ("restore", "restore-auto"):
         if ("psnr", method) in wide:
-            out[f"{method} − oracle dB"] = wide[("psnr", method)] - wide[("psnr", "papers-oracle")]
             out[f"{method} − papers last dB"] = wide[("psnr", method)] - wide[("psnr", "papers")]
-            out[f"oracle time / {method} time"] = wide[("seconds", "papers-oracle")] / wide[("seconds", method)]
+            for oracle in ("papers-oracle", "papers-oracle-ema"):
+                if ("psnr", oracle) in wide:
+                    out[f"{method} − {oracle} dB"] = wide[("psnr", method)] - wide[("psnr", oracle)]
+                    out[f"{oracle} time / {method} time"] = wide[("seconds", oracle)] / wide[("seconds", method)]
     return out
 
 
@@ -103,7 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--out", type=Path, required=True, help="CSV of rows (appended; a rerun resumes)")
     parser.add_argument("--table", action="store_true", help="print the ratios of the rows so far and stop")
+    parser.add_argument("--shard", default="0/1", help="i/n: this process measures every n-th pair from the i-th")
     args = parser.parse_args(argv)
+    try:
+        shard, shards = (int(v) for v in args.shard.split("/"))
+        assert 0 <= shard < shards
+    except (ValueError, AssertionError):
+        parser.error(f"--shard {args.shard!r} is invalid; allowed: i/n with 0 <= i < n")
     done = pd.read_csv(args.out) if args.out.is_file() else pd.DataFrame(columns=["task", "image"])
     if args.table:
         frame = ratios(done)
@@ -111,16 +125,19 @@ def main(argv: list[str] | None = None) -> int:
         print(frame.groupby(level="task").mean().round(2).to_string())
         return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    for label, task_dict in TASKS.items():
-        for source, scale in IMAGES:
-            if ((done["task"] == label) & (done["image"] == Path(source).stem)).any():
-                continue
-            rows = measure(label, task_dict, source, scale)
+    pairs = [(label, task_dict, source, scale) for label, task_dict in TASKS.items() for source, scale in IMAGES]
+    for label, task_dict, source, scale in pairs[shard::shards]:
+        if ((done["task"] == label) & (done["image"] == Path(source).stem)).any():
+            continue
+        rows = measure(label, task_dict, source, scale)
+        with open(args.out.with_suffix(".lock"), "w") as lock:  # other shards append to the same file
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            done = pd.read_csv(args.out) if args.out.is_file() else done
             done = pd.concat([done, pd.DataFrame(rows)], ignore_index=True)
             with images.atomic_path(args.out) as tmp:
                 done.to_csv(tmp, index=False)
-            shown = ", ".join(f"{r['method']} {r['psnr']:.2f} dB {r['seconds']:.0f} s" for r in rows)
-            print(f"{label} {Path(source).stem}: {shown}", flush=True)
+        shown = ", ".join(f"{r['method']} {r['psnr']:.2f} dB {r['seconds']:.0f} s" for r in rows)
+        print(f"{label} {Path(source).stem}: {shown}", flush=True)
     return 0
 
 
