@@ -78,11 +78,12 @@ def test_restore_stops_automatically_and_says_what_it_returned(tmp_path, capsys)
     base = ["restore", "--image", "camera", "--size", "32", "--arch", "faster-dip-32", "--eval-every", "10"]
     assert main([*base, "--iterations", "300", "--lr", "0.01", "-o", str(out)]) == 0  # --stop auto is the default
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["stop_rule"] == "discrepancy" and summary["stop_reason"] == "discrepancy"
+    assert summary["stop_rule"] == "ema_discrepancy" and summary["stop_reason"] == "ema_discrepancy"
     assert summary["iterations"] < 300 and summary["auto_stop_iteration"] <= summary["iterations"]
     assert f"iteration {summary['auto_stop_iteration']}" in summary["returned"]
-    assert summary["psnr_restored"] == pytest.approx(summary["discrepancy_psnr"])
-    assert "restored.png is the network output at iteration" in capsys.readouterr().out
+    assert summary["psnr_restored"] == pytest.approx(summary["ema_discrepancy_psnr"])
+    assert summary["discrepancy_iteration"] <= summary["ema_discrepancy_iteration"]
+    assert "restored.png is the moving average of the outputs (β = 0.99) at iteration" in capsys.readouterr().out
     none = tmp_path / "none"
     assert main([*base, "--iterations", "20", "--stop", "none", "-o", str(none)]) == 0
     summary = json.loads((none / "summary.json").read_text())

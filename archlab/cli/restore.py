@@ -45,8 +45,9 @@ def run(args) -> int:
     check_fit(result)
     restored = result.restored if args.ema or result.stop_output is not None else result.output
     if result.stop_output is not None:
-        returned = (f"the network output at iteration {result.auto_stop_iteration}, where the {result.stop_rule} "
-                    f"rule detected the stop")
+        what = (f"the moving average of the outputs (β = {args.ema})" if result.stop_rule == "ema_discrepancy"
+                else "the network output")
+        returned = f"{what} at iteration {result.auto_stop_iteration}, where the {result.stop_rule} rule detected the stop"
     elif args.ema:
         returned = f"the moving average of the outputs (β = {args.ema}) at iteration {result.stopped_at}"
     else:
