@@ -119,7 +119,9 @@ def archlab_fit(run, obs, seed: int, iterations: int) -> tuple[np.ndarray, np.nd
 
 
 def _cell(rows: pd.DataFrame, column: str) -> str:
-    return f"{rows[column].mean():.2f} ± {rows[column].std():.2f}" if len(rows) > 1 else f"{rows[column].mean():.2f}"
+    digits = 0 if column.endswith("iteration") else 2
+    mean, sd = rows[column].mean(), rows[column].std()
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}" if len(rows) > 1 else f"{mean:.{digits}f}"
 
 
 def table(rows: pd.DataFrame) -> str:

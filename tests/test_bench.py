@@ -226,3 +226,37 @@ def test_stop_rule_replay_fills_a_rolled_back_evaluation_with_the_kept_state(tmp
     rows = stop_rules.replay(path, sigma=25.0, patience=50)
     assert {r["rule"] for r in rows} >= {"wmv", "emv", "ratio (archlab measures)", "discrepancy (known σ)"}
     assert all(r["peak at"] == 10 for r in rows)
+
+
+def test_seed_spread_table_sets_the_codes_side_by_side():
+    from benchmarks import seed_spread
+
+    rows = pd.DataFrame([{"model": "ulyanov-dip", "image": "House", "code": code, "seed": seed, "peak_psnr": peak,
+                          "peak_iteration": 300 + 10 * seed}
+                         for seed, (theirs, ours) in enumerate([(27.0, 26.8), (26.6, 26.9)])
+                         for code, peak in (("their code", theirs), ("archlab", ours))])
+    text = seed_spread.table(rows)
+    assert "| 0 | 27.00 (300) | 26.80 (300) | -0.20 |" in text and "| 1 | 26.60 (310) | 26.90 (310) | +0.30 |" in text
+    assert "| their code | 26.80 ± 0.28 | 305 ± 7 | 2 |" in text and "| archlab − their code | +0.05 |" in text
+
+
+def test_seed_spread_runs_the_papers_loop_around_their_network():
+    from types import SimpleNamespace
+
+    from benchmarks import seed_spread
+
+    built = []
+
+    def get_net(channels, *args, **kwargs):
+        built.append((channels, args, kwargs))
+        return torch.nn.Sequential(torch.nn.Conv2d(channels, 3, 3, padding=1), torch.nn.Sigmoid())
+
+    clean = torch.rand(1, 3, 16, 16)
+    y = (clean + 0.1 * torch.randn(1, 3, 16, 16)).clamp(0, 1)
+    iteration, psnr = seed_spread.their_fit(SimpleNamespace(get_net=get_net), "ulyanov-dip", clean, y, seed=1,
+                                            iterations=30, lr=0.01, jitter=1 / 30)
+    assert built[0][0] == 32 and built[0][2]["num_scales"] == 5 and built[0][2]["upsample_mode"] == "bilinear"
+    assert list(iteration) == [0, 10, 20, 30] and np.isfinite(psnr).all()
+    again = seed_spread.their_fit(SimpleNamespace(get_net=get_net), "ulyanov-dip", clean, y, seed=1, iterations=30,
+                                  lr=0.01, jitter=1 / 30)
+    assert np.array_equal(psnr, again[1])  # the seed fixes the weights, the input and the jitter
