@@ -4,10 +4,12 @@ data, without torch, so the command line can name the experiments before it load
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from archlab import models
+from archlab.studies.files import study_text
 
 SET9_DENOISE = ("image_Baboon512rgb.png", "image_F16_512rgb.png", "image_House256rgb.png", "image_Peppers512rgb.png")
 
@@ -162,23 +164,24 @@ RECOMMEND_IMAGES = (*((f"set12/{n:02d}.png", 2) for n in range(1, 13)),
                     *((f"set9/{image}", 2 if "256" in image else 4) for image in
                       (*SET9_DENOISE, "image_Lena512rgb.png", "kodim01.png", "kodim02.png", "kodim03.png", "kodim12.png")),
                     *((f"classic5/{n}.png", 4) for n in ("baboon", "barbara", "boats", "lena", "peppers")))
-#: The tasks of the recommend studies, by the label a table is shipped under.
-RECOMMEND_TASKS = {"denoise": {"task": "denoise", "sigma": 25.0},
-                   "poisson": {"task": "poisson", "scale": 0.1}}
+#: The shipped studies whose learnt tables :func:`recommend_runs` evaluates (each studies one task).
+RECOMMEND_STUDIES = ("recommend-denoise", "recommend-poisson")
 #: How many of the learnt table's best configurations (by mean PSNR) form the per-image oracle's grid.
 ORACLE_CONFIGS = 6
 
 
 def recommend_runs() -> list[Run]:
-    """The learnt recommendation on images it never saw: per task of :data:`RECOMMEND_TASKS` whose learnt
-    table exists and per image of :data:`RECOMMEND_IMAGES` (64-px centre crops), the recommended configuration
+    """The learnt recommendation on images it never saw: per task of :data:`RECOMMEND_STUDIES` (as the study
+    file states it) whose learnt table exists and per image of :data:`RECOMMEND_IMAGES` (64-px centre crops), the recommended configuration
     (:data:`AUTO`), the default (``controlled-64``, ``archlab restore``'s settings), ``ulyanov-dip`` (lr 0.01,
     jitter 1/30) and the :data:`ORACLE_CONFIGS` best configurations of the table (the grid of the per-image
     oracle), all stopped by the task's automatic rule, seed 0."""
     from archlab import learnt  # scikit-learn: only when the runs are made
 
     runs = []
-    for label, task in RECOMMEND_TASKS.items():
+    for study in RECOMMEND_STUDIES:
+        task = dict(tomllib.loads(study_text(study)[0])["tasks"][0])
+        label = task["task"]
         if not learnt.table_path(label).is_file():
             continue
         table = learnt.load_table(label)
@@ -196,8 +199,8 @@ def recommend_runs() -> list[Run]:
         runs += [Run(f"{label} · {name}", image, arch, task, fit, downscale=down, size=64)
                  for image, down in RECOMMEND_IMAGES for name, arch, fit in configs]
     if not runs:
-        raise ValueError("reproduce recommend: no learnt table for any task (denoise, poisson); run the "
-                         "recommend-* studies and `archlab study learn` first")
+        raise ValueError(f"reproduce recommend: no learnt table for the tasks of {', '.join(RECOMMEND_STUDIES)}; "
+                         "run those studies and `archlab study learn` first")
     return runs
 
 

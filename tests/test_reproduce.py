@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import pytest
 
-from archlab import images, models, reproduce, reproductions
+from archlab import images, models, reproduce, reproductions, tasks
 
 TINY = models.ArchSpec(kind="decoder", depth=2, width=8, skip=0, lipschitz=2.0, norm="mean_only").to_dict()
 
@@ -206,5 +206,14 @@ def test_the_recommend_reproduction_puts_the_recommendation_beside_default_dip_a
     assert mean.endswith("| 1.00 | 1.50 | -0.50 |")
     assert "2× depth=3 width=32" in text
     monkeypatch.setattr(learnt, "table_path", lambda task: tmp_path / "none.csv")
-    with pytest.raises(ValueError, match="no learnt table for any task"):
+    with pytest.raises(ValueError, match="no learnt table for the tasks of recommend-denoise, recommend-poisson"):
         reproductions.recommend_runs()
+
+
+def test_the_recommend_evaluation_fits_the_tasks_its_studies_learnt_from():
+    from archlab import studies
+
+    tasks_evaluated = {run.task["task"]: run.task for run in reproductions.recommend_runs()}
+    for name in reproductions.RECOMMEND_STUDIES:
+        (label, task), = studies.load_study(name).tasks
+        assert tasks.task_from_dict(tasks_evaluated[task.name]).to_dict() == task.to_dict()
