@@ -8,7 +8,8 @@ iterations measures - on the device, with one host transfer per evaluation, not
 per step - the loss, PSNR/SSIM of the output and its EMA against a reference, the
 blur/sharpness ratio of paper 000 §4.3 and the frequency-band correspondence
 (paper 000 eq. 1). Stop rules run beside the loop (:data:`RULES`: paper 000's ratio
-rule, Wang et al.'s windowed and exponential moving variance, the discrepancy principle):
+rule, Wang et al.'s windowed and exponential moving variance, the discrepancy principle on the output
+and on its moving average):
 each records where it would stop, and one of them - named, or the task's :data:`AUTO_STOP`
 rule - may end the fit and give its output. The moving average is bias-corrected as in
 Adam; a divergence guard restores the last good weights after a loss jump and gives up
@@ -262,7 +263,8 @@ def fit(arch: ArchSpec | str | nn.Module, task: Task, observation: torch.Tensor,
         defaults to the value calibrated for ``ratio_measures``, :data:`archlab.stopping.EPS_FOR_MEASURES`);
         ``wmv``/``emv`` stop ``patience`` iterations after the variance of the outputs was
         least (Wang et al. 2023) and return the output there; ``discrepancy`` stops when
-        the data-fit residual reaches the noise level (Gaussian σ or Poisson ζ of the task).
+        the data-fit residual reaches the noise level (Gaussian σ or Poisson ζ of the task);
+        ``ema_discrepancy`` when the residual of the moving average does, and returns the average.
     reference : Tensor, optional
         The clean image (in the task's reference space) for PSNR/SSIM; the best output is kept.
         Default: the observation's reference, if any.
