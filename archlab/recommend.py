@@ -26,7 +26,8 @@ RULES = {
     "norm": ("mean_only", "paper 000 eq. 5: mean-only BN keeps the Lipschitz bound"),
     "iterations": (3000, "paper 004 §4: at most 3,000 iterations, stopped earlier by the stop rule"),
     "lr": (0.01, "Ulyanov et al.: Adam, lr 0.01 for hourglass networks"),
-    "stop": ("auto", "the task's stop rule (archlab.fitting.AUTO_STOP: the discrepancy principle on the moving average for Gaussian and Poisson noise)"),
+    "stop": ("auto", "the task's stop rule (archlab.fitting.AUTO_STOP: for Gaussian and Poisson noise the "
+                     "discrepancy principle on the moving average)"),
 }
 
 #: The architecture the rules give before the width is known (what an image must be cropped for).
