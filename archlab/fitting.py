@@ -129,7 +129,7 @@ class FitResult:
     >>> result = fit("controlled-64", tasks.Denoise(25), tasks.Denoise(25).observe(clean), iterations=20,
     ...              eval_every=10, window=10, stop="auto", fast=False, progress=False)
     >>> result.stop_rule, result.restored.shape, result.history["iteration"].tolist()
-    ('discrepancy', torch.Size([1, 1, 32, 32]), [10, 20])
+    ('ema_discrepancy', torch.Size([1, 1, 32, 32]), [10, 20])
     """
 
     output: torch.Tensor

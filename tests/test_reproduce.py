@@ -147,10 +147,10 @@ def test_stopping_table_scores_each_rule_against_the_oracle_peak(tmp_path):
     rows = []
     for image, wmv_psnr in (("a", 24.0), ("b", 25.0)):
         rows.append(_row("denoise σ=25 · controlled-64", image, peak_psnr=25.0, final_psnr_ema=24.5,
-                         rules="ratio wmv emv discrepancy", stop_rule="discrepancy",
+                         rules="ratio wmv emv discrepancy ema_discrepancy", stop_rule="ema_discrepancy",
                          ratio_iteration=None, ratio_psnr=None, wmv_iteration=20, wmv_psnr=wmv_psnr,
                          emv_iteration=30, emv_psnr=24.0, discrepancy_iteration=20, discrepancy_psnr=24.8,
-                         discrepancy_psnr_ema=24.6))
+                         ema_discrepancy_iteration=30, ema_discrepancy_psnr=25.2, ema_discrepancy_psnr_ema=25.2))
         history.to_csv(curves / (reproduce.slug(f"denoise σ=25 · controlled-64|{image}") + ".csv"), index=False)
     rows.append(_row("sr ×4 · controlled-64", "c", peak_psnr=23.0, rules="ratio wmv emv", stop_rule="wmv",
                      wmv_iteration=20, wmv_psnr=22.0))
@@ -158,7 +158,8 @@ def test_stopping_table_scores_each_rule_against_the_oracle_peak(tmp_path):
     lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
     # a rule that never detected returns the last EMA (24.5: gap 0.5); the auto rule is the task's
     assert "| a | 25.00 | 500 | 25.50 | 24.00 |  | 24.50 | 0.50 | 20 | 24.00 | 1.00 |" in text
-    assert "b" in lines and "| discrepancy | 24.80 | 0.20 | 24.60 |" in lines["a"]
+    assert "| 20 | 24.80 | 0.20 | 30 | 25.20 | -0.20 | ema_discrepancy | 25.20 | -0.20 | 25.20 |" in lines["a"]
+    assert "b" in lines
     assert "sr ×4" in text and "discrepancy" not in lines["c"]
     assert [p.name for p in (tmp_path / "figures").iterdir()] == ["denoise_=25.png"]
 
