@@ -28,11 +28,10 @@ import torch
 import torch.nn as nn
 
 from archlab import images, metrics, spectral, stopping
+from archlab.vocabulary import STOP_RULES
 
-#: The stop rules a fit runs beside itself (:mod:`archlab.stopping`): paper 000's blur/sharpness ratio,
-#: Wang et al.'s windowed and exponential moving variance, and the discrepancy principle (noise tasks) on the
-#: output (``discrepancy``) and on the EMA of the outputs (``ema_discrepancy``), which then returns the EMA.
-RULES = ("ratio", "wmv", "emv", "discrepancy", "ema_discrepancy")
+#: The stop rules a fit runs beside itself (:mod:`archlab.stopping`; :data:`archlab.vocabulary.STOP_RULES`).
+RULES = STOP_RULES
 #: ``none``: run every iteration, recording where each rule would stop; a rule's name: stop there;
 #: ``auto``: stop at the rule :data:`AUTO_STOP` gives for the task; ``record``: run every iteration
 #: and report where that rule would have stopped (its output, PSNR and iteration) without stopping.

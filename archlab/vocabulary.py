@@ -38,3 +38,8 @@ CONV_PADDINGS = ("reflect", "zeros")
 LIPSCHITZ_METHODS = ("svd", "power", "operator")
 #: Initialisations of the convolutions: archlab's He-uniform for LeakyReLU(0.01), paper 000's (a = 0), PyTorch's.
 INITS = ("kaiming-leaky", "kaiming", "torch")
+
+#: The stop rules a fit runs beside itself (:data:`archlab.loop.RULES`): paper 000's blur/sharpness ratio,
+#: Wang et al.'s windowed and exponential moving variance, and the discrepancy principle (noise tasks) on the
+#: output (``discrepancy``) and on the EMA of the outputs (``ema_discrepancy``), which then returns the EMA.
+STOP_RULES = ("ratio", "wmv", "emv", "discrepancy", "ema_discrepancy")

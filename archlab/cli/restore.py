@@ -13,6 +13,7 @@ from pathlib import Path
 
 from archlab.cli import add_fit_arguments, check_fit, fit_inputs, progress_lines
 from archlab.restoration import DEFAULT_IMAGE
+from archlab.vocabulary import STOP_RULES
 
 #: The files ``restore`` writes into its output folder (an existing folder may hold only these).
 OUTPUTS = ("restored.png", "restored_last.png", "observed.png", "baseline_bicubic.png", "history.csv",
@@ -25,7 +26,7 @@ def register(subparsers) -> None:
                               epilog="Written as one folder (under a temporary name, renamed at the end). Ctrl-C or "
                                      "SIGTERM keeps the output so far, marked \"interrupted\": true, exit 130.")
     add_fit_arguments(p, out="restored")
-    p.add_argument("--stop", default="auto", choices=("none", "auto", "ratio", "wmv", "emv", "discrepancy", "ema_discrepancy"),
+    p.add_argument("--stop", default="auto", choices=("none", "auto", *STOP_RULES),
                    help="where to stop without the clean image: auto (the task's rule, default), a rule by name, "
                         "or none (run --iterations, return the moving average)")
     p.set_defaults(func=run)
