@@ -13,7 +13,9 @@ Per (task, image), one after the other (so the machine's load is the same for al
 * ``restore`` - ``archlab restore``'s defaults (:func:`archlab.restoration.restore` settings: controlled-64,
   the task's automatic stop) - the PSNR of what it returns and its wall time;
 * ``restore-auto`` - ``restore --arch auto`` (:func:`archlab.recommend.recommend` on the observation, its
-  architecture and fit settings).
+  architecture and fit settings);
+* ``restore-fp32`` - ``restore``'s fit in eager fp32 (``fast=False``): whether the engine's choice (bf16 where it
+  judges the signal safe, channels-last where measured faster) changes the PSNR, and what it saves.
 
 Rows are appended to a CSV as each (task, image) finishes (a rerun skips what is there), with the CPU
 capability, threads and load beside them; ``--shard i/n`` lets n processes split the pairs; ``--table``
@@ -52,7 +54,7 @@ IMAGES = (("set9/image_Baboon512rgb.png", 0.25), ("set9/image_F16_512rgb.png", 0
           ("cbsd68/0064.png", None), ("cbsd68/0065.png", None), ("cbsd68/0066.png", None), ("cbsd68/0067.png", None))
 TASKS = {"denoise σ=25": {"task": "denoise", "sigma": 25.0}, "jpeg q=10": {"task": "jpeg", "quality": 10}}
 PAPERS_ITERATIONS = 3000
-METHODS = ("papers", "papers-oracle", "papers-oracle-ema", "restore", "restore-auto")
+METHODS = ("papers", "papers-oracle", "papers-oracle-ema", "restore", "restore-auto", "restore-fp32")
 
 
 def clean(source: str, scale: float | None) -> torch.Tensor:
@@ -64,7 +66,7 @@ def clean(source: str, scale: float | None) -> torch.Tensor:
 
 
 def measure(label: str, task_dict: dict, source: str, scale: float | None, seed: int = 0) -> list[dict]:
-    """The four methods' rows for one (task, image)."""
+    """The methods' rows (:data:`METHODS`) for one (task, image)."""
     task = tasks.task_from_dict(task_dict)
     observation = task.observe(clean(source, scale), seed=seed)
     y, reference = observation.y, observation.reference
@@ -81,7 +83,8 @@ def measure(label: str, task_dict: dict, source: str, scale: float | None, seed:
         rows.append({**base, "method": method, "psnr": float(curve[best]), "iterations": best + 1,
                      "seconds": float(elapsed[best])})
     settings = {**restoration.DEFAULT_FIT, "stop": "auto", "seed": seed}
-    for method, arch, fit_settings in (("restore", restoration.DEFAULT_ARCH, settings), ("restore-auto", None, None)):
+    for method, arch, fit_settings in (("restore", restoration.DEFAULT_ARCH, settings), ("restore-auto", None, None),
+                                       ("restore-fp32", restoration.DEFAULT_ARCH, {**settings, "fast": False})):
         start = time.perf_counter()
         if arch is None:  # what restore --arch auto does: recommend from the observation, then fit that
             advice = recommend.recommend(y, task=task)
@@ -104,6 +107,9 @@ def ratios(table: pd.DataFrame) -> pd.DataFrame:
                 if ("psnr", oracle) in wide:
                     out[f"{method} − {oracle} dB"] = wide[("psnr", method)] - wide[("psnr", oracle)]
                     out[f"{oracle} time / {method} time"] = wide[("seconds", oracle)] / wide[("seconds", method)]
+    if ("psnr", "restore-fp32") in wide:
+        out["restore − restore-fp32 dB"] = wide[("psnr", "restore")] - wide[("psnr", "restore-fp32")]
+        out["restore-fp32 time / restore time"] = wide[("seconds", "restore-fp32")] / wide[("seconds", "restore")]
     return out
 
 
