@@ -19,8 +19,8 @@ Per (task, image), one after the other (so the machine's load is the same for al
 
 Rows are appended to a CSV as each (task, image) finishes (a rerun skips what is there), with the CPU
 capability, threads and load beside them; ``--shard i/n`` lets n processes split the pairs; ``--table``
-prints the ratios: the papers' loop's time to its best PSNR (output and moving average) over
-``restore``'s time, and the PSNR differences.
+prints them as Markdown with the ratios: the papers' loop's time to its best PSNR (output and moving average)
+over ``restore``'s time, and the PSNR differences.
 
     python benchmarks/time_to_quality.py -o results/time-to-quality/results.csv --shard 0/2 &   # resumable
     python benchmarks/time_to_quality.py -o results/time-to-quality/results.csv --shard 1/2
@@ -92,31 +92,59 @@ def measure(label: str, task_dict: dict, source: str, scale: float | None, seed:
         result = fit(arch, task, observation, device="cpu", progress=False, **fit_settings)
         wall = time.perf_counter() - start
         rows.append({**base, "method": method, "psnr": float(metrics.psnr(result.restored, reference)),
-                     "iterations": result.stopped_at, "seconds": wall, "engine": result.extras.get("engine")})
+                     "iterations": result.stopped_at, "seconds": wall, "engine": result.extras.get("engine"),
+                     "precision": result.settings["precision"], "channels_last": result.settings["channels_last"]})
     return rows
 
 
-def ratios(table: pd.DataFrame) -> pd.DataFrame:
-    """Per (task, image): the papers' loop's time to its best over each restore's time, and the PSNR gaps."""
-    wide = table.pivot_table(index=["task", "image"], columns="method", values=["psnr", "seconds"])
-    out = pd.DataFrame(index=wide.index)
-    for method in ("restore", "restore-auto"):
-        if ("psnr", method) in wide:
-            out[f"{method} − papers last dB"] = wide[("psnr", method)] - wide[("psnr", "papers")]
-            for oracle in ("papers-oracle", "papers-oracle-ema"):
-                if ("psnr", oracle) in wide:
-                    out[f"{method} − {oracle} dB"] = wide[("psnr", method)] - wide[("psnr", oracle)]
-                    out[f"{oracle} time / {method} time"] = wide[("seconds", oracle)] / wide[("seconds", method)]
-    if ("psnr", "restore-fp32") in wide:
-        out["restore − restore-fp32 dB"] = wide[("psnr", "restore")] - wide[("psnr", "restore-fp32")]
-        out["restore-fp32 time / restore time"] = wide[("seconds", "restore-fp32")] / wide[("seconds", "restore")]
-    return out
+def summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """One task's rows side by side: per image the PSNR, iterations and seconds of every method, the papers'
+    loop's time to its best over ``restore``'s time and the PSNR gaps; last, the mean over the images."""
+    at = rows.set_index(["image", "method"])
+    lines = []
+    for image in rows["image"].unique():
+        def get(method, column):
+            return at.loc[(image, method), column] if (image, method) in at.index else np.nan
+        line = {"image": image,
+                "papers last dB": get("papers", "psnr"), "papers EMA dB": get("papers", "psnr_ema"),
+                "papers s": get("papers", "seconds")}
+        for method in ("papers-oracle", "papers-oracle-ema", "restore"):
+            line |= {f"{method} dB": get(method, "psnr"), f"{method} it": get(method, "iterations"),
+                     f"{method} s": get(method, "seconds")}
+        for method in ("restore-fp32", "restore-auto"):
+            line |= {f"{method} dB": get(method, "psnr"), f"{method} s": get(method, "seconds")}
+        line |= {"restore − oracle dB": line["restore dB"] - line["papers-oracle dB"],
+                 "oracle s / restore s": line["papers-oracle s"] / line["restore s"],
+                 "oracle-ema s / restore s": line["papers-oracle-ema s"] / line["restore s"],
+                 "restore − fp32 dB": line["restore dB"] - line["restore-fp32 dB"]}
+        lines.append(line)
+    frame = pd.DataFrame(lines).set_index("image")
+    frame.loc[f"mean ({len(frame)})"] = frame.mean()
+    return frame
+
+
+def report(table: pd.DataFrame) -> str:
+    """Markdown: per task the :func:`summary` and the conditions of its rows."""
+    out = []
+    for task, rows in table.groupby("task", sort=False):
+        cells = summary(rows).map(lambda v: "" if pd.isna(v) else f"{v:.2f}" if abs(v) < 100 else f"{v:.0f}")
+        out += [f"### {task}", "", "| image | " + " | ".join(cells.columns) + " |",
+                "| --- |" + " --- |" * len(cells.columns)]
+        out += [f"| {image} | " + " | ".join(row) + " |" for image, row in cells.iterrows()]
+        load = rows["load_1min"].astype(float)
+        restore = rows[rows["method"] == "restore"]
+        engines = restore["precision"] + restore["channels_last"].map({True: " channels-last", False: ""})
+        out += ["", f"Conditions: {', '.join(sorted(set(rows['device'])))}; CPU capability "
+                    f"{', '.join(sorted(set(rows['cpu_capability'])))}; torch threads "
+                    f"{', '.join(str(t) for t in sorted(set(rows['threads'])))}; 1-min load {load.min():.2f}-"
+                    f"{load.max():.2f}; the engine's choice for restore: {', '.join(sorted(set(engines)))}.", ""]
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--out", type=Path, required=True, help="CSV of rows (appended; a rerun resumes)")
-    parser.add_argument("--table", action="store_true", help="print the ratios of the rows so far and stop")
+    parser.add_argument("--table", action="store_true", help="print the table of the rows so far (Markdown) and stop")
     parser.add_argument("--shard", default="0/1", help="i/n: this process measures every n-th pair from the i-th")
     args = parser.parse_args(argv)
     try:
@@ -126,9 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--shard {args.shard!r} is invalid; allowed: i/n with 0 <= i < n")
     done = pd.read_csv(args.out) if args.out.is_file() else pd.DataFrame(columns=["task", "image"])
     if args.table:
-        frame = ratios(done)
-        print(frame.round(2).to_string())
-        print(frame.groupby(level="task").mean().round(2).to_string())
+        print(report(done))
         return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     pairs = [(label, task_dict, source, scale) for label, task_dict in TASKS.items() for source, scale in IMAGES]
