@@ -136,7 +136,7 @@ def report(table: pd.DataFrame) -> str:
         engines = restore["precision"] + restore["channels_last"].map({True: " channels-last", False: ""})
         out += ["", f"Conditions: {', '.join(sorted(set(rows['device'])))}; CPU capability "
                     f"{', '.join(sorted(set(rows['cpu_capability'])))}; torch threads "
-                    f"{', '.join(str(t) for t in sorted(set(rows['threads'])))}; 1-min load {load.min():.2f}-"
+                    f"{', '.join(str(int(t)) for t in sorted(set(rows['threads'])))}; 1-min load {load.min():.2f}-"
                     f"{load.max():.2f}; the engine's choice for restore: {', '.join(sorted(set(engines)))}.", ""]
     return "\n".join(out)
 
