@@ -15,7 +15,10 @@ makes it), and for each seed s two fits interleaved in one process:
   upsample_mode='gaussian', pad='reflection')``, input at H/32 × W/32, lr 0.001, no jitter
   (``code/denoising.py`` with the reference runs' settings);
 * ``archlab`` - :func:`archlab.fitting.fit` of the preset with ``seed=s`` and the settings of ``reproduce
-  denoise-set9``, in eager fp32.
+  denoise-set9``, in eager fp32;
+* ``archlab, their init`` (``--codes``) - the same fit of archlab's network started from the
+  weights and input of their code's seed s (copied across), so that what is left between the two curves is
+  the code alone (loop, kernels, rounding), not the random draw.
 
 Both record the PSNR of the raw output every 10 iterations; a row keeps the oracle peak, its iteration, the
 PSNR at 1,000-iteration checkpoints and the seconds. The table puts the mean and standard deviation over
@@ -24,6 +27,9 @@ exceeds this spread.
 
     python benchmarks/seed_spread.py --their-code PATH/deep-image-prior -o results/denoise-set9/seed-spread.csv
     python benchmarks/seed_spread.py --model shi-decoder --image Peppers --iterations 2000 \
+        --their-code PATH/Measure-and-Control-Spectral-Bias/code -o results/denoise-set9/seed-spread.csv
+    python benchmarks/seed_spread.py --model shi-decoder --image F16 --seeds 1 --iterations 3000 \
+        --codes "archlab, their init" "their code" \
         --their-code PATH/Measure-and-Control-Spectral-Bias/code -o results/denoise-set9/seed-spread.csv
     python benchmarks/seed_spread.py -o results/denoise-set9/seed-spread.csv --table
 
@@ -43,10 +49,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from archlab import images, metrics, reproduce, reproductions, tasks
+from archlab import images, metrics, models, reproduce, reproductions, tasks
 from archlab.fitting import fit
 
-CODES = ("their code", "archlab")
+CODES = ("their code", "archlab", "archlab, their init")
 MODELS = ("ulyanov-dip", "shi-decoder")
 EVAL_EVERY = 10
 CHECKPOINTS = (1000, 2000, 3000)
@@ -76,11 +82,40 @@ def their_network(their_models, model: str, size: tuple[int, int]) -> tuple[torc
     return net, torch.zeros(1, 32, *shape).uniform_() * 0.1
 
 
+def their_start(their_models, model: str, size: tuple[int, int], seed: int) -> tuple[torch.nn.Module, torch.Tensor]:
+    """Their network and input as their code draws them for ``seed`` (network first, then input)."""
+    torch.manual_seed(seed)
+    return their_network(their_models, model, size)
+
+
+def _trainable_in_build_order(net: torch.nn.Module) -> list[torch.Tensor]:
+    """Trainable parameters in archlab's order: a convolution's weight before its bias (their spectral-norm
+    wrapper registers ``module.bias`` before ``module.weight_bar``)."""
+    named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    ordered = []
+    for i, (name, p) in enumerate(named):
+        if name.endswith("module.bias") and i + 1 < len(named) and named[i + 1][0].endswith("module.weight_bar"):
+            continue
+        ordered.append(p)
+        if name.endswith("module.weight_bar") and i and named[i - 1][0].endswith("module.bias"):
+            ordered.append(named[i - 1][1])
+    return ordered
+
+
+def copy_their_init(their_net: torch.nn.Module, net: torch.nn.Module) -> None:
+    """Copy their network's initial trainable parameters into archlab's network of the same preset."""
+    theirs, mine = _trainable_in_build_order(their_net), [p for p in net.parameters() if p.requires_grad]
+    if [tuple(p.shape) for p in theirs] != [tuple(p.shape) for p in mine]:
+        raise SystemExit("seed_spread: their network's parameters do not line up with archlab's preset")
+    with torch.no_grad():
+        for src, dst in zip(theirs, mine):
+            dst.copy_(src)
+
+
 def their_fit(their_models, model: str, clean: torch.Tensor, y: torch.Tensor, seed: int, iterations: int,
               lr: float, jitter: float) -> tuple[np.ndarray, np.ndarray]:
     """The papers' denoising loop around their own network; the PSNR every :data:`EVAL_EVERY` steps."""
-    torch.manual_seed(seed)
-    net, net_input = their_network(their_models, model, tuple(y.shape[-2:]))
+    net, net_input = their_start(their_models, model, tuple(y.shape[-2:]), seed)
     noise = net_input.clone()
     optimiser = torch.optim.Adam(net.parameters(), lr=lr)
     y_np = y[0].numpy()
@@ -110,11 +145,17 @@ def their_fit(their_models, model: str, clean: torch.Tensor, y: torch.Tensor, se
     return np.array(iteration), np.array(psnr)
 
 
-def archlab_fit(run, obs, seed: int, iterations: int) -> tuple[np.ndarray, np.ndarray]:
-    """archlab's fit of the run's preset with ``seed``, every rule off, the PSNR every :data:`EVAL_EVERY` steps."""
+def archlab_fit(run, obs, seed: int, iterations: int, start: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """archlab's fit of the run's preset with ``seed``, every rule off, the PSNR every :data:`EVAL_EVERY` steps;
+    ``start`` = (their network, their input) starts it from their code's draw instead of archlab's."""
     settings = {**run.fit, "iterations": iterations, "eval_every": EVAL_EVERY, "stop": "none"}
-    result = fit(run.arch, tasks.task_from_dict(run.task), obs, seed=seed, device="cpu", fast=False,
-                 progress=False, **settings)
+    arch, net_input = run.arch, None
+    if start is not None:
+        arch, net_input = models.build(run.arch, obs.y.shape[1], tuple(obs.y.shape[-2:]), seed=seed)
+        copy_their_init(start[0], arch)
+        net_input = start[1]
+    result = fit(arch, tasks.task_from_dict(run.task), obs, seed=seed, device="cpu", fast=False,
+                 net_input=net_input, progress=False, **settings)
     return result.history["iteration"].to_numpy(), result.history["psnr"].to_numpy()
 
 
@@ -125,27 +166,33 @@ def _cell(rows: pd.DataFrame, column: str) -> str:
 
 
 def table(rows: pd.DataFrame) -> str:
-    """Per (model, image): each seed's peaks side by side, then mean ± sd over seeds of every measure."""
+    """Per (model, image): each seed's peaks side by side, then mean ± sd over seeds of every measure; every
+    archlab fit is compared with their code's fit of the same seed."""
     out = []
     for (model, image), group in rows.groupby(["model", "image"], sort=False):
         measures = ["peak_psnr", "peak_iteration", *(c for c in group if c.startswith("psnr_") and group[c].notna().any())]
-        out += [f"### {model} on {image}", "", "| seed | " + " | ".join(f"{c}: peak dB (iteration)" for c in CODES)
-                + " | archlab − their code |", "| --- | --- | --- | --- |"]
+        codes = [c for c in CODES if (group["code"] == c).any()]
+        mine = [c for c in codes if c != "their code"]
+        out += [f"### {model} on {image}", "", "| seed | " + " | ".join(f"{c}: peak dB (iteration)" for c in codes)
+                + "".join(f" | {c} − their code" for c in mine) + " |", "| --- |" + " --- |" * (len(codes) + len(mine))]
         at = group.set_index(["seed", "code"])
         for seed in sorted(group["seed"].unique()):
             cells = [f"{at.loc[(seed, c), 'peak_psnr']:.2f} ({at.loc[(seed, c), 'peak_iteration']:.0f})"
-                     if (seed, c) in at.index else "" for c in CODES]
-            both = all((seed, c) in at.index for c in CODES)
-            diff = at.loc[(seed, "archlab"), "peak_psnr"] - at.loc[(seed, "their code"), "peak_psnr"] if both else np.nan
-            out.append(f"| {seed} | " + " | ".join(cells) + f" | {diff:+.2f} |")
+                     if (seed, c) in at.index else "" for c in codes]
+            diffs = [f"{at.loc[(seed, c), 'peak_psnr'] - at.loc[(seed, 'their code'), 'peak_psnr']:+.2f}"
+                     if (seed, c) in at.index and (seed, "their code") in at.index else "" for c in mine]
+            out.append(f"| {seed} | " + " | ".join(cells + diffs) + " |")
         out += ["", "| mean ± sd over seeds | " + " | ".join(measures) + " | seeds |",
                 "| --- |" + " --- |" * (len(measures) + 1)]
-        for code in CODES:
+        for code in codes:
             part = group[group["code"] == code]
             out.append(f"| {code} | " + " | ".join(_cell(part, m) for m in measures) + f" | {len(part)} |")
-        mine, theirs = (group[group["code"] == c] for c in ("archlab", "their code"))
-        out += ["| archlab − their code | " + " | ".join(f"{mine[m].mean() - theirs[m].mean():+.2f}" for m in measures)
-                + " | |", ""]
+        theirs = group[group["code"] == "their code"]
+        for code in mine if len(theirs) else []:
+            part = group[group["code"] == code]
+            out.append(f"| {code} − their code | " + " | ".join(f"{part[m].mean() - theirs[m].mean():+.2f}"
+                                                                 for m in measures) + " | |")
+        out.append("")
     return "\n".join(out)
 
 
@@ -156,6 +203,8 @@ def main(argv=None) -> None:
     parser.add_argument("--image", default="House", help="an image of reproduce denoise-set9 (default House)")
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=1000)
+    parser.add_argument("--codes", nargs="+", choices=CODES, default=list(CODES[:2]),
+                        help="the fits to run per seed, in this order (default: their code, archlab)")
     parser.add_argument("-o", "--out", type=Path, required=True)
     parser.add_argument("--table", action="store_true", help="print the table of the rows in --out")
     args = parser.parse_args(argv)
@@ -170,13 +219,16 @@ def main(argv=None) -> None:
     run, clean, obs = observation(args.model, args.image)
     done = pd.read_csv(args.out) if args.out.exists() else pd.DataFrame(columns=["model", "image", "code", "seed"])
     for seed in range(args.seeds):
-        for code in CODES:
+        for code in args.codes:
             if ((done["model"] == args.model) & (done["image"] == args.image) & (done["code"] == code)
                     & (done["seed"] == seed)).any():
                 continue
             start = time.perf_counter()
             if code == "archlab":
                 iteration, psnr = archlab_fit(run, obs, seed, args.iterations)
+            elif code == "archlab, their init":
+                start = their_start(their_models, args.model, tuple(obs.y.shape[-2:]), seed)
+                iteration, psnr = archlab_fit(run, obs, seed, args.iterations, start=start)
             else:
                 iteration, psnr = their_fit(their_models, args.model, clean, obs.y, seed, args.iterations,
                                             run.fit["lr"], run.fit["input_jitter"])

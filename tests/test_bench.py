@@ -267,3 +267,39 @@ def test_seed_spread_runs_the_papers_loop_around_their_network():
     again = seed_spread.their_fit(SimpleNamespace(get_net=get_net), "ulyanov-dip", clean, y, seed=1, iterations=30,
                                   lr=0.01, jitter=1 / 30)
     assert np.array_equal(psnr, again[1])  # the seed fixes the weights, the input and the jitter
+
+
+def test_seed_spread_copies_their_init_weight_before_bias():
+    from benchmarks import seed_spread
+
+    class TheirSpectralNorm(torch.nn.Module):  # their wrapper: module.bias registered before module.weight_bar
+        def __init__(self, conv):
+            super().__init__()
+            self.module = torch.nn.Module()
+            self.module.bias = torch.nn.Parameter(conv.bias.detach().clone())
+            self.module.weight_bar = torch.nn.Parameter(conv.weight.detach().clone())
+
+    convs = [torch.nn.Conv2d(2, 4, 3), torch.nn.Conv2d(4, 4, 3)]
+    theirs = torch.nn.Sequential(*(TheirSpectralNorm(c) for c in convs))
+    frozen = torch.nn.Conv2d(4, 4, 1)
+    frozen.requires_grad_(False)
+    theirs.append(frozen)  # frozen (their Gaussian upsampler) is not copied
+    mine = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.Conv2d(4, 4, 3))
+    seed_spread.copy_their_init(theirs, mine)
+    for conv, wrapped in zip(mine, theirs):
+        assert torch.equal(conv.weight, wrapped.module.weight_bar) and torch.equal(conv.bias, wrapped.module.bias)
+    with pytest.raises(SystemExit, match="do not line up"):
+        seed_spread.copy_their_init(theirs, torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3)))
+
+
+def test_seed_spread_table_compares_every_archlab_fit_with_their_code():
+    from benchmarks import seed_spread
+
+    rows = pd.DataFrame([
+        {"model": "shi-decoder", "image": "F16", "code": "their code", "seed": 0, "peak_psnr": 27.6, "peak_iteration": 2990,
+         "psnr_1000": 26.75},
+        {"model": "shi-decoder", "image": "F16", "code": "archlab, their init", "seed": 0, "peak_psnr": 27.5,
+         "peak_iteration": 2980, "psnr_1000": 26.70}])
+    text = seed_spread.table(rows)
+    assert "| 0 | 27.60 (2990) | 27.50 (2980) | -0.10 |" in text
+    assert "| archlab, their init − their code | -0.10 | -10.00 | -0.05 | |" in text
