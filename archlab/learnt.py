@@ -31,15 +31,20 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from archlab import checks, texture
+from archlab.fitting import FitSettings
 
 #: The configuration a learnt recommendation chooses (the searchable parameters of the recommend studies).
-CONFIG_COLUMNS = ("depth", "width", "skip", "upsampler", "lipschitz", "lr")
+CONFIG_COLUMNS = ("depth", "width", "skip", "upsampler", "lipschitz", "lr", "input_jitter")
+#: The fields of :data:`CONFIG_COLUMNS` that are fit settings (:class:`archlab.fitting.FitSettings`); the rest
+#: are :class:`archlab.models.ArchSpec` fields.
+FIT_COLUMNS = ("lr", "input_jitter")
 #: The fields of :data:`CONFIG_COLUMNS` that are numbers (the rest are categories).
-NUMERIC = ("depth", "width", "skip", "lipschitz", "lr")
+NUMERIC = ("depth", "width", "skip", "lipschitz", "lr", "input_jitter")
 #: The fields of :data:`CONFIG_COLUMNS` that are integers.
 INTEGERS = ("depth", "width", "skip")
-#: The configuration to beat: ``controlled-64`` with ``archlab restore``'s learning rate.
-DEFAULT_CONFIG = {"depth": 3, "width": 64, "skip": 0, "upsampler": "bilinear", "lipschitz": 2.0, "lr": 0.002}
+#: The configuration to beat: ``controlled-64`` with ``archlab restore``'s learning rate and input jitter.
+DEFAULT_CONFIG = {"depth": 3, "width": 64, "skip": 0, "upsampler": "bilinear", "lipschitz": 2.0, "lr": 0.002,
+                  "input_jitter": FitSettings.input_jitter}
 #: The shipped table of each task (package data), as ``archlab study learn`` writes it.
 TABLE_RESOURCE = "recommend-{task}.csv"
 
@@ -63,10 +68,11 @@ def load_table(task: str, path: str | os.PathLike | None = None) -> pd.DataFrame
 
 
 def _config_frame(configs: pd.DataFrame, categories: tuple[str, ...]) -> pd.DataFrame:
-    """Configurations as numbers: depth, width, skip, log λ, log lr, one column per upsampler."""
+    """Configurations as numbers: depth, width, skip, log λ, log lr, input jitter, one column per upsampler."""
     frame = pd.DataFrame({"depth": configs["depth"].astype(float), "log2_width": np.log2(configs["width"].astype(float)),
                           "skip": configs["skip"].astype(float), "log_lipschitz": np.log(configs["lipschitz"].astype(float)),
-                          "log_lr": np.log(configs["lr"].astype(float))}, index=configs.index)
+                          "log_lr": np.log(configs["lr"].astype(float)),
+                          "input_jitter": configs["input_jitter"].astype(float)}, index=configs.index)
     for name in categories:
         frame[f"upsampler={name}"] = (configs["upsampler"] == name).astype(float)
     return frame

@@ -1,7 +1,7 @@
 """Image → architecture: a DIP for this image without a search.
 
 Where a table learnt from a study exists for the task (:mod:`archlab.learnt`, built by ``archlab study
-learn``), the configuration - depth, width, skips, upsampler, λ and learning rate - is the one the
+learn``), the configuration - depth, width, skips, upsampler, λ, learning rate and input jitter - is the one the
 study's regressors predict restores this image best, no slower than the default. Otherwise the width
 comes from the texture classifier of paper 004 §3.5/§4.4 (:func:`archlab.texture.predict_width`,
 GLCM + radial-PSD features, noise-compensated so the noisy observation a user has can be scored) and
@@ -105,7 +105,7 @@ def recommend(image, task: Task | None = None) -> Recommendation:
     if learnt.table_path(name).is_file():
         chosen, ranking = learnt.shipped_recommender(name).choose(features)
         config = chosen.config
-        spec = LEARNT_BASE.replace(**{k: v for k, v in config.items() if k != "lr"})
+        spec = LEARNT_BASE.replace(**{k: v for k, v in config.items() if k not in learnt.FIT_COLUMNS})
         if task is not None and task.arch_overrides():
             spec = spec.replace(**task.arch_overrides())
         reason = (f"learnt from the {name} study ({learnt.table_path(name).name}): predicted "
@@ -113,7 +113,8 @@ def recommend(image, task: Task | None = None) -> Recommendation:
                   f"{chosen.seconds:.0f} s per 64-px fit (the default: no faster)")
         sources = {key: reason for key in learnt.CONFIG_COLUMNS}
         sources["stop"] = RULES["stop"][1]
-        return Recommendation(spec=spec, fit={"iterations": LEARNT_ITERATIONS, "lr": config["lr"], "stop": "auto"},
+        fit = {"iterations": LEARNT_ITERATIONS, **{k: config[k] for k in learnt.FIT_COLUMNS}, "stop": "auto"}
+        return Recommendation(spec=spec, fit=fit,
                               width=config["width"], probabilities=probabilities, texture_score=score,
                               noise_sigma=sigma, sources=sources, alternatives=tuple(ranking[:5]))
     spec = BASE_SPEC.replace(width=width)

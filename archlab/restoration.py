@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 DEFAULT_IMAGE = "camera"
 DEFAULT_ARCH = "controlled-64"
 #: Fit settings of a restoration when neither the user nor a recommendation gives them.
-DEFAULT_FIT = {"iterations": 500, "lr": 0.002}
+DEFAULT_FIT = {"iterations": 500, "lr": 0.002, "input_jitter": 1 / 30}
 #: Longer side a clean image is resized to before it is degraded (0 keeps it).
 DEFAULT_SIZE = 128
 #: Largest network output a fit starts on unless told otherwise (1024 x 1024).

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from archlab import learnt, models, restoration, studies, texture
+from archlab import fitting, learnt, models, restoration, studies, texture
 from archlab.studies import worker
 from studyfiles import study_toml
 
@@ -94,7 +94,7 @@ def test_recommend_uses_a_learnt_table_for_every_choice(tmp_path, monkeypatch, c
         advice = recommend.recommend(x, task=tasks.Denoise(25))
         assert advice.spec.kind == "decoder" and advice.spec.width in (32, 64)  # 128: slower than the default
         assert advice.fit == {"iterations": recommend.LEARNT_ITERATIONS, "lr": learnt.DEFAULT_CONFIG["lr"],
-                              "stop": "auto"}
+                              "input_jitter": learnt.DEFAULT_CONFIG["input_jitter"], "stop": "auto"}
         assert "predicted" in advice.sources["width"] and len(advice.alternatives) == 3
         assert advice.to_dict()["alternatives"][0]["config"]["width"] in (32, 64, 128)
         other = recommend.recommend(x, task=tasks.Inpaint())  # no table for inpainting: the rules
@@ -127,11 +127,11 @@ def test_restore_arch_auto_fits_what_the_recommendation_says_unless_told(tmp_pat
     from archlab.cli import main
 
     table = synthetic_table(range(30))
-    table["lr"] = 0.004  # the learnt configurations' learning rate: the fit must use it
+    table["lr"], table["input_jitter"] = 0.004, 0.1  # the learnt configurations' fit settings: the fit must use them
     path = tmp_path / "recommend-denoise.csv"
     table.to_csv(path, index=False)
     monkeypatch.setattr(learnt, "table_path", lambda task: path if task == "denoise" else tmp_path / "none.csv")
-    monkeypatch.setattr(learnt, "DEFAULT_CONFIG", {**learnt.DEFAULT_CONFIG, "lr": 0.004})
+    monkeypatch.setattr(learnt, "DEFAULT_CONFIG", {**learnt.DEFAULT_CONFIG, "lr": 0.004, "input_jitter": 0.1})
     learnt.shipped_recommender.cache_clear()
     seen = []
     real_fit = fitting.fit
@@ -139,11 +139,14 @@ def test_restore_arch_auto_fits_what_the_recommendation_says_unless_told(tmp_pat
     try:
         base = ["restore", "--image", "camera", "--size", "48", "--arch", "auto", "--eval-every", "2"]
         assert main([*base, "-o", str(tmp_path / "a")]) == 0
-        assert seen[-1]["lr"] == 0.004 and seen[-1]["iterations"] == 1000  # the advice's fit settings
+        assert seen[-1]["lr"] == 0.004 and seen[-1]["input_jitter"] == 0.1  # the advice's fit settings
+        assert seen[-1]["iterations"] == 1000
         summary = json.loads((tmp_path / "a" / "summary.json").read_text())
         assert any(note.startswith("--arch auto: depth 3, width") for note in summary["notes"])
-        assert main([*base, "--lr", "0.02", "--iterations", "6", "-o", str(tmp_path / "b")]) == 0
-        assert seen[-1]["lr"] == 0.02 and seen[-1]["iterations"] == 6  # the user's win
+        assert main([*base, "--lr", "0.02", "--iterations", "6", "--input-jitter", "0", "-o", str(tmp_path / "b")]) == 0
+        assert seen[-1]["lr"] == 0.02 and seen[-1]["iterations"] == 6 and seen[-1]["input_jitter"] == 0  # the user's win
+        assert main([*base, "--input-jitter", "-0.1", "-o", str(tmp_path / "c")]) == 2
+        assert "--input-jitter: -0.1 must be ≥ 0" in capsys.readouterr().err
     finally:
         learnt.shipped_recommender.cache_clear()
 
@@ -154,3 +157,4 @@ def test_the_recommend_studies_measure_the_configuration_to_beat_first(task):
     assert [dict(point) for point in spec.enqueue] == [learnt.DEFAULT_CONFIG]
     arch, settings = spec.configure(learnt.DEFAULT_CONFIG)
     assert arch == models.preset(restoration.DEFAULT_ARCH) and settings["lr"] == restoration.DEFAULT_FIT["lr"]
+    assert settings["input_jitter"] == restoration.DEFAULT_FIT["input_jitter"] == fitting.FitSettings.input_jitter

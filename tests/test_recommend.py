@@ -59,10 +59,10 @@ def test_shipped_tables_recommend_a_configuration_of_their_study(camera, task):
     advice = recommend.recommend(observed, task=task)
     table = learnt.load_table(task.name)
     assert len(table) >= 1000 and table["image"].nunique() >= 40
-    chosen = {key: getattr(advice.spec, key) for key in learnt.CONFIG_COLUMNS if key != "lr"}
+    chosen = {key: getattr(advice.spec, key) for key in learnt.CONFIG_COLUMNS if key not in learnt.FIT_COLUMNS}
     configs = table[list(learnt.CONFIG_COLUMNS)].drop_duplicates()
     assert any(all(row[k] == v for k, v in chosen.items()) for _, row in configs.iterrows()) \
-        or chosen == {k: v for k, v in learnt.DEFAULT_CONFIG.items() if k != "lr"}
+        or chosen == {k: v for k, v in learnt.DEFAULT_CONFIG.items() if k not in learnt.FIT_COLUMNS}
     assert advice.fit["stop"] == "auto" and "learnt" in advice.sources["width"]
     gains = [c.gain for c in advice.alternatives]
     assert gains == sorted(gains, reverse=True)

@@ -135,6 +135,9 @@ def add_fit_arguments(parser: argparse.ArgumentParser, out: str) -> None:
                         help=f"maximum iterations (default {DEFAULT_FIT['iterations']}; --arch auto: recommended)")
     parser.add_argument("--lr", type=float, default=None,
                         help=f"Adam learning rate (default {DEFAULT_FIT['lr']}; --arch auto: recommended)")
+    parser.add_argument("--input-jitter", type=float, default=None,
+                        help=f"σ of the noise added to the network's input at every step (default "
+                             f"{DEFAULT_FIT['input_jitter']:.4g}; --arch auto: recommended)")
     parser.add_argument("--ema", type=float, default=0.99, help="weight of the output moving average (default 0.99)")
     parser.add_argument("--eval-every", type=int, default=10, help="iterations between measurements (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the degradation, the input and the weights")
@@ -248,6 +251,8 @@ def fit_inputs(args, outputs: tuple[str, ...]):
             setattr(args, key, value)
     if args.iterations < 1:
         raise ValueError(f"--iterations: {args.iterations} must be ≥ 1")
+    if args.input_jitter < 0:
+        raise ValueError(f"--input-jitter: {args.input_jitter} must be ≥ 0")
     check_output(args.out, outputs)
     from archlab import stopping  # torch: the checks above stay cheap
 
@@ -268,7 +273,8 @@ def fit_inputs(args, outputs: tuple[str, ...]):
             if key not in given and key in advice.fit:
                 setattr(args, key, advice.fit[key])
         chosen = ", ".join(f"{k} {advice.spec.to_dict().get(k, advice.fit.get(k))}"
-                           for k in ("depth", "width", "skip", "upsampler", "lipschitz", "lr", "iterations"))
+                           for k in ("depth", "width", "skip", "upsampler", "lipschitz", "lr", "input_jitter",
+                                     "iterations"))
         notes.append(f"--arch auto: {chosen}; {advice.sources['width']} (texture score {advice.texture_score:.2f}, "
                      f"noise σ ≈ {advice.noise_sigma * 255:.1f}/255 discounted)")
     return task, spec, prepared.observation, notes

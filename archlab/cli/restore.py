@@ -39,7 +39,8 @@ def run(args) -> int:
     from archlab.fitting import fit
 
     out = Path(args.out)
-    result = fit(spec, task, observation, iterations=args.iterations, lr=args.lr, ema=args.ema, seed=args.seed,
+    result = fit(spec, task, observation, iterations=args.iterations, lr=args.lr, input_jitter=args.input_jitter,
+                 ema=args.ema, seed=args.seed,
                  device=args.device, eval_every=args.eval_every,
                  stop=args.stop, interruptible=True,
                  on_evaluation=progress_lines(args.iterations, "restore"))

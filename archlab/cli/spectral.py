@@ -86,7 +86,8 @@ def run_fbc(args: argparse.Namespace) -> int:
     from archlab import images, report
     from archlab.fitting import fit
 
-    result = fit(spec, task, observation, iterations=args.iterations, lr=args.lr, ema=args.ema, seed=args.seed,
+    result = fit(spec, task, observation, iterations=args.iterations, lr=args.lr, input_jitter=args.input_jitter,
+                 ema=args.ema, seed=args.seed,
                  device=args.device, eval_every=args.eval_every, fbc_bands=args.bands,
                  on_evaluation=progress_lines(args.iterations, "spectral fbc"))
     check_fit(result)

@@ -6,6 +6,7 @@ import contextlib
 import os
 import shlex
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from optuna.trial import TrialState
 
 from archlab import learnt, report, texture
 from archlab.checks import fail
+from archlab.fitting import FitSettings
 from archlab.images import atomic_path
 from archlab.studies.files import shipped, study_file
 from archlab.studies.spec import EXTRA_METRICS, OBJECTIVES, StudySpec, resolve_target
@@ -385,7 +387,9 @@ def learning_table(study, storage: str | None = None) -> pd.DataFrame:
     ----------
     study : str or optuna.Study
         A study name, shipped study or study file (see :func:`load`), whose search space
-        holds the parameters of :data:`archlab.learnt.CONFIG_COLUMNS` (fixed ones are read from its ``[arch]``/``[fit]``).
+        holds the parameters of :data:`archlab.learnt.CONFIG_COLUMNS` (fixed ones are read from its ``[arch]``/``[fit]``,
+        else :class:`~archlab.fitting.FitSettings`' defaults; so are a parameter's values in trials that did not
+        search it).
     storage : str, optional
         Its storage URL.
 
@@ -400,12 +404,12 @@ def learning_table(study, storage: str | None = None) -> pd.DataFrame:
     rows = load(study)
     complete = rows["state"] == optuna.trial.TrialState.COMPLETE.name  # a running or killed trial saw only some images
     rows = rows[complete & rows["stop_psnr"].notna() & rows["seconds"].notna()]
-    fixed = {**spec.arch.to_dict(), **dict(spec.fit)}
+    fixed = {**asdict(FitSettings()), **spec.arch.to_dict(), **dict(spec.fit)}
     for column in learnt.CONFIG_COLUMNS:
-        if column not in rows:
-            if column not in fixed:
-                fail("study", f"{study.study_name!r} neither searches nor sets {column!r}")
-            rows = rows.assign(**{column: fixed[column]})
+        if column not in fixed and (column not in rows or rows[column].isna().any()):
+            fail("study", f"{study.study_name!r} neither searches nor sets {column!r}")
+        if column in fixed:
+            rows = rows.assign(**{column: rows[column].fillna(fixed[column]) if column in rows else fixed[column]})
     features = {(obs.task_label, obs.image): texture.features(obs.observation.y)
                 for obs in observations(spec)}
     table = rows[["task", "image", *learnt.CONFIG_COLUMNS, "stop_psnr", "seconds"]].reset_index(drop=True)
