@@ -195,6 +195,8 @@ def test_the_recommend_reproduction_puts_the_recommendation_beside_default_dip_a
     assert len(runs) == 6 * len(reproductions.RECOMMEND_IMAGES) >= 6 * 20
     assert not any(r.image.startswith("cbsd68") for r in runs)  # the studies' training images stay out
     assert next(r for r in runs if r.config.endswith("grid 1")).arch["kind"] == "decoder"
+    grid = next(r for r in runs if r.config.endswith("grid 1"))
+    assert grid.fit["input_jitter"] == learnt.DEFAULT_CONFIG["input_jitter"] and "input_jitter" not in grid.arch
     rows = []
     for image, offset in (("01", 0.0), ("02", 1.0)):
         for method, psnr, seconds in (("recommended", 27.0, 5.0), ("default", 26.0, 6.0), ("ulyanov-dip", 25.5, 9.0),
