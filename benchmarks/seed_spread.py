@@ -227,8 +227,8 @@ def main(argv=None) -> None:
             if code == "archlab":
                 iteration, psnr = archlab_fit(run, obs, seed, args.iterations)
             elif code == "archlab, their init":
-                start = their_start(their_models, args.model, tuple(obs.y.shape[-2:]), seed)
-                iteration, psnr = archlab_fit(run, obs, seed, args.iterations, start=start)
+                theirs = their_start(their_models, args.model, tuple(obs.y.shape[-2:]), seed)
+                iteration, psnr = archlab_fit(run, obs, seed, args.iterations, start=theirs)
             else:
                 iteration, psnr = their_fit(their_models, args.model, clean, obs.y, seed, args.iterations,
                                             run.fit["lr"], run.fit["input_jitter"])
