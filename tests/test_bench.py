@@ -303,3 +303,21 @@ def test_seed_spread_table_compares_every_archlab_fit_with_their_code():
     text = seed_spread.table(rows)
     assert "| 0 | 27.60 (2990) | 27.50 (2980) | -0.10 |" in text
     assert "| archlab, their init − their code | -0.10 | -10.00 | -0.05 | |" in text
+
+
+def test_exact_parity_finds_no_difference_between_one_code_and_itself():
+    """With archlab's own network standing in for the paper's, the float64 curves of the two loops (their denoising
+    loop, archlab's fit) agree once archlab's iteration k is matched with their k − 1 updates, and archlab's
+    float64 gradient is the exact one."""
+    from types import SimpleNamespace
+
+    from benchmarks import exact_parity, seed_spread
+
+    run, clean, obs = seed_spread.observation("shi-decoder", "House")  # 64 px: the smallest parity image
+    stand_in = SimpleNamespace(decoder=lambda **kwargs: models.build(run.arch, 3, tuple(obs.y.shape[-2:]), seed=0)[0])
+    errors = exact_parity.gradient_errors(stand_in, "shi-decoder", run, obs.y, seed=0)
+    assert errors["archlab float64"] < 1e-12 and 0 < errors["archlab fp32"] == errors["their code fp32"] < 0.1
+    updates, ours, theirs, _, _ = exact_parity.float64_curves(stand_in, "shi-decoder", run, clean, obs.y, seed=0,
+                                                             iterations=3)
+    assert list(updates) == [0, 1, 2] and np.abs(ours - theirs).max() < 1e-4 and ours[2] > ours[0]
+    assert torch.get_default_dtype() == torch.float32 and seed_spread.EVAL_EVERY == 10  # both restored
