@@ -49,6 +49,12 @@ DEFAULT_CONFIG = {"depth": 3, "width": 64, "skip": 0, "upsampler": "bilinear", "
 TABLE_RESOURCE = "recommend-{task}.csv"
 
 
+def split_config(config: dict) -> tuple[dict, dict]:
+    """A configuration's :class:`~archlab.models.ArchSpec` fields and its fit settings (:data:`FIT_COLUMNS`)."""
+    return ({k: v for k, v in config.items() if k not in FIT_COLUMNS},
+            {k: v for k, v in config.items() if k in FIT_COLUMNS})
+
+
 def table_path(task: str) -> Path:
     """Where the table shipped for ``task`` lives (it may not exist)."""
     return Path(str(resources.files("archlab.data") / TABLE_RESOURCE.format(task=task)))

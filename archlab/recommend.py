@@ -105,7 +105,8 @@ def recommend(image, task: Task | None = None) -> Recommendation:
     if learnt.table_path(name).is_file():
         chosen, ranking = learnt.shipped_recommender(name).choose(features)
         config = chosen.config
-        spec = LEARNT_BASE.replace(**{k: v for k, v in config.items() if k not in learnt.FIT_COLUMNS})
+        arch, fit_settings = learnt.split_config(config)
+        spec = LEARNT_BASE.replace(**arch)
         if task is not None and task.arch_overrides():
             spec = spec.replace(**task.arch_overrides())
         reason = (f"learnt from the {name} study ({learnt.table_path(name).name}): predicted "
@@ -113,7 +114,7 @@ def recommend(image, task: Task | None = None) -> Recommendation:
                   f"{chosen.seconds:.0f} s per 64-px fit (the default: no faster)")
         sources = {key: reason for key in learnt.CONFIG_COLUMNS}
         sources["stop"] = RULES["stop"][1]
-        fit = {"iterations": LEARNT_ITERATIONS, **{k: config[k] for k in learnt.FIT_COLUMNS}, "stop": "auto"}
+        fit = {"iterations": LEARNT_ITERATIONS, **fit_settings, "stop": "auto"}
         return Recommendation(spec=spec, fit=fit,
                               width=config["width"], probabilities=probabilities, texture_score=score,
                               noise_sigma=sigma, sources=sources, alternatives=tuple(ranking[:5]))

@@ -193,11 +193,9 @@ def recommend_runs() -> list[Run]:
                    ("default", "controlled-64", {"iterations": 500, "lr": 0.002, **stop}),
                    ("ulyanov-dip", "ulyanov-dip", {"iterations": 1000, "lr": 0.01, "input_jitter": 1 / 30, **stop})]
         for k, row in enumerate(best.itertuples(index=False)):
-            config = dict(zip(learnt.CONFIG_COLUMNS, row))
-            spec = base.replace(**{key: value for key, value in config.items()
-                                   if key not in learnt.FIT_COLUMNS}).to_dict()
-            fit = {key: float(config[key]) for key in learnt.FIT_COLUMNS}
-            configs.append((f"grid {k + 1}", spec, {"iterations": 1000, **fit, **stop}))
+            arch, fit = learnt.split_config(dict(zip(learnt.CONFIG_COLUMNS, row)))
+            configs.append((f"grid {k + 1}", base.replace(**arch).to_dict(),
+                            {"iterations": 1000, **{key: float(value) for key, value in fit.items()}, **stop}))
         runs += [Run(f"{label} · {name}", image, arch, task, fit, downscale=down, size=64)
                  for image, down in RECOMMEND_IMAGES for name, arch, fit in configs]
     if not runs:

@@ -38,11 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import seed_spread  # noqa: E402
 
 
-def _weights(net: torch.nn.Module, theirs: bool) -> list[torch.Tensor]:
-    """Trainable tensors in archlab's build order; their code's reordered to match (:func:`seed_spread.copy_their_init`)."""
-    return seed_spread._trainable_in_build_order(net) if theirs else [p for p in net.parameters() if p.requires_grad]
-
-
 def _pair(their_models, model: str, run, size: tuple[int, int], seed: int, dtype: torch.dtype):
     """Their network, archlab's with their weights, and their input, all in ``dtype``."""
     theirs, z = seed_spread.their_start(their_models, model, size, seed)
@@ -59,7 +54,7 @@ def gradient_errors(their_models, model: str, run, y: torch.Tensor, seed: int) -
         for name, net in (("their code", theirs), ("archlab", mine)):
             net.zero_grad()
             F.mse_loss(net(z), y.to(dtype)).backward()
-            grads[(name, dtype)] = [p.grad.double() for p in _weights(net, name == "their code")]
+            grads[(name, dtype)] = [p.grad.double() for p in seed_spread.trainable_in_build_order(net)]
     exact = grads[("their code", torch.float64)]
     keep = [i for i, g in enumerate(exact) if g.dim() > 1]  # weight tensors (biases before a mean-only norm: 0)
 
@@ -74,22 +69,19 @@ def float64_curves(their_models, model: str, run, clean: torch.Tensor, y: torch.
                    iterations: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
     """Both fits in float64, PSNR after every update: (updates, archlab, their code, archlab s, their s)."""
     default = torch.get_default_dtype()
-    every = seed_spread.EVAL_EVERY
     torch.set_default_dtype(torch.float64)
-    seed_spread.EVAL_EVERY = 1
     try:
         obs = dataclasses.replace(tasks.task_from_dict(run.task).observed(y.double()), reference=clean.double())
         start = time.perf_counter()
         theirs = seed_spread.their_start(their_models, model, tuple(y.shape[-2:]), seed)
-        mine_it, mine = seed_spread.archlab_fit(run, obs, seed, iterations, start=theirs)
+        mine_it, mine = seed_spread.archlab_fit(run, obs, seed, iterations, start=theirs, every=1)
         mine_s = time.perf_counter() - start
         start = time.perf_counter()
         their_it, their = seed_spread.their_fit(their_models, model, clean.double(), y.double(), seed, iterations,
-                                                run.fit["lr"], run.fit["input_jitter"])
+                                                run.fit["lr"], run.fit["input_jitter"], every=1)
         their_s = time.perf_counter() - start
     finally:
         torch.set_default_dtype(default)
-        seed_spread.EVAL_EVERY = every
     at = dict(zip(their_it.tolist(), their))
     updates = np.array([k - 1 for k in mine_it.tolist() if k - 1 in at])
     ours = np.array([p for k, p in zip(mine_it.tolist(), mine) if k - 1 in at])

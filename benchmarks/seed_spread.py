@@ -88,23 +88,20 @@ def their_start(their_models, model: str, size: tuple[int, int], seed: int) -> t
     return their_network(their_models, model, size)
 
 
-def _trainable_in_build_order(net: torch.nn.Module) -> list[torch.Tensor]:
-    """Trainable parameters in archlab's order: a convolution's weight before its bias (their spectral-norm
-    wrapper registers ``module.bias`` before ``module.weight_bar``)."""
+def trainable_in_build_order(net: torch.nn.Module) -> list[torch.Tensor]:
+    """Trainable parameters in archlab's order, a convolution's weight before its bias: their spectral-norm
+    wrapper registers ``module.bias`` before ``module.weight_bar``, so those pairs are swapped (archlab's
+    networks have no such pair and keep their order)."""
     named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
-    ordered = []
-    for i, (name, p) in enumerate(named):
-        if name.endswith("module.bias") and i + 1 < len(named) and named[i + 1][0].endswith("module.weight_bar"):
-            continue
-        ordered.append(p)
-        if name.endswith("module.weight_bar") and i and named[i - 1][0].endswith("module.bias"):
-            ordered.append(named[i - 1][1])
-    return ordered
+    for i in range(len(named) - 1):
+        if named[i][0].endswith("module.bias") and named[i + 1][0].endswith("module.weight_bar"):
+            named[i], named[i + 1] = named[i + 1], named[i]
+    return [p for _, p in named]
 
 
 def copy_their_init(their_net: torch.nn.Module, net: torch.nn.Module) -> None:
     """Copy their network's initial trainable parameters into archlab's network of the same preset."""
-    theirs, mine = _trainable_in_build_order(their_net), [p for p in net.parameters() if p.requires_grad]
+    theirs, mine = trainable_in_build_order(their_net), trainable_in_build_order(net)
     if [tuple(p.shape) for p in theirs] != [tuple(p.shape) for p in mine]:
         raise SystemExit("seed_spread: their network's parameters do not line up with archlab's preset")
     with torch.no_grad():
@@ -113,8 +110,8 @@ def copy_their_init(their_net: torch.nn.Module, net: torch.nn.Module) -> None:
 
 
 def their_fit(their_models, model: str, clean: torch.Tensor, y: torch.Tensor, seed: int, iterations: int,
-              lr: float, jitter: float) -> tuple[np.ndarray, np.ndarray]:
-    """The papers' denoising loop around their own network; the PSNR every :data:`EVAL_EVERY` steps."""
+              lr: float, jitter: float, every: int = EVAL_EVERY) -> tuple[np.ndarray, np.ndarray]:
+    """The papers' denoising loop around their own network; the PSNR every ``every`` steps."""
     net, net_input = their_start(their_models, model, tuple(y.shape[-2:]), seed)
     noise = net_input.clone()
     optimiser = torch.optim.Adam(net.parameters(), lr=lr)
@@ -126,7 +123,7 @@ def their_fit(their_models, model: str, clean: torch.Tensor, y: torch.Tensor, se
         loss = F.mse_loss(out, y)
         loss.backward()
         out_np = out.detach()
-        if i % EVAL_EVERY == 0:
+        if i % every == 0:
             kept.append((i, float(metrics.psnr(out_np.clamp(0, 1), clean))))
         if i % 100:
             psnr_noisy = 10 * np.log10(1 / np.mean((out_np[0].numpy() - y_np) ** 2))
@@ -145,10 +142,11 @@ def their_fit(their_models, model: str, clean: torch.Tensor, y: torch.Tensor, se
     return np.array(iteration), np.array(psnr)
 
 
-def archlab_fit(run, obs, seed: int, iterations: int, start: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """archlab's fit of the run's preset with ``seed``, every rule off, the PSNR every :data:`EVAL_EVERY` steps;
+def archlab_fit(run, obs, seed: int, iterations: int, start: tuple | None = None,
+                every: int = EVAL_EVERY) -> tuple[np.ndarray, np.ndarray]:
+    """archlab's fit of the run's preset with ``seed``, every rule off, the PSNR every ``every`` steps;
     ``start`` = (their network, their input) starts it from their code's draw instead of archlab's."""
-    settings = {**run.fit, "iterations": iterations, "eval_every": EVAL_EVERY, "stop": "none"}
+    settings = {**run.fit, "iterations": iterations, "eval_every": every, "stop": "none"}
     arch, net_input = run.arch, None
     if start is not None:
         arch, net_input = models.build(run.arch, obs.y.shape[1], tuple(obs.y.shape[-2:]), seed=seed)

@@ -320,4 +320,4 @@ def test_exact_parity_finds_no_difference_between_one_code_and_itself():
     updates, ours, theirs, _, _ = exact_parity.float64_curves(stand_in, "shi-decoder", run, clean, obs.y, seed=0,
                                                              iterations=3)
     assert list(updates) == [0, 1, 2] and np.abs(ours - theirs).max() < 1e-4 and ours[2] > ours[0]
-    assert torch.get_default_dtype() == torch.float32 and seed_spread.EVAL_EVERY == 10  # both restored
+    assert torch.get_default_dtype() == torch.float32 and seed_spread.EVAL_EVERY == 10  # dtype restored, setting untouched

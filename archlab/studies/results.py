@@ -406,10 +406,10 @@ def learning_table(study, storage: str | None = None) -> pd.DataFrame:
     rows = rows[complete & rows["stop_psnr"].notna() & rows["seconds"].notna()]
     fixed = {**asdict(FitSettings()), **spec.arch.to_dict(), **dict(spec.fit)}
     for column in learnt.CONFIG_COLUMNS:
-        if column not in fixed and (column not in rows or rows[column].isna().any()):
-            fail("study", f"{study.study_name!r} neither searches nor sets {column!r}")
-        if column in fixed:
+        if column in fixed:  # searched in some trials or none: the fixed value wherever a trial has none
             rows = rows.assign(**{column: rows[column].fillna(fixed[column]) if column in rows else fixed[column]})
+        elif column not in rows or rows[column].isna().any():
+            fail("study", f"{study.study_name!r} neither searches nor sets {column!r}")
     features = {(obs.task_label, obs.image): texture.features(obs.observation.y)
                 for obs in observations(spec)}
     table = rows[["task", "image", *learnt.CONFIG_COLUMNS, "stop_psnr", "seconds"]].reset_index(drop=True)
