@@ -14,7 +14,9 @@ predicted gain is recommended among those predicted no slower than the default
 (:data:`DEFAULT_CONFIG`). The rows are shipped as a CSV per task (package data, no pickles) and the
 regressors are fitted from them at first use (seconds); :func:`archlab.studies.learning_table` builds a
 table from any study storage (``archlab study learn``), so a user can learn from studies of their own
-images and tasks.
+images and tasks. :func:`cross_validate` measures the choice on the study's own images held out of the
+learning (every configuration was fitted to every image, so the chosen one's PSNR is measured, not
+predicted).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.model_selection import GroupKFold
 
 from archlab import checks, texture
 from archlab.fitting import FitSettings
@@ -156,6 +159,65 @@ class LearntRecommender:
         default = next(c for c in ranking if c.config == {k: _plain(k, v) for k, v in DEFAULT_CONFIG.items()})
         allowed = [c for c in ranking if c.seconds <= default.seconds * (1 + 1e-9)]
         return (allowed[0] if allowed else default), ranking
+
+
+def cross_validate(table: pd.DataFrame, folds: int = 5, random_state: int = 0) -> pd.DataFrame:
+    """The learnt choice on images held out of the learning, beside the alternatives, as measured.
+
+    The images of ``table`` are split into ``folds`` groups (scikit-learn's ``GroupKFold``: an image's rows
+    never sit on both sides). For each held-out image the rows of the other images give
+
+    * ``learnt``: :meth:`LearntRecommender.choose` from the image's features;
+    * ``fixed``: the one configuration with the best mean PSNR over the other images among those no slower
+      than the default on their mean (what a study gives without per-image learning);
+
+    and the image's own rows give ``default`` (:data:`DEFAULT_CONFIG`) and ``oracle`` (its best configuration,
+    an upper bound no user can pick). Every PSNR and time is the measured one of that (configuration, image).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        :func:`archlab.studies.learning_table` rows of one task in which every configuration was fitted to
+        every image, the default included.
+    folds : int
+        Number of image groups (at least 2, at most the number of images).
+    random_state : int
+        Seed of the boosted trees.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per image: ``image``, ``fold`` and ``<choice>_psnr``, ``<choice>_seconds`` for ``learnt``,
+        ``fixed``, ``default`` and ``oracle``.
+    """
+    ids = table[list(CONFIG_COLUMNS)].apply(lambda row: _config_id(row.to_dict()), axis=1)
+    default_id = _config_id(DEFAULT_CONFIG)
+    measured = table.assign(config_id=ids).set_index(["image", "config_id"])
+    images = table["image"].drop_duplicates().to_numpy()
+    if not 2 <= folds <= len(images):
+        checks.fail("folds", f"{folds} is invalid; allowed: 2 to the number of images ({len(images)})")
+    if (ids == default_id).groupby(table["image"]).sum().min() == 0:
+        checks.fail("table", "the default configuration was not fitted to every image; run it in the study")
+    rows = []
+    for fold, (train, test) in enumerate(GroupKFold(folds).split(images, groups=images)):
+        learning = table[table["image"].isin(images[train])]
+        model = LearntRecommender(learning, random_state)
+        means = learning.assign(config_id=ids).groupby("config_id")[["stop_psnr", "seconds"]].mean()
+        fixed = means[means["seconds"] <= means.loc[default_id, "seconds"]]["stop_psnr"].idxmax()
+        for image in images[test]:
+            own = measured.loc[image]
+            chosen, _ = model.choose(own.iloc[0])
+            picks = {"learnt": _config_id(chosen.config), "fixed": fixed, "default": default_id,
+                     "oracle": own["stop_psnr"].idxmax()}
+            rows.append({"image": image, "fold": fold,
+                         **{f"{name}_{measure}": own.loc[pick, column] for name, pick in picks.items()
+                            for measure, column in (("psnr", "stop_psnr"), ("seconds", "seconds"))}})
+    return pd.DataFrame(rows)
+
+
+def _config_id(config: dict) -> str:
+    """A configuration as one string, numbers to the six significant digits the tables keep."""
+    return "|".join(f"{_plain(k, config[k]):.6g}" if k in NUMERIC else str(config[k]) for k in CONFIG_COLUMNS)
 
 
 def _plain(key: str, value):
