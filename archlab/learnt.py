@@ -192,7 +192,8 @@ def cross_validate(table: pd.DataFrame, folds: int = 5, random_state: int = 0) -
     """
     ids = table[list(CONFIG_COLUMNS)].apply(lambda row: _config_id(row.to_dict()), axis=1)
     default_id = _config_id(DEFAULT_CONFIG)
-    measured = table.assign(config_id=ids).set_index(["image", "config_id"])
+    keyed = table.assign(config_id=ids)
+    measured = keyed.set_index(["image", "config_id"])
     images = table["image"].drop_duplicates().to_numpy()
     if not 2 <= folds <= len(images):
         checks.fail("folds", f"{folds} is invalid; allowed: 2 to the number of images ({len(images)})")
@@ -200,9 +201,9 @@ def cross_validate(table: pd.DataFrame, folds: int = 5, random_state: int = 0) -
         checks.fail("table", "the default configuration was not fitted to every image; run it in the study")
     rows = []
     for fold, (train, test) in enumerate(GroupKFold(folds).split(images, groups=images)):
-        learning = table[table["image"].isin(images[train])]
+        learning = keyed[keyed["image"].isin(images[train])]
         model = LearntRecommender(learning, random_state)
-        means = learning.assign(config_id=ids).groupby("config_id")[["stop_psnr", "seconds"]].mean()
+        means = learning.groupby("config_id")[["stop_psnr", "seconds"]].mean()
         fixed = means[means["seconds"] <= means.loc[default_id, "seconds"]]["stop_psnr"].idxmax()
         for image in images[test]:
             own = measured.loc[image]
