@@ -139,15 +139,18 @@ class LearntRecommender:
 
     def rank(self, features: pd.Series) -> list[Choice]:
         """Every configuration of the study for an image of these ``features``, best predicted gain first
-        (the default configuration is scored too, whether the study tried it or not)."""
-        configs = pd.concat([self.configs, pd.DataFrame([DEFAULT_CONFIG])], ignore_index=True).drop_duplicates()
-        configs = configs.reset_index(drop=True)
+        (the default configuration is scored too, whether the study tried it or not; configurations equal to
+        the six significant digits the tables keep are one)."""
+        configs = pd.concat([self.configs, pd.DataFrame([DEFAULT_CONFIG])], ignore_index=True)
+        ids = configs.apply(lambda row: _config_id(row.to_dict()), axis=1)
+        configs = configs[~ids.duplicated()].reset_index(drop=True)
+        ids = ids[~ids.duplicated()].reset_index(drop=True)
         encoded = _config_frame(configs, self.categories)
         design = pd.concat([pd.DataFrame([features[list(texture.FEATURE_NAMES)]] * len(configs),
                                          index=configs.index), encoded], axis=1)
         gains = self.psnr.predict(design)
         seconds = np.exp(self.time.predict(encoded))
-        default = int(np.flatnonzero((configs == pd.Series(DEFAULT_CONFIG)).all(axis=1))[0])
+        default = int(np.flatnonzero(ids == _config_id(DEFAULT_CONFIG))[0])
         choices = [Choice({k: _plain(k, v) for k, v in configs.iloc[i].items()}, float(gains[i]),
                           float(gains[i] - gains[default]), float(seconds[i])) for i in range(len(configs))]
         return sorted(choices, key=lambda c: -c.gain)
@@ -156,7 +159,7 @@ class LearntRecommender:
         """The configuration with the largest predicted gain among those predicted no slower than the
         default, and the full ranking."""
         ranking = self.rank(features)
-        default = next(c for c in ranking if c.config == {k: _plain(k, v) for k, v in DEFAULT_CONFIG.items()})
+        default = next(c for c in ranking if _config_id(c.config) == _config_id(DEFAULT_CONFIG))
         allowed = [c for c in ranking if c.seconds <= default.seconds * (1 + 1e-9)]
         return (allowed[0] if allowed else default), ranking
 

@@ -41,6 +41,19 @@ def test_the_choice_follows_the_texture_within_the_default_time():
     assert right >= 8
 
 
+def test_the_default_is_scored_once_when_its_table_rows_are_rounded(tmp_path):
+    path = tmp_path / "table.csv"
+    synthetic_table(range(20)).to_csv(path, index=False, float_format="%.6g")  # as `study learn` writes it
+    table = learnt.load_table("denoise", path)
+    assert table["input_jitter"].iloc[0] != learnt.DEFAULT_CONFIG["input_jitter"]  # 0.0333333, not 1/30
+    model = learnt.LearntRecommender(table)
+    ranking = model.rank(table.iloc[0])
+    assert len(ranking) == 3 and sorted(c.config["width"] for c in ranking) == [32, 64, 128]
+    default = next(c for c in ranking if c.config["width"] == 64)
+    assert default.gain_over_default == 0.0
+    assert model.choose(table.iloc[0])[0].seconds <= default.seconds
+
+
 def test_cross_validation_measures_the_choice_on_images_it_did_not_learn_from():
     table = synthetic_table(range(40))
     rows = learnt.cross_validate(table, folds=4)
