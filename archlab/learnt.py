@@ -4,8 +4,9 @@ A study of the controlled DIP (``studies/recommend-*.toml``) fits every configur
 training image and keeps, per (configuration, image), the PSNR at the automatic stop and the seconds
 it took. From those rows two regressors are learnt (scikit-learn's ``HistGradientBoostingRegressor``):
 
-    gain(f, c)    = PSNR(c, image) − mean_c' PSNR(c', image)    from the image's texture features f
-                                                                 (:func:`archlab.texture.features`) and c,
+    gain(f, c)    = PSNR(c, image) − mean_c' PSNR(c', image)    from the image's features f (its texture,
+                                                                 :func:`archlab.texture.features`, and its
+                                                                 number of channels) and c,
     log seconds(c)                                              from the configuration alone,
 
 so the difficulty of an image (its mean PSNR) drops out and what is learnt is how a configuration suits a
@@ -30,10 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.model_selection import GroupKFold
 
-from archlab import checks, texture
+from archlab import checks, images, texture
 from archlab.fitting import FitSettings
 
 #: The configuration a learnt recommendation chooses (the searchable parameters of the recommend studies).
@@ -48,6 +50,10 @@ INTEGERS = ("depth", "width", "skip")
 #: The configuration to beat: ``controlled-64`` with ``archlab restore``'s learning rate and input jitter.
 DEFAULT_CONFIG = {"depth": 3, "width": 64, "skip": 0, "upsampler": "bilinear", "lipschitz": 2.0, "lr": 0.002,
                   "input_jitter": FitSettings.input_jitter}
+#: What the regressors read of an image (:func:`image_features`): its texture features, which are measured on
+#: the luma, and its number of channels (1 grey, 3 colour), because one texture restores differently when the
+#: network sees it in three channels.
+FEATURES = (*texture.FEATURE_NAMES, "channels")
 #: The shipped table of each task (package data), as ``archlab study learn`` writes it.
 TABLE_RESOURCE = "recommend-{task}.csv"
 
@@ -56,6 +62,15 @@ def split_config(config: dict) -> tuple[dict, dict]:
     """A configuration's :class:`~archlab.models.ArchSpec` fields and its fit settings (:data:`FIT_COLUMNS`)."""
     return ({k: v for k, v in config.items() if k not in FIT_COLUMNS},
             {k: v for k, v in config.items() if k in FIT_COLUMNS})
+
+
+def image_features(image, texture_features: pd.Series | None = None) -> pd.Series:
+    """:data:`FEATURES` of an observation (a ``(1, C, H, W)`` tensor, a file or a built-in name):
+    :func:`archlab.texture.features` (noise σ estimated on the luma and discounted; ``texture_features`` when
+    already computed) and ``channels`` = C."""
+    image = image if isinstance(image, torch.Tensor) else images.load(image)
+    texture_features = texture.features(image) if texture_features is None else texture_features
+    return pd.concat([texture_features, pd.Series({"channels": float(image.shape[-3])})])
 
 
 def table_path(task: str) -> Path:
@@ -70,7 +85,7 @@ def load_table(task: str, path: str | os.PathLike | None = None) -> pd.DataFrame
         checks.fail("recommendation", f"no learnt table for task {task!r} ({source}); build one with "
                                       f"`archlab study learn STUDY`")
     table = pd.read_csv(io.StringIO(source.read_text()), dtype={"image": str, "task": str, "upsampler": str})
-    missing = [c for c in ("image", *CONFIG_COLUMNS, "stop_psnr", "seconds", *texture.FEATURE_NAMES) if c not in table]
+    missing = [c for c in ("image", *CONFIG_COLUMNS, "stop_psnr", "seconds", *FEATURES) if c not in table]
     if missing:
         checks.fail("table", f"{source} lacks the columns {missing[:4]}; rebuild it with `archlab study learn`")
     return table
@@ -90,12 +105,13 @@ def _config_frame(configs: pd.DataFrame, categories: tuple[str, ...]) -> pd.Data
 @dataclass(frozen=True)
 class Choice:
     """One scored configuration: its fields, the predicted PSNR gain over the study's mean on this image,
-    the same over the default configuration, and the predicted seconds."""
+    the same over the default configuration, the predicted seconds, and whether it is the default."""
 
     config: dict
     gain: float
     gain_over_default: float
     seconds: float
+    is_default: bool = False
 
 
 class LearntRecommender:
@@ -113,7 +129,7 @@ class LearntRecommender:
     >>> rng = np.random.default_rng(0)
     >>> rows = []
     >>> for image in range(12):
-    ...     feats = dict(zip(texture.FEATURE_NAMES, rng.normal(size=len(texture.FEATURE_NAMES))))
+    ...     feats = dict(zip(FEATURES, rng.normal(size=len(FEATURES))))
     ...     for width in (32, 128):  # wide suits images whose first feature is positive
     ...         psnr = 25 + (1 if (width == 128) == (feats[texture.FEATURE_NAMES[0]] > 0) else -1)
     ...         rows.append({"task": "denoise", "image": str(image), **DEFAULT_CONFIG, "width": width,
@@ -129,7 +145,7 @@ class LearntRecommender:
         self.configs = table[list(CONFIG_COLUMNS)].drop_duplicates().reset_index(drop=True)
         self.categories = tuple(sorted(set(self.configs["upsampler"]) | {DEFAULT_CONFIG["upsampler"]}))
         gain = table["stop_psnr"] - table.groupby("image")["stop_psnr"].transform("mean")
-        features = table[list(texture.FEATURE_NAMES)].reset_index(drop=True)
+        features = table[list(FEATURES)].reset_index(drop=True)
         design = pd.concat([features, _config_frame(table.reset_index(drop=True), self.categories)], axis=1)
         self.psnr = HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, max_leaf_nodes=15,
                                                   min_samples_leaf=10, random_state=random_state)
@@ -146,20 +162,21 @@ class LearntRecommender:
         configs = configs[~ids.duplicated()].reset_index(drop=True)
         ids = ids[~ids.duplicated()].reset_index(drop=True)
         encoded = _config_frame(configs, self.categories)
-        design = pd.concat([pd.DataFrame([features[list(texture.FEATURE_NAMES)]] * len(configs),
+        design = pd.concat([pd.DataFrame([features[list(FEATURES)]] * len(configs),
                                          index=configs.index), encoded], axis=1)
         gains = self.psnr.predict(design)
         seconds = np.exp(self.time.predict(encoded))
         default = int(np.flatnonzero(ids == _config_id(DEFAULT_CONFIG))[0])
         choices = [Choice({k: _plain(k, v) for k, v in configs.iloc[i].items()}, float(gains[i]),
-                          float(gains[i] - gains[default]), float(seconds[i])) for i in range(len(configs))]
+                          float(gains[i] - gains[default]), float(seconds[i]), i == default)
+                   for i in range(len(configs))]
         return sorted(choices, key=lambda c: -c.gain)
 
     def choose(self, features: pd.Series) -> tuple[Choice, list[Choice]]:
         """The configuration with the largest predicted gain among those predicted no slower than the
         default, and the full ranking."""
         ranking = self.rank(features)
-        default = next(c for c in ranking if _config_id(c.config) == _config_id(DEFAULT_CONFIG))
+        default = next(c for c in ranking if c.is_default)
         allowed = [c for c in ranking if c.seconds <= default.seconds * (1 + 1e-9)]
         return (allowed[0] if allowed else default), ranking
 

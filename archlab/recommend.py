@@ -103,7 +103,7 @@ def recommend(image, task: Task | None = None) -> Recommendation:
     score = texture.texture_score(image, noise_sigma=sigma)
     name = task.name if task is not None else "denoise"
     if learnt.table_path(name).is_file():
-        chosen, ranking = learnt.shipped_recommender(name).choose(features)
+        chosen, ranking = learnt.shipped_recommender(name).choose(learnt.image_features(image, features))
         config = chosen.config
         arch, fit_settings = learnt.split_config(config)
         spec = LEARNT_BASE.replace(**arch)

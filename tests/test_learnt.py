@@ -21,7 +21,8 @@ def synthetic_table(images: range, seed: int = 0) -> pd.DataFrame:
         for width in (32, 64, 128):
             gain = {32: 1.0 if smooth else -1.0, 64: 0.0, 128: -1.0 if smooth else 1.5}[width]
             rows.append({"task": "denoise", "image": f"im{image}", **learnt.DEFAULT_CONFIG, "width": width,
-                         "stop_psnr": offset + gain + rng.normal(0, 0.05), "seconds": width / 10, **feats})
+                         "stop_psnr": offset + gain + rng.normal(0, 0.05), "seconds": width / 10, **feats,
+                         "channels": 3.0})
     return pd.DataFrame(rows)
 
 
@@ -50,8 +51,20 @@ def test_the_default_is_scored_once_when_its_table_rows_are_rounded(tmp_path):
     ranking = model.rank(table.iloc[0])
     assert len(ranking) == 3 and sorted(c.config["width"] for c in ranking) == [32, 64, 128]
     default = next(c for c in ranking if c.config["width"] == 64)
-    assert default.gain_over_default == 0.0
+    assert default.is_default and default.gain_over_default == 0.0 and sum(c.is_default for c in ranking) == 1
     assert model.choose(table.iloc[0])[0].seconds <= default.seconds
+
+
+def test_the_choice_follows_the_number_of_channels():
+    table = synthetic_table(range(60))  # width 32 gains on grey images, loses on colour ones, whatever the texture
+    grey = table["image"].isin([f"im{i}" for i in range(0, 60, 2)])
+    table.loc[grey, "channels"] = 1.0
+    table["stop_psnr"] += np.where(table["width"] == 32, np.where(grey, 2.0, -2.0), 0.0)
+    model = learnt.LearntRecommender(table)
+    row = table.iloc[0].copy()
+    for channels, width in ((1.0, 32), (3.0, 64)):
+        row["channels"] = channels
+        assert model.choose(row)[0].config["width"] == width
 
 
 def test_cross_validation_measures_the_choice_on_images_it_did_not_learn_from():
@@ -111,7 +124,8 @@ def test_a_study_table_has_a_row_per_configuration_and_image_with_its_features(t
         running.set_user_attr(key, value)
     assert len(studies.learning_table(str(path))) == 4
     assert set(table["image"]) == {"astronaut", "camera"} and (table["width"] == 8).all()
-    assert table[list(texture.FEATURE_NAMES)].notna().all().all()
+    assert table[list(learnt.FEATURES)].notna().all().all()
+    assert dict(zip(table["image"], table["channels"])) == {"astronaut": 3, "camera": 1}
     one = table[table["image"] == "camera"].iloc[0]
     np.testing.assert_allclose(one[list(texture.FEATURE_NAMES)].to_numpy(float),
                                texture.features(worker.observations(studies.load_study(str(path)))[1]
@@ -159,6 +173,14 @@ def test_study_learn_writes_the_table(tmp_path, monkeypatch, capsys):
     assert main(["study", "learn", str(path), "-o", str(out), "--folds", "3"]) == 2  # 1 image: nothing written
     assert "folds: 3 is invalid; allowed: 2 to the number of images (1)" in capsys.readouterr().err
     assert not out.exists()
+    other = tmp_path / "learn-grey.toml"  # the same task on another image, in its own storage
+    other.write_text(study_toml("learn3", images=[{"source": "camera", "size": 64, "crop": 32}],
+                                arch={"kind": "decoder", "depth": 2, "width": 8, "skip": 0, "lipschitz": 2.0},
+                                fit={"iterations": 30, "eval_every": 5, "window": 10, "lr": 0.01}))
+    studies.run(other, log=lambda _: None)
+    assert main(["study", "learn", str(path), str(other), "-o", str(out)]) == 0
+    assert "4 fits, 2 images, 2 configurations" in capsys.readouterr().out
+    assert sorted(learnt.load_table("denoise", out)["channels"].unique()) == [1, 3]
 
 
 def test_restore_arch_auto_fits_what_the_recommendation_says_unless_told(tmp_path, monkeypatch, capsys):
@@ -199,3 +221,12 @@ def test_the_recommend_studies_measure_the_configuration_to_beat_first(task):
     arch, settings = spec.configure(learnt.DEFAULT_CONFIG)
     assert arch == models.preset(restoration.DEFAULT_ARCH) and settings["lr"] == restoration.DEFAULT_FIT["lr"]
     assert settings["input_jitter"] == restoration.DEFAULT_FIT["input_jitter"] == fitting.FitSettings.input_jitter
+
+
+def test_the_grey_study_repeats_configurations_of_the_colour_study_on_other_images():
+    colour, grey = studies.load_study("recommend-denoise"), studies.load_study("recommend-denoise-grey")
+    assert dict(grey.enqueue[0]) == learnt.DEFAULT_CONFIG and len(grey.enqueue) == grey.n_trials
+    assert grey.space == colour.space and grey.tasks == colour.tasks and grey.fit == colour.fit
+    colour_images = {label for image in colour.images for label, _ in image.resolve()}
+    grey_images = {label for image in grey.images for label, _ in image.resolve()}
+    assert len(grey_images) == 20 and not colour_images & grey_images and all(i.grey for i in grey.images)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from archlab import images, learnt, models, recommend, tasks, texture
+from archlab import images, learnt, models, recommend, tasks
 from archlab.cli import main
 
 
@@ -66,6 +66,6 @@ def test_shipped_tables_recommend_a_configuration_of_their_study(camera, task):
     assert advice.fit["stop"] == "auto" and "learnt" in advice.sources["width"]
     gains = [c.gain for c in advice.alternatives]
     assert gains == sorted(gains, reverse=True)
-    chosen, ranking = learnt.shipped_recommender(task.name).choose(texture.features(observed))
-    default = next(c for c in ranking if c.config == learnt.DEFAULT_CONFIG)
+    chosen, ranking = learnt.shipped_recommender(task.name).choose(learnt.image_features(observed))
+    default = next(c for c in ranking if c.is_default)
     assert chosen.seconds <= default.seconds and chosen.gain >= default.gain

@@ -80,7 +80,8 @@ def fake_fit(peaks: dict, stop_at: int | None = 70, calls: list | None = None, f
 # --- study files -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["quick-demo", "lipschitz-sweep", "gaussian-sigma", "upsampler-ablation",
-                                  "depth-width-skips", "texture-width-labels", "recommend-denoise", "recommend-poisson"])
+                                  "depth-width-skips", "texture-width-labels", "recommend-denoise", "recommend-poisson",
+                                  "recommend-denoise-grey"])
 def test_shipped_studies_validate_and_round_trip(name):
     spec = studies.load_study(name)
     assert spec.name == name
@@ -89,6 +90,21 @@ def test_shipped_studies_validate_and_round_trip(name):
     grids = [p.grid() for p in spec.space]
     assert spec.grid_size == (None if None in grids else math.prod(len(g) for g in grids))
     assert spec.is_grid or spec.n_trials
+
+
+def test_a_folder_source_takes_limit_images_after_skip(tmp_path):
+    from PIL import Image
+
+    for name in ("a", "b", "c", "d"):
+        Image.new("L", (8, 8)).save(tmp_path / f"{name}.png")
+    picked = studies.spec.ImageSpec.parse(0, {"source": str(tmp_path), "skip": 1, "limit": 2, "grey": True})
+    assert [label for label, _ in picked.resolve()] == ["b", "c"]
+    assert picked.to_value() == {"source": str(tmp_path), "grey": True, "skip": 1, "limit": 2}
+    assert [label for label, _ in studies.spec.ImageSpec.parse(0, {"source": str(tmp_path), "skip": 3}).resolve()] == ["d"]
+    with pytest.raises(ValueError, match=r"images.skip: 4 is invalid; allowed: 0 to 3 \(folder .* holds 4 images\)"):
+        studies.spec.ImageSpec.parse(0, {"source": str(tmp_path), "skip": 4}).resolve()
+    with pytest.raises(ValueError, match="images\\[0\\].skip: -1 is invalid; allowed: an integer ≥ 0"):
+        studies.spec.ImageSpec.parse(0, {"source": str(tmp_path), "skip": -1})
 
 
 def test_shipped_studies_carry_the_papers_grids():

@@ -61,7 +61,8 @@ def register(subparsers) -> None:
     rep.add_argument("-o", "--output", default=".", help="folder to write into (default: .)")
     rep.set_defaults(func=report_study)
     learn = sub.add_parser("learn", help="the (configuration, image) table a per-image recommendation learns from")
-    learn.add_argument("study", help="study name in the storage, shipped name or study TOML")
+    learn.add_argument("study", nargs="+", help="study names in the storage, shipped names or study TOMLs (several: "
+                                                "their rows together, e.g. studies of the same task on other images)")
     learn.add_argument("--storage", help="storage URL (default: as for run)")
     learn.add_argument("-o", "--output", help="CSV to write (default: the package's table for the study's task, "
                                               "which `archlab recommend` then learns from)")
@@ -139,15 +140,18 @@ def report_study(args: argparse.Namespace) -> int:
 
 
 def learn_study(args: argparse.Namespace) -> int:
-    """Write the study's rows with the features of its images (:func:`archlab.studies.learning_table`)."""
+    """Write the studies' rows with the features of their images (:func:`archlab.studies.learning_table`)."""
+    import pandas as pd
+
     from archlab import images, learnt, studies
     from archlab.studies.storage import storage_url
 
-    storage_url(studies.resolve_target(args.study, args.storage)[1], exists=True)  # create no empty database
-    table = studies.learning_table(args.study, args.storage)
+    for study in args.study:
+        storage_url(studies.resolve_target(study, args.storage)[1], exists=True)  # create no empty database
+    table = pd.concat([studies.learning_table(study, args.storage) for study in args.study], ignore_index=True)
     tasks = sorted(set(table["task"]))
     if args.output is None and len(tasks) != 1:
-        raise ValueError(f"-o: the study has the tasks {', '.join(tasks) or 'none'}; give one output file")
+        raise ValueError(f"-o: the studies have the tasks {', '.join(tasks) or 'none'}; give one output file")
     path = args.output or learnt.table_path(tasks[0])
     held_out = learnt.cross_validate(table, args.folds) if args.folds is not None else None  # fails before writing
     with images.atomic_path(path) as tmp:

@@ -16,7 +16,7 @@ from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from archlab import learnt, report, texture
+from archlab import learnt, report
 from archlab.checks import fail
 from archlab.fitting import FitSettings
 from archlab.images import atomic_path
@@ -380,8 +380,8 @@ def _latex_document(body: str, standalone: bool) -> str:
 
 def learning_table(study, storage: str | None = None) -> pd.DataFrame:
     """The rows a recommendation learns from: one per (configuration, task, image) of a study's complete trials, with
-    the PSNR at the automatic stop, the seconds, and the texture features of the image as the study
-    observed it.
+    the PSNR at the automatic stop, the seconds, and the features of the image as the study observed it
+    (:func:`archlab.learnt.image_features`).
 
     Parameters
     ----------
@@ -397,7 +397,7 @@ def learning_table(study, storage: str | None = None) -> pd.DataFrame:
     -------
     pandas.DataFrame
         ``task``, ``image``, :data:`archlab.learnt.CONFIG_COLUMNS`, ``stop_psnr``, ``seconds`` and
-        :data:`archlab.texture.FEATURE_NAMES`.
+        :data:`archlab.learnt.FEATURES`.
     """
     study = study if isinstance(study, optuna.Study) else open_existing(study, storage)
     spec = StudySpec.from_dict(study.user_attrs["spec"])
@@ -410,7 +410,7 @@ def learning_table(study, storage: str | None = None) -> pd.DataFrame:
             rows = rows.assign(**{column: rows[column].fillna(fixed[column]) if column in rows else fixed[column]})
         elif column not in rows or rows[column].isna().any():
             fail("study", f"{study.study_name!r} neither searches nor sets {column!r}")
-    features = {(obs.task_label, obs.image): texture.features(obs.observation.y)
+    features = {(obs.task_label, obs.image): learnt.image_features(obs.observation.y)
                 for obs in observations(spec)}
     table = rows[["task", "image", *learnt.CONFIG_COLUMNS, "stop_psnr", "seconds"]].reset_index(drop=True)
     values = pd.DataFrame([features[key] for key in zip(table["task"], table["image"])], index=table.index)

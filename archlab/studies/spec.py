@@ -53,7 +53,7 @@ FIT_FIELDS = tuple(f.name for f in dataclasses.fields(FitSettings) if f.name != 
 SPACE_NAMES = ARCH_FIELDS + FIT_FIELDS + ("sigma",)
 TOP_KEYS = ("name", "description", "seeds", "degradation_seed", "batch_seeds", "n_trials", "curve_points", "metrics", "arch",
             "fit", "tasks", "images", "space", "objectives", "sampler", "pruner", "enqueue")
-IMAGE_KEYS = ("source", "label", "size", "scale", "crop", "grey", "limit")
+IMAGE_KEYS = ("source", "label", "size", "scale", "crop", "grey", "skip", "limit")
 RANGE_KEYS = ("low", "high", "log", "step")
 #: Study fits record where the ratio rule would stop (an objective) without stopping.
 STUDY_FIT_DEFAULTS = {"stop": "record"}
@@ -152,7 +152,8 @@ class Param:
 
 @dataclass(frozen=True)
 class ImageSpec:
-    """An image (built-in name, file, or dataset folder) with its resize (``size``/``scale``) and centre ``crop``."""
+    """An image (built-in name, file, or dataset folder) with its resize (``size``/``scale``) and centre ``crop``;
+    of a folder, the ``limit`` files after the first ``skip`` (in name order), luma only if ``grey``."""
 
     source: str
     label: str = ""
@@ -160,6 +161,7 @@ class ImageSpec:
     scale: float | None = None
     crop: tuple[int, int] | None = None
     grey: bool = False
+    skip: int | None = None
     limit: int | None = None
 
     @classmethod
@@ -181,11 +183,14 @@ class ImageSpec:
             fail(where, "give size or scale, not both")
         limit = value.get("limit")
         limit = None if limit is None else checks.integer(f"{where}.limit", limit, 1)
+        skip = value.get("skip")
+        skip = None if skip is None else checks.integer(f"{where}.skip", skip, 0)
         return cls(value["source"], str(value.get("label", "")), _pair(f"{where}.size", value.get("size")), scale,
-                   _pair(f"{where}.crop", value.get("crop")), grey, limit)
+                   _pair(f"{where}.crop", value.get("crop")), grey, skip, limit)
 
     def resolve(self, base_dir: str = "") -> list[tuple[str, str]]:
-        """``(label, source)`` per image: a built-in, a file, or a folder's files (``limit`` of them).
+        """``(label, source)`` per image: a built-in, a file, or a folder's files (``limit`` of them after the
+        first ``skip``).
 
         Relative paths are looked up from the current folder, the study file's folder and
         :func:`archlab.images.datasets_root`.
@@ -201,9 +206,14 @@ class ImageSpec:
                                    "a file, or a folder here, beside the study or under the datasets")
         if path.is_file():
             return [(self.label or path.stem, str(path))]
-        found = images.list_images(path)[: self.limit]
-        if not found:
+        listed = images.list_images(path)
+        if not listed:
             fail("images.source", f"folder {path} holds no images")
+        start = self.skip or 0
+        found = listed[start: start + self.limit if self.limit is not None else None]
+        if not found:
+            fail("images.skip", f"{start} is invalid; allowed: 0 to {len(listed) - 1} (folder {path} holds "
+                                f"{len(listed)} images)")
         return [(f"{self.label}{p.stem}" if self.label else p.stem, str(p)) for p in found]
 
     def to_value(self) -> dict:
