@@ -174,8 +174,8 @@ def recommend_runs() -> list[Run]:
     """The learnt recommendation on images it never saw: per task of :data:`RECOMMEND_STUDIES` (as the study
     file states it) whose learnt table exists and per image of :data:`RECOMMEND_IMAGES` (64-px centre crops), the recommended configuration
     (:data:`AUTO`), the default (``controlled-64``, ``archlab restore``'s settings), ``ulyanov-dip`` (lr 0.01,
-    jitter 1/30) and the :data:`ORACLE_CONFIGS` best configurations of the table (the grid of the per-image
-    oracle), all stopped by the task's automatic rule, seed 0."""
+    jitter 1/30) and the :data:`ORACLE_CONFIGS` best configurations of the table by mean PSNR among those fitted
+    to all its images (the grid of the per-image oracle), all stopped by the task's automatic rule, seed 0."""
     from archlab import learnt  # scikit-learn: only when the runs are made
 
     runs = []
@@ -185,7 +185,9 @@ def recommend_runs() -> list[Run]:
         if not learnt.table_path(label).is_file():
             continue
         table = learnt.load_table(label)
-        best = table.groupby(list(learnt.CONFIG_COLUMNS), as_index=False)["stop_psnr"].mean()
+        by_config = table.groupby(list(learnt.CONFIG_COLUMNS), as_index=False)
+        best = by_config.agg(stop_psnr=("stop_psnr", "mean"), images=("image", "nunique"))
+        best = best[best["images"] == table["image"].nunique()].drop(columns="images")  # means over the same images
         best = best.sort_values("stop_psnr", ascending=False).head(ORACLE_CONFIGS)
         stop = {"eval_every": 10, "stop": "auto"}
         base = models.preset("controlled-64")

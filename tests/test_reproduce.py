@@ -197,6 +197,10 @@ def test_the_recommend_reproduction_puts_the_recommendation_beside_default_dip_a
     assert next(r for r in runs if r.config.endswith("grid 1")).arch["kind"] == "decoder"
     grid = next(r for r in runs if r.config.endswith("grid 1"))
     assert grid.fit["input_jitter"] == learnt.DEFAULT_CONFIG["input_jitter"] and "input_jitter" not in grid.arch
+    table = synthetic_table(range(10))
+    table[(table["width"] != 128) | (table["image"] != "im0")].to_csv(path, index=False)
+    partial = {r.config for r in reproductions.recommend_runs()}  # width 128 missed an image: not in the grid
+    assert {m for m in partial if "grid" in m} == {"denoise · grid 1", "denoise · grid 2"}
     rows = []
     for image, offset in (("01", 0.0), ("02", 1.0)):
         for method, psnr, seconds in (("recommended", 27.0, 5.0), ("default", 26.0, 6.0), ("ulyanov-dip", 25.5, 9.0),
