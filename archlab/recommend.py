@@ -94,7 +94,7 @@ def recommend(image, task: Task | None = None) -> Recommendation:
     --------
     >>> from archlab import images
     >>> advice = recommend(images.resize(images.load("camera"), size=(64, 64)))
-    >>> advice.width in (32, 64, 128), advice.spec.width == advice.width, advice.fit["stop"]
+    >>> advice.width in (16, 32, 64, 128), advice.spec.width == advice.width, advice.fit["stop"]
     (True, True, 'auto')
     """
     sigma = texture.estimate_noise_sigma(image)
