@@ -31,11 +31,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.model_selection import GroupKFold
 
-from archlab import checks, images, texture
+from archlab import checks, texture
 from archlab.fitting import FitSettings
 
 #: The configuration a learnt recommendation chooses (the searchable parameters of the recommend studies).
@@ -65,10 +64,10 @@ def split_config(config: dict) -> tuple[dict, dict]:
 
 
 def image_features(image, texture_features: pd.Series | None = None) -> pd.Series:
-    """:data:`FEATURES` of an observation (a ``(1, C, H, W)`` tensor, a file or a built-in name):
+    """:data:`FEATURES` of an observation (as :func:`archlab.texture.as_image` takes it):
     :func:`archlab.texture.features` (noise σ estimated on the luma and discounted; ``texture_features`` when
     already computed) and ``channels`` = C."""
-    image = image if isinstance(image, torch.Tensor) else images.load(image)
+    image = texture.as_image(image)
     texture_features = texture.features(image) if texture_features is None else texture_features
     return pd.concat([texture_features, pd.Series({"channels": float(image.shape[-3])})])
 
@@ -152,24 +151,27 @@ class LearntRecommender:
         self.psnr.fit(design, gain.to_numpy())
         self.time = HistGradientBoostingRegressor(max_iter=200, min_samples_leaf=5, random_state=random_state)
         self.time.fit(_config_frame(table, self.categories), np.log(table["seconds"].astype(float)))
+        # what rank scores, independent of the image: the study's configurations and the default (configurations
+        # equal to the six significant digits the tables keep are one), encoded, with their predicted seconds
+        candidates = pd.concat([self.configs, pd.DataFrame([DEFAULT_CONFIG])], ignore_index=True)
+        ids = _config_ids(candidates)
+        unique = ~ids.duplicated()
+        self._candidates = candidates[unique].reset_index(drop=True)
+        self._encoded = _config_frame(self._candidates, self.categories)
+        self._seconds = np.exp(self.time.predict(self._encoded))
+        self._default = int(np.flatnonzero(ids[unique].to_numpy() == _config_id(DEFAULT_CONFIG))[0])
 
     def rank(self, features: pd.Series) -> list[Choice]:
         """Every configuration of the study for an image of these ``features``, best predicted gain first
         (the default configuration is scored too, whether the study tried it or not; configurations equal to
         the six significant digits the tables keep are one)."""
-        configs = pd.concat([self.configs, pd.DataFrame([DEFAULT_CONFIG])], ignore_index=True)
-        ids = configs.apply(lambda row: _config_id(row.to_dict()), axis=1)
-        configs = configs[~ids.duplicated()].reset_index(drop=True)
-        ids = ids[~ids.duplicated()].reset_index(drop=True)
-        encoded = _config_frame(configs, self.categories)
-        design = pd.concat([pd.DataFrame([features[list(FEATURES)]] * len(configs),
-                                         index=configs.index), encoded], axis=1)
+        design = pd.concat([pd.DataFrame([features[list(FEATURES)]] * len(self._candidates),
+                                         index=self._encoded.index), self._encoded], axis=1)
         gains = self.psnr.predict(design)
-        seconds = np.exp(self.time.predict(encoded))
-        default = int(np.flatnonzero(ids == _config_id(DEFAULT_CONFIG))[0])
-        choices = [Choice({k: _plain(k, v) for k, v in configs.iloc[i].items()}, float(gains[i]),
-                          float(gains[i] - gains[default]), float(seconds[i]), i == default)
-                   for i in range(len(configs))]
+        default = self._default
+        choices = [Choice({k: _plain(k, v) for k, v in self._candidates.iloc[i].items()}, float(gains[i]),
+                          float(gains[i] - gains[default]), float(self._seconds[i]), i == default)
+                   for i in range(len(self._candidates))]
         return sorted(choices, key=lambda c: -c.gain)
 
     def choose(self, features: pd.Series) -> tuple[Choice, list[Choice]]:
@@ -210,7 +212,7 @@ def cross_validate(table: pd.DataFrame, folds: int = 5, random_state: int = 0) -
         One row per image: ``image``, ``fold`` and ``<choice>_psnr``, ``<choice>_seconds`` for ``learnt``,
         ``fixed``, ``default`` and ``oracle``.
     """
-    ids = table[list(CONFIG_COLUMNS)].apply(lambda row: _config_id(row.to_dict()), axis=1)
+    ids = _config_ids(table)
     default_id = _config_id(DEFAULT_CONFIG)
     keyed = table.assign(config_id=ids)
     measured = keyed.set_index(["image", "config_id"])
@@ -239,6 +241,11 @@ def cross_validate(table: pd.DataFrame, folds: int = 5, random_state: int = 0) -
 def _config_id(config: dict) -> str:
     """A configuration as one string, numbers to the six significant digits the tables keep."""
     return "|".join(f"{_plain(k, config[k]):.6g}" if k in NUMERIC else str(config[k]) for k in CONFIG_COLUMNS)
+
+
+def _config_ids(frame: pd.DataFrame) -> pd.Series:
+    """:func:`_config_id` of each row of ``frame``."""
+    return frame[list(CONFIG_COLUMNS)].apply(lambda row: _config_id(row.to_dict()), axis=1)
 
 
 def _plain(key: str, value):

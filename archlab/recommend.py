@@ -97,6 +97,7 @@ def recommend(image, task: Task | None = None) -> Recommendation:
     >>> advice.width in (16, 32, 64, 128), advice.spec.width == advice.width, advice.fit["stop"]
     (True, True, 'auto')
     """
+    image = texture.as_image(image)  # read once
     sigma = texture.estimate_noise_sigma(image)
     features = texture.features(image)  # σ estimated on the luma, as the classifier and the tables learnt
     width, probabilities = texture.width_from_features(features)
