@@ -174,12 +174,13 @@ class LearntRecommender:
                    for i in range(len(self._candidates))]
         return sorted(choices, key=lambda c: -c.gain)
 
-    def choose(self, features: pd.Series) -> tuple[Choice, list[Choice]]:
+    def choose(self, features: pd.Series, among: set[str] | None = None) -> tuple[Choice, list[Choice]]:
         """The configuration with the largest predicted gain among those predicted no slower than the
-        default, and the full ranking."""
+        default (and, when given, whose :func:`_config_id` is in ``among``), and the full ranking."""
         ranking = self.rank(features)
         default = next(c for c in ranking if c.is_default)
-        allowed = [c for c in ranking if c.seconds <= default.seconds * (1 + 1e-9)]
+        allowed = [c for c in ranking if c.seconds <= default.seconds * (1 + 1e-9)
+                   and (among is None or _config_id(c.config) in among)]
         return (allowed[0] if allowed else default), ranking
 
 
@@ -189,9 +190,11 @@ def cross_validate(table: pd.DataFrame, folds: int = 5, random_state: int = 0) -
     The images of ``table`` are split into ``folds`` groups (scikit-learn's ``GroupKFold``: an image's rows
     never sit on both sides). For each held-out image the rows of the other images give
 
-    * ``learnt``: :meth:`LearntRecommender.choose` from the image's features;
-    * ``fixed``: the one configuration with the best mean PSNR over the other images among those no slower
-      than the default on their mean (what a study gives without per-image learning);
+    * ``learnt``: :meth:`LearntRecommender.choose` from the image's features, among the configurations
+      fitted to the held-out image;
+    * ``fixed``: the one configuration with the best mean PSNR over the other images among those fitted to
+      every image and no slower than the default on their mean (what a study gives without per-image
+      learning);
 
     and the image's own rows give ``default`` (:data:`DEFAULT_CONFIG`) and ``oracle`` (its best configuration,
     an upper bound no user can pick). Every PSNR and time is the measured one of that (configuration, image).
@@ -199,8 +202,8 @@ def cross_validate(table: pd.DataFrame, folds: int = 5, random_state: int = 0) -
     Parameters
     ----------
     table : pandas.DataFrame
-        :func:`archlab.studies.learning_table` rows of one task in which every configuration was fitted to
-        every image, the default included.
+        :func:`archlab.studies.learning_table` rows of one task in which the default was fitted to every
+        image (other configurations may have been fitted to some images only, as when studies are joined).
     folds : int
         Number of image groups (at least 2, at most the number of images).
     random_state : int
@@ -221,15 +224,17 @@ def cross_validate(table: pd.DataFrame, folds: int = 5, random_state: int = 0) -
         checks.fail("folds", f"{folds} is invalid; allowed: 2 to the number of images ({len(images)})")
     if (ids == default_id).groupby(table["image"]).sum().min() == 0:
         checks.fail("table", "the default configuration was not fitted to every image; run it in the study")
+    counts = keyed.groupby("config_id")["image"].nunique()
+    everywhere = counts.index[counts == len(images)]
     rows = []
     for fold, (train, test) in enumerate(GroupKFold(folds).split(images, groups=images)):
         learning = keyed[keyed["image"].isin(images[train])]
         model = LearntRecommender(learning, random_state)
-        means = learning.groupby("config_id")[["stop_psnr", "seconds"]].mean()
+        means = learning[learning["config_id"].isin(everywhere)].groupby("config_id")[["stop_psnr", "seconds"]].mean()
         fixed = means[means["seconds"] <= means.loc[default_id, "seconds"]]["stop_psnr"].idxmax()
         for image in images[test]:
             own = measured.loc[image]
-            chosen, _ = model.choose(own.iloc[0])
+            chosen, _ = model.choose(own.iloc[0], among=set(own.index))
             picks = {"learnt": _config_id(chosen.config), "fixed": fixed, "default": default_id,
                      "oracle": own["stop_psnr"].idxmax()}
             rows.append({"image": image, "fold": fold,

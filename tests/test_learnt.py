@@ -83,6 +83,19 @@ def test_cross_validation_measures_the_choice_on_images_it_did_not_learn_from():
     assert (rows["learnt_seconds"] <= rows["default_seconds"]).all()
 
 
+def test_cross_validation_chooses_among_the_configurations_measured_on_the_held_out_image():
+    table = synthetic_table(range(40))  # as two studies that share the default: width 32 fitted to half the images
+    unmeasured = table["image"].isin([f"im{i}" for i in range(0, 40, 2)])
+    table = table[~(unmeasured & (table["width"] == 32))]
+    rows = learnt.cross_validate(table, folds=4).set_index("image")
+    measured = table.set_index(["image", "width"])["stop_psnr"]
+    for image, row in rows.iterrows():
+        assert row["learnt_psnr"] in set(measured[image])
+    halves = rows.index.isin([f"im{i}" for i in range(0, 40, 2)])
+    assert (rows.loc[halves, "learnt_psnr"] == rows.loc[halves, "default_psnr"]).all()  # 128 is too slow
+    assert rows.loc[~halves, "learnt_psnr"].mean() > rows.loc[~halves, "default_psnr"].mean() + 0.3
+
+
 def test_cross_validation_rejects_what_it_cannot_measure():
     table = synthetic_table(range(6))
     with pytest.raises(ValueError, match="folds: 1 is invalid; allowed: 2 to the number of images"):
