@@ -553,3 +553,19 @@ def test_batch_seeds_fit_every_seed_at_once_with_the_observations_mask(tmp_path)
     assert rows[0]["peak_psnr"] != rows[1]["peak_psnr"]  # two fits, not one repeated
     with pytest.raises(ValueError, match="batch_seeds"):
         studies.StudySpec.from_dict({**tomllib.loads(text), "batch_seeds": "yes"})
+
+
+def test_workers_of_a_seeded_study_do_not_sample_the_same_parameters(tmp_path, monkeypatch):
+    monkeypatch.setattr(worker, "fit", fake_fit({"nearest": (30.0, 40)}))
+    text = edit(TINY, "seeds = [0]", "seeds = [0]\nn_trials = 4")
+    text = edit(text, '["nearest", "bilinear"]', '["nearest"]\nlr = { low = 0.001, high = 0.1, log = true }')
+    text = edit(text, "[objectives]", '[sampler]\nkind = "tpe"\nseed = 0\n\n[objectives]')
+    path = write(tmp_path, text)
+    for _ in range(2):  # two workers one after the other (as a resumed study), each from the file's seed 0
+        study = studies.run(path, n_trials=2, log=lambda _: None)
+    lrs = [t.params["lr"] for t in study.trials]
+    assert len(lrs) == 4 and len(set(lrs)) == 4
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    again = studies.run(write(fresh, text), n_trials=2, log=lambda _: None)  # the first worker keeps the seed
+    assert [t.params["lr"] for t in again.trials] == lrs[:2]

@@ -370,11 +370,21 @@ class StudySpec:
         options = dict(getattr(self, which))
         return (SAMPLERS if which == "sampler" else PRUNERS)[options.pop("kind")], options
 
-    def make_sampler(self) -> optuna.samplers.BaseSampler:
-        """The Optuna sampler of ``[sampler]`` (``kind`` plus its constructor's keywords)."""
+    def make_sampler(self, worker: int = 0) -> optuna.samplers.BaseSampler:
+        """The Optuna sampler of ``[sampler]`` (``kind`` plus its constructor's keywords) for the
+        ``worker``-th process that opens the study (0 for the first).
+
+        A seeded sampler draws the same parameters in every process that starts from that seed (the random
+        start-up trials first): the first worker keeps the file's ``seed``, so a study run by one process from
+        scratch is reproducible, and worker *k* > 0 (another process, or a resumed one) draws from
+        ``numpy.random.SeedSequence([seed, k])`` so it does not repeat their trials. The grid sampler is
+        left as the file says: workers claim distinct grid points whatever its seed.
+        """
         cls, options = self._options("sampler")
         if cls is optuna.samplers.GridSampler:
             options["search_space"] = self.grid_space()
+        elif worker and options.get("seed") is not None:
+            options["seed"] = int(np.random.SeedSequence([options["seed"], worker]).generate_state(1)[0])
         return _construct("sampler", cls, options)
 
     def make_pruner(self) -> optuna.pruners.BasePruner:

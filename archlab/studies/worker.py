@@ -74,6 +74,15 @@ def open_study(spec: StudySpec, storage: RDBStorage) -> optuna.Study:
     return study
 
 
+def _register_worker(storage: RDBStorage, name: str) -> int:
+    """How many workers opened the study before this one (counted in the study's system attribute
+    ``workers``; call under :func:`~archlab.studies.storage.creation_lock`)."""
+    study_id = storage.get_study_id_from_name(name)
+    before = int(storage.get_study_system_attrs(study_id).get("workers", 0))
+    storage.set_study_system_attr(study_id, "workers", before + 1)
+    return before
+
+
 def _jsonable(value):
     """Values as JSON stores them (tuples -> lists, NaN -> None), for comparisons and user attributes."""
     if isinstance(value, dict):
@@ -408,7 +417,8 @@ def run(source: str | os.PathLike | StudySpec, storage: str | None = None, *, n_
 
     Several workers may run the same study on one storage; each claims the next queued
     trial, unclaimed grid point or unspent budget under :class:`ClaimLock`, so no point is
-    run twice. Finished trials are never rerun. A trial that raises or diverges ends FAIL
+    run twice, and a seeded sampler draws from a seed of its own in each worker after the first
+    (:meth:`StudySpec.make_sampler`), so workers do not sample the same parameters. Finished trials are never rerun. A trial that raises or diverges ends FAIL
     with user attribute ``fail_reason`` and the study goes on. A worker killed mid-trial
     stops its heartbeat: after ``grace_period`` seconds the trial is FAILed and re-queued
     (:class:`RetryHeartbeatStaleTrialCallback`); a worker with nothing left to claim waits
@@ -440,6 +450,7 @@ def run(source: str | os.PathLike | StudySpec, storage: str | None = None, *, n_
     with creation_lock(url):
         rdb = make_storage(url, heartbeat_interval, grace_period)
         study = open_study(spec, rdb)
+        study.sampler = spec.make_sampler(worker=_register_worker(rdb, spec.name))
     store_dir.mkdir(parents=True, exist_ok=True)
     objective = _Objective(spec, data, FileSystemArtifactStore(str(store_dir)), device)
     lock = ClaimLock(url, spec.name)
