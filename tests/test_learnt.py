@@ -238,7 +238,7 @@ def test_the_recommend_studies_measure_the_configuration_to_beat_first(task):
 
 def test_the_grey_study_repeats_configurations_of_the_colour_study_on_other_images():
     colour, grey = studies.load_study("recommend-denoise"), studies.load_study("recommend-denoise-grey")
-    assert dict(grey.enqueue[0]) == learnt.DEFAULT_CONFIG and len(grey.enqueue) == grey.n_trials
+    assert dict(grey.enqueue[0]) == learnt.DEFAULT_CONFIG and len(grey.enqueue) == 36 < grey.n_trials
     assert grey.space == colour.space and grey.tasks == colour.tasks and grey.fit == colour.fit
     colour_images = {label for image in colour.images for label, _ in image.resolve()}
     grey_images = {label for image in grey.images for label, _ in image.resolve()}
