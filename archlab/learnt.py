@@ -160,18 +160,24 @@ class LearntRecommender:
         self._encoded = _config_frame(self._candidates, self.categories)
         self._seconds = np.exp(self.time.predict(self._encoded))
         self._default = int(np.flatnonzero(ids[unique].to_numpy() == _config_id(DEFAULT_CONFIG))[0])
+        # the numbers of channels each candidate was fitted to (a configuration one study tried on grey images
+        # only has no evidence on colour ones)
+        seen = table.groupby(_config_ids(table))["channels"].agg(lambda c: set(c.astype(float)))
+        self._channels = [seen.get(i, set()) for i in ids[unique]]
 
     def rank(self, features: pd.Series) -> list[Choice]:
-        """Every configuration of the study for an image of these ``features``, best predicted gain first
-        (the default configuration is scored too, whether the study tried it or not; configurations equal to
-        the six significant digits the tables keep are one)."""
-        design = pd.concat([pd.DataFrame([features[list(FEATURES)]] * len(self._candidates),
-                                         index=self._encoded.index), self._encoded], axis=1)
-        gains = self.psnr.predict(design)
-        default = self._default
+        """Every configuration the studies fitted to images of this number of channels (all of them when they
+        fitted none), for an image of these ``features``, best predicted gain first (the default configuration is scored too, whether the study
+        tried it or not; configurations equal to the six significant digits the tables keep are one)."""
+        default, channels = self._default, float(features["channels"])
+        scored = [i for i in range(len(self._candidates)) if i == default or channels in self._channels[i]
+                  or not any(channels in seen for seen in self._channels)]
+        design = pd.concat([pd.DataFrame([features[list(FEATURES)]] * len(scored), index=scored),
+                            self._encoded.loc[scored]], axis=1)
+        gains = dict(zip(scored, self.psnr.predict(design)))
         choices = [Choice({k: _plain(k, v) for k, v in self._candidates.iloc[i].items()}, float(gains[i]),
                           float(gains[i] - gains[default]), float(self._seconds[i]), i == default)
-                   for i in range(len(self._candidates))]
+                   for i in scored]
         return sorted(choices, key=lambda c: -c.gain)
 
     def choose(self, features: pd.Series, among: set[str] | None = None) -> tuple[Choice, list[Choice]]:

@@ -67,6 +67,23 @@ def test_the_choice_follows_the_number_of_channels():
         assert model.choose(row)[0].config["width"] == width
 
 
+def test_a_configuration_is_ranked_only_for_images_of_the_channels_it_was_fitted_to():
+    table = synthetic_table(range(60))  # width 32 fitted to the grey images only, where it gains 2 dB
+    grey = table["image"].isin([f"im{i}" for i in range(0, 60, 2)])
+    table.loc[grey, "channels"] = 1.0
+    table.loc[grey & (table["width"] == 32), "stop_psnr"] += 2.0
+    model = learnt.LearntRecommender(table[grey | (table["width"] != 32)])
+    row = table.iloc[0].copy()
+    row["channels"] = 1.0
+    assert model.choose(row)[0].config["width"] == 32
+    row["channels"] = 3.0
+    ranking = model.rank(row)
+    assert sorted(c.config["width"] for c in ranking) == [64, 128] and model.choose(row)[0].is_default
+    colour_only = learnt.LearntRecommender(table[~grey])
+    row["channels"] = 1.0  # no grey image in that table: every configuration is scored
+    assert len(colour_only.rank(row)) == 3
+
+
 def test_cross_validation_measures_the_choice_on_images_it_did_not_learn_from():
     table = synthetic_table(range(40))
     rows = learnt.cross_validate(table, folds=4)
