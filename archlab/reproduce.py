@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from archlab import images, models, recommend, report, restoration, stopping, tasks
+from archlab import images, learnt, models, recommend, report, restoration, stopping, tasks
 from archlab.fitting import AUTO_STOP, RULES, fit
 from archlab.reproductions import AUTO, DIP_BASELINE, EXPERIMENTS, STOPPING_FITS, STOPPING_TASKS, Run, short_name
 
@@ -135,8 +135,8 @@ def execute(run: Run, device: str = "auto", fast: bool = False, trajectory: Path
         if psnr is not None and checkpoint in psnr.index:
             row[f"psnr_{checkpoint}"] = float(psnr[checkpoint])
     if run.arch == AUTO:
-        row["chosen"] = " ".join(f"{k}={result.spec.get(k, settings.get(k))}"
-                                 for k in ("depth", "width", "skip", "upsampler", "lipschitz", "lr"))
+        row["chosen"] = " ".join(f"{k}={result.spec.get(k, result.settings.get(k))}"
+                                 for k in learnt.CONFIG_COLUMNS)
     if task.name == "enhance":
         row["sharpness_observed"] = float(stopping.mlv_sharpness(y))
         row["sharpness_restored"] = float(stopping.mlv_sharpness(result.output))

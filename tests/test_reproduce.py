@@ -174,7 +174,7 @@ def test_an_auto_run_fits_what_the_recommendation_gives_its_observation(tmp_path
     monkeypatch.setattr(recommend, "recommend", lambda y, task: advice.__class__(
         **{**advice.__dict__, "spec": TINY_SPEC, "fit": {"iterations": 4, "lr": 0.02, "stop": "auto"}}))
     row = reproduce.execute(run, "cpu")
-    assert row["chosen"] == "depth=2 width=8 skip=0 upsampler=bilinear lipschitz=2.0 lr=0.02"
+    assert row["chosen"] == f"depth=2 width=8 skip=0 upsampler=bilinear lipschitz=2.0 lr=0.02 input_jitter={1 / 30}"
     assert row["iterations"] <= 4  # the advice's budget and its stop
 
 
