@@ -18,7 +18,8 @@ Per (task, image), one after the other (so the machine's load is the same for al
   judges the signal safe, channels-last where measured faster) changes the PSNR, and what it saves.
 
 Rows are appended to a CSV as each (task, image) finishes (a rerun skips what is there), with the CPU
-capability, threads and load beside them; ``--shard i/n`` lets n processes split the pairs; ``--table``
+capability, threads and load beside them; ``--refresh restore,restore-auto`` measures those methods again on
+the pairs already there and replaces their rows (the papers' loop, 96 % of a pair's time, is not rerun); ``--shard i/n`` lets n processes split the pairs; ``--table``
 prints them as Markdown with the ratios: the papers' loop's time to its best PSNR (output and moving average)
 over ``restore``'s time, and the PSNR differences.
 
@@ -55,6 +56,8 @@ IMAGES = (("set9/image_Baboon512rgb.png", 0.25), ("set9/image_F16_512rgb.png", 0
 TASKS = {"denoise σ=25": {"task": "denoise", "sigma": 25.0}, "jpeg q=10": {"task": "jpeg", "quality": 10}}
 PAPERS_ITERATIONS = 3000
 METHODS = ("papers", "papers-oracle", "papers-oracle-ema", "restore", "restore-auto", "restore-fp32")
+#: The methods ``--refresh`` measures again without the papers' loop.
+RESTORE_METHODS = ("restore", "restore-auto", "restore-fp32")
 
 
 def clean(source: str, scale: float | None) -> torch.Tensor:
@@ -65,26 +68,32 @@ def clean(source: str, scale: float | None) -> torch.Tensor:
     return restoration.clean_image(path, crop=(128, 128), multiple=32)
 
 
-def measure(label: str, task_dict: dict, source: str, scale: float | None, seed: int = 0) -> list[dict]:
-    """The methods' rows (:data:`METHODS`) for one (task, image)."""
+def measure(label: str, task_dict: dict, source: str, scale: float | None, seed: int = 0,
+            methods: tuple[str, ...] = METHODS) -> list[dict]:
+    """The rows of ``methods`` (of :data:`METHODS`; the three ``papers`` rows come from one run of the papers'
+    loop) for one (task, image)."""
     task = tasks.task_from_dict(task_dict)
     observation = task.observe(clean(source, scale), seed=seed)
     y, reference = observation.y, observation.reference
     base = {"task": label, "image": Path(source).stem, "size": f"{y.shape[-1]}x{y.shape[-2]}",
             "observation_psnr": float(metrics.psnr(y, reference)), **conditions(torch.device("cpu"))}
-    start = time.perf_counter()
-    papers = reference_fit("ulyanov-dip", y, reference, iterations=PAPERS_ITERATIONS, seed=seed, device="cpu")
-    wall = time.perf_counter() - start
-    elapsed = np.cumsum(papers["seconds"]) * wall / float(np.sum(papers["seconds"]))
-    rows = [{**base, "method": "papers", "psnr": papers["psnr"], "psnr_ema": papers["psnr_ema"],
-             "iterations": PAPERS_ITERATIONS, "seconds": wall}]
-    for method, curve in (("papers-oracle", papers["psnr_curve"]), ("papers-oracle-ema", papers["psnr_ema_curve"])):
-        best = int(np.argmax(curve))
-        rows.append({**base, "method": method, "psnr": float(curve[best]), "iterations": best + 1,
-                     "seconds": float(elapsed[best])})
+    rows = []
+    if any(method.startswith("papers") for method in methods):
+        start = time.perf_counter()
+        papers = reference_fit("ulyanov-dip", y, reference, iterations=PAPERS_ITERATIONS, seed=seed, device="cpu")
+        wall = time.perf_counter() - start
+        elapsed = np.cumsum(papers["seconds"]) * wall / float(np.sum(papers["seconds"]))
+        rows.append({**base, "method": "papers", "psnr": papers["psnr"], "psnr_ema": papers["psnr_ema"],
+                     "iterations": PAPERS_ITERATIONS, "seconds": wall})
+        for method, curve in (("papers-oracle", papers["psnr_curve"]), ("papers-oracle-ema", papers["psnr_ema_curve"])):
+            best = int(np.argmax(curve))
+            rows.append({**base, "method": method, "psnr": float(curve[best]), "iterations": best + 1,
+                         "seconds": float(elapsed[best])})
     settings = {**restoration.DEFAULT_FIT, "stop": "auto", "seed": seed}
     for method, arch, fit_settings in (("restore", restoration.DEFAULT_ARCH, settings), ("restore-auto", None, None),
                                        ("restore-fp32", restoration.DEFAULT_ARCH, {**settings, "fast": False})):
+        if method not in methods:
+            continue
         start = time.perf_counter()
         if arch is None:  # what restore --arch auto does: recommend from the observation, then fit that
             advice = recommend.recommend(y, task=task)
@@ -94,7 +103,7 @@ def measure(label: str, task_dict: dict, source: str, scale: float | None, seed:
         rows.append({**base, "method": method, "psnr": float(metrics.psnr(result.restored, reference)),
                      "iterations": result.stopped_at, "seconds": wall, "engine": result.extras.get("engine"),
                      "precision": result.settings["precision"], "channels_last": result.settings["channels_last"]})
-    return rows
+    return [row for row in rows if row["method"] in methods]
 
 
 def summary(rows: pd.DataFrame) -> pd.DataFrame:
@@ -146,26 +155,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--out", type=Path, required=True, help="CSV of rows (appended; a rerun resumes)")
     parser.add_argument("--table", action="store_true", help="print the table of the rows so far (Markdown) and stop")
     parser.add_argument("--shard", default="0/1", help="i/n: this process measures every n-th pair from the i-th")
+    parser.add_argument("--refresh", default="", metavar="METHOD[,METHOD]",
+                        help=f"measure these of {', '.join(RESTORE_METHODS)} again on the pairs already measured "
+                             "(after a change of restore's defaults or of the learnt tables) and replace their rows; "
+                             "the papers' loop is not rerun")
     args = parser.parse_args(argv)
     try:
         shard, shards = (int(v) for v in args.shard.split("/"))
         assert 0 <= shard < shards
     except (ValueError, AssertionError):
         parser.error(f"--shard {args.shard!r} is invalid; allowed: i/n with 0 <= i < n")
-    done = pd.read_csv(args.out) if args.out.is_file() else pd.DataFrame(columns=["task", "image"])
+    refresh = tuple(m for m in args.refresh.split(",") if m)
+    if any(m not in RESTORE_METHODS for m in refresh):
+        parser.error(f"--refresh {args.refresh!r} is invalid; allowed: a comma-separated subset of "
+                     f"{', '.join(RESTORE_METHODS)}")
+    done = pd.read_csv(args.out) if args.out.is_file() else pd.DataFrame(columns=["task", "image", "method"])
     if args.table:
         print(report(done))
         return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     pairs = [(label, task_dict, source, scale) for label, task_dict in TASKS.items() for source, scale in IMAGES]
     for label, task_dict, source, scale in pairs[shard::shards]:
-        if ((done["task"] == label) & (done["image"] == Path(source).stem)).any():
+        measured = ((done["task"] == label) & (done["image"] == Path(source).stem)).any()
+        if measured != bool(refresh):
             continue
-        rows = measure(label, task_dict, source, scale)
+        rows = measure(label, task_dict, source, scale, methods=refresh or METHODS)
         with open(args.out.with_suffix(".lock"), "w") as lock:  # other shards append to the same file
             fcntl.flock(lock, fcntl.LOCK_EX)
             done = pd.read_csv(args.out) if args.out.is_file() else done
-            done = pd.concat([done, pd.DataFrame(rows)], ignore_index=True)
+            replaced = (done["task"] == label) & (done["image"] == Path(source).stem) & done["method"].isin(refresh)
+            done = pd.concat([done[~replaced], pd.DataFrame(rows)], ignore_index=True)
             with images.atomic_path(args.out) as tmp:
                 done.to_csv(tmp, index=False)
         shown = ", ".join(f"{r['method']} {r['psnr']:.2f} dB {r['seconds']:.0f} s" for r in rows)

@@ -1,6 +1,7 @@
 """Speed benchmarks (benchmarks/speed.py): the contenders compute the same thing, the tables hold what they claim, the CLI writes them."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -217,6 +218,34 @@ def test_time_to_quality_rows_and_ratios(tmp_path, monkeypatch):
     assert line["papers-oracle-ema it"] == oracle_ema["iterations"]
     text = ttq.report(pd.DataFrame(rows))
     assert text.startswith("### denoise σ=25") and "| mean (1) |" in text and "CPU capability" in text
+
+
+def test_time_to_quality_refresh_measures_restore_again_without_the_papers_loop(tmp_path, monkeypatch):
+    from benchmarks import time_to_quality as ttq
+
+    calls = []
+
+    def fake_measure(label, task_dict, source, scale, seed=0, methods=ttq.METHODS):
+        calls.append((Path(source).stem, methods))
+        return [{"task": label, "image": Path(source).stem, "method": m, "psnr": 30.0 if len(calls) > 2 else 20.0,
+                 "seconds": 1.0} for m in methods]
+
+    monkeypatch.setattr(ttq, "measure", fake_measure)
+    monkeypatch.setattr(ttq, "IMAGES", (("set9/a.png", 0.25), ("set9/b.png", 0.25)))
+    monkeypatch.setattr(ttq, "TASKS", {"denoise σ=25": {"task": "denoise", "sigma": 25.0}})
+    out = tmp_path / "rows.csv"
+    assert ttq.main(["-o", str(out)]) == 0 and [c[1] for c in calls] == [ttq.METHODS] * 2
+    rows = pd.read_csv(out)
+    rows[~((rows["image"] == "b") & (rows["method"] != "restore-auto"))].to_csv(out, index=False)  # b: only one row
+    assert ttq.main(["-o", str(out), "--refresh", "restore,restore-auto"]) == 0
+    assert calls[2:] == [("a", ("restore", "restore-auto")), ("b", ("restore", "restore-auto"))]
+    rows = pd.read_csv(out).set_index(["image", "method"])["psnr"]
+    assert len(rows) == len(ttq.METHODS) + 2 and rows.index.is_unique
+    assert rows[("a", "restore")] == rows[("a", "restore-auto")] == rows[("b", "restore")] == 30.0
+    assert rows[("a", "papers")] == rows[("a", "restore-fp32")] == 20.0
+    with pytest.raises(SystemExit) as exit_:
+        ttq.main(["-o", str(out), "--refresh", "papers"])
+    assert exit_.value.code == 2
 
 
 def test_stop_rule_replay_fills_a_rolled_back_evaluation_with_the_kept_state(tmp_path):
