@@ -569,3 +569,22 @@ def test_workers_of_a_seeded_study_do_not_sample_the_same_parameters(tmp_path, m
     fresh.mkdir()
     again = studies.run(write(fresh, text), n_trials=2, log=lambda _: None)  # the first worker keeps the seed
     assert [t.params["lr"] for t in again.trials] == lrs[:2]
+
+
+def test_a_worker_whose_trial_was_failed_elsewhere_goes_on(tmp_path, monkeypatch):
+    path = write(tmp_path, edit(TINY, "seeds = [0]", "seeds = [0]\nn_trials = 2").replace(
+        '["nearest", "bilinear"]', '["nearest"]\nlr = { low = 0.001, high = 0.1, log = true }') + '\n[sampler]\nkind = "random"\n')
+    real = fake_fit({"nearest": (30.0, 40)})
+
+    def fit_while_failed_as_stale(*args, **kwargs):  # as another worker does when this one's heartbeat lapsed
+        study = studies.open_existing(str(path))
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if trial.number == 0:
+                study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(worker, "fit", fit_while_failed_as_stale)
+    lines = []
+    study = studies.run(path, log=lambda line: lines.append(str(line)))
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
+    assert any("trial 0 was finished elsewhere" in line for line in lines)

@@ -74,6 +74,13 @@ def open_study(spec: StudySpec, storage: RDBStorage) -> optuna.Study:
     return study
 
 
+def _finished_elsewhere(study: optuna.Study, number: int | None) -> bool:
+    """Whether trial ``number`` was finished by someone else while this worker ran it (Optuna then refuses
+    to tell its result)."""
+    trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    return trial is not None and trial.state.is_finished()
+
+
 def _register_worker(storage: RDBStorage, name: str) -> int:
     """How many workers opened the study before this one (counted in the study's system attribute
     ``workers``; call under :func:`~archlab.studies.storage.creation_lock`)."""
@@ -422,7 +429,8 @@ def run(source: str | os.PathLike | StudySpec, storage: str | None = None, *, n_
     with user attribute ``fail_reason`` and the study goes on. A worker killed mid-trial
     stops its heartbeat: after ``grace_period`` seconds the trial is FAILed and re-queued
     (:class:`RetryHeartbeatStaleTrialCallback`); a worker with nothing left to claim waits
-    for running trials for that reason. Ctrl-C re-queues the interrupted trial.
+    for running trials for that reason; a worker whose trial was finished elsewhere meanwhile (failed as
+    stale while its heartbeat lapsed) drops that result and goes on. Ctrl-C re-queues the interrupted trial.
 
     Parameters
     ----------
@@ -464,8 +472,14 @@ def run(source: str | os.PathLike | StudySpec, storage: str | None = None, *, n_
                     optuna.storages.fail_stale_trials(study)
                     todo = _work_left(study, spec)
                     if todo == "claim":
-                        objective.release = release
-                        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[watcher])
+                        objective.release, objective.current = release, None
+                        try:
+                            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[watcher])
+                        except Exception:
+                            if not _finished_elsewhere(study, objective.current):
+                                raise
+                            log(f"trial {objective.current} was finished elsewhere while this worker ran it (failed "
+                                f"as stale after its heartbeat lapsed, and re-queued); its result is dropped")
                         ran += 1
                 if todo == "done":
                     break
