@@ -209,7 +209,8 @@ def cross_validate(table: pd.DataFrame, folds: int = 5, random_state: int = 0) -
     ----------
     table : pandas.DataFrame
         :func:`archlab.studies.learning_table` rows of one task in which the default was fitted to every
-        image (other configurations may have been fitted to some images only, as when studies are joined).
+        image (other configurations may have been fitted to some images only, as when studies are joined; one
+        fitted twice to an image is measured by the mean of its rows).
     folds : int
         Number of image groups (at least 2, at most the number of images).
     random_state : int
@@ -224,7 +225,8 @@ def cross_validate(table: pd.DataFrame, folds: int = 5, random_state: int = 0) -
     ids = _config_ids(table)
     default_id = _config_id(DEFAULT_CONFIG)
     keyed = table.assign(config_id=ids)
-    measured = keyed.set_index(["image", "config_id"])
+    measured = keyed.groupby(["image", "config_id"]).agg(  # a configuration a study ran twice: the mean
+        {"stop_psnr": "mean", "seconds": "mean", **dict.fromkeys(FEATURES, "first")})
     images = table["image"].drop_duplicates().to_numpy()
     if not 2 <= folds <= len(images):
         checks.fail("folds", f"{folds} is invalid; allowed: 2 to the number of images ({len(images)})")

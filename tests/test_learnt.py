@@ -113,6 +113,15 @@ def test_cross_validation_chooses_among_the_configurations_measured_on_the_held_
     assert rows.loc[~halves, "learnt_psnr"].mean() > rows.loc[~halves, "default_psnr"].mean() + 0.3
 
 
+def test_cross_validation_measures_a_configuration_run_twice_by_its_mean():
+    table = synthetic_table(range(20))
+    again = table[table["width"] == 32].assign(stop_psnr=lambda t: t["stop_psnr"] + 1.0)  # as a repeated trial
+    rows = learnt.cross_validate(pd.concat([table, again], ignore_index=True), folds=4).set_index("image")
+    once = table[table["width"] == 32].set_index("image")["stop_psnr"]
+    chose_32 = rows["learnt_psnr"].round(9).isin(set((once + 0.5).round(9)))
+    assert chose_32.any() and rows.index.is_unique
+
+
 def test_cross_validation_rejects_what_it_cannot_measure():
     table = synthetic_table(range(6))
     with pytest.raises(ValueError, match="folds: 1 is invalid; allowed: 2 to the number of images"):
