@@ -167,8 +167,9 @@ class LearntRecommender:
 
     def rank(self, features: pd.Series) -> list[Choice]:
         """Every configuration the studies fitted to images of this number of channels (all of them when they
-        fitted none), for an image of these ``features``, best predicted gain first (the default configuration is scored too, whether the study
-        tried it or not; configurations equal to the six significant digits the tables keep are one)."""
+        fitted none), for an image of these ``features``, best predicted gain first (the default configuration
+        is scored too, whether the study tried it or not; configurations equal to the six significant digits
+        the tables keep are one)."""
         default, channels = self._default, float(features["channels"])
         scored = [i for i in range(len(self._candidates)) if i == default or channels in self._channels[i]
                   or not any(channels in seen for seen in self._channels)]

@@ -425,8 +425,9 @@ def run(source: str | os.PathLike | StudySpec, storage: str | None = None, *, n_
     Several workers may run the same study on one storage; each claims the next queued
     trial, unclaimed grid point or unspent budget under :class:`ClaimLock`, so no point is
     run twice, and a seeded sampler draws from a seed of its own in each worker after the first
-    (:meth:`StudySpec.make_sampler`), so workers do not sample the same parameters. Finished trials are never rerun. A trial that raises or diverges ends FAIL
-    with user attribute ``fail_reason`` and the study goes on. A worker killed mid-trial
+    (:meth:`StudySpec.make_sampler`), so workers do not sample the same parameters. Finished
+    trials are never rerun. A trial that raises or diverges ends FAIL with user attribute
+    ``fail_reason`` and the study goes on. A worker killed mid-trial
     stops its heartbeat: after ``grace_period`` seconds the trial is FAILed and re-queued
     (:class:`RetryHeartbeatStaleTrialCallback`); a worker with nothing left to claim waits
     for running trials for that reason; a worker whose trial was finished elsewhere meanwhile (failed as
@@ -479,7 +480,7 @@ def run(source: str | os.PathLike | StudySpec, storage: str | None = None, *, n_
                             if not _finished_elsewhere(study, objective.current):
                                 raise
                             log(f"trial {objective.current} was finished elsewhere while this worker ran it (failed "
-                                f"as stale after its heartbeat lapsed, and re-queued); its result is dropped")
+                                f"as stale after its heartbeat lapsed, or by hand); its result is dropped")
                         ran += 1
                 if todo == "done":
                     break
