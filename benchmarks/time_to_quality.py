@@ -19,9 +19,10 @@ Per (task, image), one after the other (so the machine's load is the same for al
 
 Rows are appended to a CSV as each (task, image) finishes (a rerun skips what is there), with the CPU
 capability, threads and load beside them; ``--refresh restore,restore-auto`` measures those methods again on
-the pairs already there and replaces their rows (the papers' loop, 96 % of a pair's time, is not rerun); ``--shard i/n`` lets n processes split the pairs; ``--table``
-prints them as Markdown with the ratios: the papers' loop's time to its best PSNR (output and moving average)
-over ``restore``'s time, and the PSNR differences.
+the pairs already there and replaces their rows (the papers' loop, 96 % of a pair's time, is not rerun);
+``--shard i/n`` lets n processes split the pairs; ``--table`` prints them as Markdown with the ratios: the
+papers' loop's time to its best PSNR (output and moving average) over ``restore``'s time, and the PSNR
+differences.
 
     python benchmarks/time_to_quality.py -o results/time-to-quality/results.csv --shard 0/2 &   # resumable
     python benchmarks/time_to_quality.py -o results/time-to-quality/results.csv --shard 1/2

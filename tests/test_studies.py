@@ -572,8 +572,9 @@ def test_workers_of_a_seeded_study_do_not_sample_the_same_parameters(tmp_path, m
 
 
 def test_a_worker_whose_trial_was_failed_elsewhere_goes_on(tmp_path, monkeypatch):
-    path = write(tmp_path, edit(TINY, "seeds = [0]", "seeds = [0]\nn_trials = 2").replace(
-        '["nearest", "bilinear"]', '["nearest"]\nlr = { low = 0.001, high = 0.1, log = true }') + '\n[sampler]\nkind = "random"\n')
+    text = edit(TINY, "seeds = [0]", "seeds = [0]\nn_trials = 2")
+    text = edit(text, '["nearest", "bilinear"]', '["nearest"]\nlr = { low = 0.001, high = 0.1, log = true }')
+    path = write(tmp_path, edit(text, "[objectives]", '[sampler]\nkind = "random"\n\n[objectives]'))
     real = fake_fit({"nearest": (30.0, 40)})
 
     def fit_while_failed_as_stale(*args, **kwargs):  # as another worker does when this one's heartbeat lapsed
