@@ -164,6 +164,7 @@ class LearntRecommender:
         # only has no evidence on colour ones)
         seen = table.groupby(_config_ids(table))["channels"].agg(lambda c: set(c.astype(float)))
         self._channels = [seen.get(i, set()) for i in ids[unique]]
+        self._table_channels = set(table["channels"].astype(float))
 
     def rank(self, features: pd.Series) -> list[Choice]:
         """Every configuration the studies fitted to images of this number of channels (all of them when they
@@ -171,8 +172,8 @@ class LearntRecommender:
         is scored too, whether the study tried it or not; configurations equal to the six significant digits
         the tables keep are one)."""
         default, channels = self._default, float(features["channels"])
-        scored = [i for i in range(len(self._candidates)) if i == default or channels in self._channels[i]
-                  or not any(channels in seen for seen in self._channels)]
+        unseen = channels not in self._table_channels
+        scored = [i for i in range(len(self._candidates)) if unseen or i == default or channels in self._channels[i]]
         design = pd.concat([pd.DataFrame([features[list(FEATURES)]] * len(scored), index=scored),
                             self._encoded.loc[scored]], axis=1)
         gains = dict(zip(scored, self.psnr.predict(design)))
