@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import numpy as np
+
 from archlab import filters
 from archlab.vocabulary import CONV_PADDINGS, INITS, LIPSCHITZ_METHODS, PADDINGS
 
@@ -342,9 +344,8 @@ def lipschitz_for_size(spec: ArchSpec, size: tuple[int, int]) -> float:
     (2.0, 1.4)
     """
     side = max(1.0, min(size) / spec.scale)
-    (n0, l0), (n1, l1) = LIPSCHITZ_BY_INPUT_SIDE
-    t = min(1.0, max(0.0, (math.log2(side) - math.log2(n0)) / (math.log2(n1) - math.log2(n0))))
-    return round(l0 + t * (l1 - l0), 4)
+    sides, lambdas = zip(*LIPSCHITZ_BY_INPUT_SIDE)
+    return round(float(np.interp(math.log2(side), np.log2(sides), lambdas)), 4)
 
 
 def for_size(spec: ArchSpec, size: tuple[int, int]) -> ArchSpec:
