@@ -15,11 +15,11 @@ texture. For a new image every configuration of the study is scored and the one 
 predicted gain is recommended among those predicted no slower than the default (:data:`DEFAULT_CONFIG`)
 on images of its number of channels (the default stops sooner on grey images: 4.5 s against 9.7 s per 64-px
 crop in the denoising studies, so a time learnt from the configuration alone let grey images take longer).
-The rows are shipped as a CSV per task (package data, no pickles) and the regressors are fitted from them at first use (seconds); :func:`archlab.studies.learning_table` builds a
-table from any study storage (``archlab study learn``), so a user can learn from studies of their own
-images and tasks. :func:`cross_validate` measures the choice on the study's own images held out of the
-learning (every configuration was fitted to every image, so the chosen one's PSNR is measured, not
-predicted).
+The rows are shipped as a CSV per task (package data, no pickles) and the regressors are fitted from them at
+first use (seconds); :func:`archlab.studies.learning_table` builds a table from any study storage (``archlab
+study learn``), so a user can learn from studies of their own images and tasks. :func:`cross_validate` measures
+the choice on the study's own images held out of the learning (every configuration was fitted to every image, so
+the chosen one's PSNR is measured, not predicted).
 """
 
 from __future__ import annotations
@@ -146,34 +146,27 @@ class LearntRecommender:
         self.configs = table[list(CONFIG_COLUMNS)].drop_duplicates().reset_index(drop=True)
         self.categories = tuple(sorted(set(self.configs["upsampler"]) | {DEFAULT_CONFIG["upsampler"]}))
         gain = table["stop_psnr"] - table.groupby("image")["stop_psnr"].transform("mean")
-        features = table[list(FEATURES)].reset_index(drop=True)
-        design = pd.concat([features, _config_frame(table.reset_index(drop=True), self.categories)], axis=1)
+        table = table.reset_index(drop=True)
+        encoded = _config_frame(table, self.categories)
+        design = pd.concat([table[list(FEATURES)], encoded], axis=1)
         self.psnr = HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, max_leaf_nodes=15,
                                                   min_samples_leaf=10, random_state=random_state)
         self.psnr.fit(design, gain.to_numpy())
         self.time = HistGradientBoostingRegressor(max_iter=200, min_samples_leaf=5, random_state=random_state)
-        self.time.fit(self._timed(table.reset_index(drop=True), table["channels"].to_numpy()),
-                      np.log(table["seconds"].astype(float)))
+        self.time.fit(_timed(encoded, table["channels"]), np.log(table["seconds"].astype(float)))
         # what rank scores, independent of the image: the study's configurations and the default (configurations
-        # equal to the six significant digits the tables keep are one), encoded, with their predicted seconds
+        # equal to the six significant digits the tables keep are one), encoded
         candidates = pd.concat([self.configs, pd.DataFrame([DEFAULT_CONFIG])], ignore_index=True)
         ids = _config_ids(candidates)
         unique = ~ids.duplicated()
         self._candidates = candidates[unique].reset_index(drop=True)
         self._encoded = _config_frame(self._candidates, self.categories)
-        self._seconds = {}  # number of channels → every candidate's predicted seconds, filled by rank
         self._default = int(np.flatnonzero(ids[unique].to_numpy() == _config_id(DEFAULT_CONFIG))[0])
         # the numbers of channels each candidate was fitted to (a configuration one study tried on grey images
         # only has no evidence on colour ones)
         seen = table.groupby(_config_ids(table))["channels"].agg(lambda c: set(c.astype(float)))
         self._channels = [seen.get(i, set()) for i in ids[unique]]
         self._table_channels = set(table["channels"].astype(float))
-
-    def _timed(self, configs: pd.DataFrame, channels) -> pd.DataFrame:
-        """What the time regressor reads: the encoded configurations and the images' numbers of channels."""
-        channels = np.broadcast_to(np.asarray(channels, float), len(configs))
-        return pd.concat([pd.DataFrame({"channels": channels}, index=configs.index),
-                          _config_frame(configs, self.categories)], axis=1)
 
     def rank(self, features: pd.Series) -> list[Choice]:
         """Every configuration the studies fitted to images of this number of channels (all of them when they
@@ -186,9 +179,7 @@ class LearntRecommender:
         design = pd.concat([pd.DataFrame([features[list(FEATURES)]] * len(scored), index=scored),
                             self._encoded.loc[scored]], axis=1)
         gains = dict(zip(scored, self.psnr.predict(design)))
-        if channels not in self._seconds:
-            self._seconds[channels] = np.exp(self.time.predict(self._timed(self._candidates, channels)))
-        seconds = self._seconds[channels]
+        seconds = dict(zip(scored, np.exp(self.time.predict(_timed(self._encoded.loc[scored], channels)))))
         choices = [Choice({k: _plain(k, v) for k, v in self._candidates.iloc[i].items()}, float(gains[i]),
                           float(gains[i] - gains[default]), float(seconds[i]), i == default)
                    for i in scored]
@@ -202,6 +193,12 @@ class LearntRecommender:
         allowed = [c for c in ranking if c.seconds <= default.seconds * (1 + 1e-9)
                    and (among is None or _config_id(c.config) in among)]
         return (allowed[0] if allowed else default), ranking
+
+
+def _timed(encoded: pd.DataFrame, channels) -> pd.DataFrame:
+    """What the time regressor reads: the images' numbers of channels and the encoded configurations."""
+    channels = np.broadcast_to(np.asarray(channels, float), len(encoded))
+    return pd.concat([pd.DataFrame({"channels": channels}, index=encoded.index), encoded], axis=1)
 
 
 def cross_validate(table: pd.DataFrame, folds: int = 5, random_state: int = 0) -> pd.DataFrame:
