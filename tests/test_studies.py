@@ -325,6 +325,35 @@ def test_ctrl_c_requeues_the_interrupted_trial(tmp_path, monkeypatch):
     assert sorted(t.params["upsampler"] for t in study.trials if t.state.name == "COMPLETE") == ["bilinear", "nearest"]
 
 
+def test_a_retry_keeps_the_fits_its_interrupted_trial_finished(tmp_path, monkeypatch):
+    calls = []
+    finishes = fake_fit({"nearest": (30.0, 40), "bilinear": (32.0, 60)}, calls=calls)
+
+    def interrupted_on_the_second_image(arch, task, observation, **settings):
+        if len(calls) == 1 and not interrupted:
+            interrupted.append(True)
+            raise KeyboardInterrupt
+        return finishes(arch, task, observation, **settings)
+
+    interrupted = []
+
+    monkeypatch.setattr(worker, "fit", interrupted_on_the_second_image)
+    path = write(tmp_path, TINY)
+    with pytest.raises(KeyboardInterrupt):
+        studies.run(path, log=lambda _: None)
+    study = studies.run(path, log=lambda _: None)
+    assert len(calls) == 4  # the retry fits only the image its interrupted trial had not finished
+    first = study.trials[0]
+    retry = next(t for t in study.trials if worker.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == 0)
+    assert retry.state == optuna.trial.TrialState.COMPLETE
+    assert worker.trial_results(retry)[0] == worker.trial_results(first)[0]
+    assert [r["image"] for r in worker.trial_results(retry)] == ["astronaut", "cam"]
+    assert retry.value == {"nearest": 30.0, "bilinear": 32.0}[retry.params["upsampler"]]
+    assert min(retry.intermediate_values) < worker.step_stride(studies.load_study(path))  # run 0's curve, inherited
+    curves = studies.load_curves(study, storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert sorted(curves.loc[curves["trial"] == retry.number, "run"].unique()) == [0, 1]
+
+
 def test_a_sampled_study_spends_its_trial_budget_once(tmp_path, monkeypatch):
     monkeypatch.setattr(worker, "fit", fake_fit({"nearest": (30.0, 40), "bilinear": (32.0, 60)}))
     text = edit(TINY, "seeds = [0]", "seeds = [0]\nn_trials = 3")

@@ -86,21 +86,38 @@ def load_curves(name: str | optuna.Study, storage: str | None = None,
     ``image``, ``seed``, ``iteration``, ``psnr``, ``psnr_ema``, ``ratio``, ``fbc_0`` ..., ``fbc_low``,
     ``fbc_high`` (the lowest and highest FBC band), read from each trial's ``-curves.csv`` artifact
     (``artifacts``: the artifact folder, default :func:`~archlab.studies.artifacts_dir` of the storage).
+    A retry's fits that it kept from the interrupted trials before it come from those trials' artifacts.
     Empty when the artifacts are not there."""
     study = name if isinstance(name, optuna.Study) else open_existing(name, storage)
     url = storage or _storage_url(study)
     store_dir = artifacts_dir(url, artifacts) if url or artifacts else None
-    store = FileSystemArtifactStore(str(store_dir)) if store_dir is not None and store_dir.is_dir() else None
+    if store_dir is None or not store_dir.is_dir():
+        return pd.DataFrame()
+    store = FileSystemArtifactStore(str(store_dir))
     frames = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            metas = get_all_artifact_meta(t, storage=study._storage) if store is not None else []
-            for meta in (m for m in metas if m.filename.endswith("-curves.csv")):
-                with contextlib.suppress(OSError, optuna.artifacts.exceptions.ArtifactNotFound):
-                    with store.open_reader(meta.artifact_id) as reader:
-                        frames.append(curve_frame(pd.read_csv(reader)).assign(trial=t.number, **t.params))
+        trials = study.get_trials(deepcopy=False)
+        for t in (t for t in trials if t.state == TrialState.COMPLETE):
+            attempts = [t, *(trials[n] for n in reversed(RetryHeartbeatStaleTrialCallback.retry_history(t)))]
+            seen: set[int] = set()
+            for attempt in attempts:  # the latest first: a run refitted after an interruption replaces its curve
+                curves = [c for c in _curve_artifacts(attempt, study, store) if len(c)]
+                runs = set().union(*(set(c["run"]) for c in curves))
+                frames += [c[~c["run"].isin(seen)].assign(trial=t.number, **t.params) for c in curves]
+                seen |= runs
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _curve_artifacts(trial: optuna.trial.FrozenTrial, study: optuna.Study,
+                     store: FileSystemArtifactStore) -> list[pd.DataFrame]:
+    """The ``-curves.csv`` artifacts uploaded for one trial, with their FBC extremes (:func:`curve_frame`)."""
+    frames = []
+    for meta in (m for m in get_all_artifact_meta(trial, storage=study._storage) if m.filename.endswith("-curves.csv")):
+        with contextlib.suppress(OSError, optuna.artifacts.exceptions.ArtifactNotFound):
+            with store.open_reader(meta.artifact_id) as reader:
+                frames.append(curve_frame(pd.read_csv(reader)))
+    return frames
 
 
 def importance_note(study: optuna.Study) -> str | None:

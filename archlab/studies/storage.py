@@ -82,7 +82,8 @@ def make_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL,
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_interval,
                               grace_period=grace_period,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                                  max_retry=MAX_RETRY, inherit_intermediate_values=True))
     except sqlalchemy.exc.SQLAlchemyError as exc:
         fail("storage", f"cannot open {shown(url)}: {_first_line(exc)}")
 

@@ -200,6 +200,19 @@ def trial_results(trial) -> list[dict]:
     return [runs[k] for k in sorted(runs)] if runs else list(trial.user_attrs.get("results", []))
 
 
+#: The fields of a fit's record (:func:`_results`); a ``run<k>`` record with all of them is a finished fit.
+RESULT_FIELDS = ("task", "image", "seed", "peak_psnr", "final_psnr", "psnr_drop", "peak_iteration", "stop_iteration",
+                 "stop_psnr", "seconds", "final_fbc_high", "stopped", "iterations", "stop_reason")
+
+
+def finished_fits(trial) -> dict[tuple[str, str, int], dict]:
+    """The fits a trial already holds, by (task, image, seed): its complete ``run<k>`` records. A fresh
+    trial holds none; a retry of an interrupted or stale trial holds the fits that trial finished, since
+    :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback` copies the user attributes."""
+    return {(row["task"], row["image"], row["seed"]): row for row in trial_results(trial)
+            if all(field in row for field in RESULT_FIELDS)}
+
+
 def step_stride(spec: StudySpec) -> int:
     """Steps between the starts of two fits in a trial's intermediate values: the study's largest
     iteration count rounded up to 1, 2 or 5 × 10^k (fit k's evaluation at iteration i is step
@@ -219,7 +232,7 @@ class _Intermediate:
 
     def __init__(self, trial: optuna.Trial, stride: int, single: bool, prune: bool):
         self.trial, self.stride, self.single, self.prune = trial, stride, single, prune
-        self.reported: set[int] = set()
+        self.reported = set(trial.storage.get_trial(trial._trial_id).intermediate_values)  # a retry inherits them
 
     def report(self, k: int, iteration: int, value: float, check: bool = True) -> None:
         step = k * self.stride + int(iteration)
@@ -294,7 +307,13 @@ class _Objective:
     def _evaluate(self, trial: optuna.Trial):
         """Fit every (task, image, seed); record readable flat user attributes (``arch.*``, ``fit.*``,
         ``run<k>.*`` per fit), the PSNR at every evaluation as intermediate values, and the curves
-        (CSV, PNG), observations and restorations as artifacts."""
+        (CSV, PNG), observations and restorations as artifacts.
+
+        A retry keeps the fits its interrupted trial finished (:func:`finished_fits`; fits are seeded, so
+        a rerun would repeat them) and runs the rest: its ``seconds`` add both attempts' fits, and the kept
+        fits' curves stay with the interrupted trial (its intermediate values are inherited, its curves
+        uploaded when it stopped)."""
+        kept = finished_fits(trial)
         params = {p.name: p.suggest(trial) for p in self.spec.space}
         arch, settings = self.spec.configure(params)
         for key, value in {**flat_attrs("arch", arch.to_dict()), **flat_attrs("fit", settings),
@@ -309,6 +328,13 @@ class _Objective:
         try:
             for obs in self.data:
                 first = len(rows)
+                reused = [kept.get((obs.task_label, obs.image, seed)) for seed in self.spec.seeds]
+                if all(reused):
+                    rows.extend(reused)
+                    for j, row in enumerate(reused):
+                        for key, value in flat_attrs(f"run{first + j}", row).items():
+                            trial.set_user_attr(key, value)
+                    continue
                 hooks = [intermediate.live(first + j, obs) for j in range(len(self.spec.seeds))]
                 for j, (seed, result) in enumerate(zip(self.spec.seeds, self._fits(arch, settings, obs, hooks))):
                     rows.append(_results(result, obs, seed))
@@ -318,7 +344,7 @@ class _Objective:
                     outputs.setdefault(f"{obs.task_label}-{obs.image}", (obs, result.restored))
                 for k in range(first, len(rows)):
                     intermediate.complete(k, histories[k][2])
-        except optuna.TrialPruned:
+        except (optuna.TrialPruned, KeyboardInterrupt):
             self._upload(trial, histories, outputs)
             raise
         values = [_objective(rows, name) for name, _ in self.spec.objectives]
@@ -491,7 +517,7 @@ def run(source: str | os.PathLike | StudySpec, storage: str | None = None, *, n_
         interrupted = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
                        if t.number == objective.current and t.user_attrs.get("fail_reason") == "interrupted"]
         for trial in interrupted:
-            RetryHeartbeatStaleTrialCallback()(study, trial)
+            RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)(study, trial)
         raise
     finally:
         watcher.close()
