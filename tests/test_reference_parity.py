@@ -106,8 +106,11 @@ def test_lipschitz_follows_the_decoders_input_size():
     assert spec.lipschitz == "auto"
     assert models.lipschitz_for_size(spec, (64, 64)) == 1.4
     assert models.lipschitz_for_size(spec, (128, 128)) == 2.0
-    assert models.lipschitz_for_size(spec, (512, 512)) == 2.0  # held beyond the measured points
+    assert models.lipschitz_for_size(spec, (256, 256)) == 2.6
+    assert models.lipschitz_for_size(spec, (512, 512)) == 2.6  # held beyond the measured points
+    assert models.lipschitz_for_size(spec, (32, 32)) == 1.4
     assert 1.4 < models.lipschitz_for_size(spec, (96, 96)) < 2.0
+    assert models.lipschitz_for_size(spec, (181, 181)) == pytest.approx(2.3, abs=0.01)  # halfway in log2 n
     convs = [m for m in models.build(spec, 3, (64, 64))[0].modules() if getattr(m, "lipschitz", None)]
     assert convs and {c.lipschitz for c in convs} == {1.4}
     assert models.for_size(models.preset("controlled-64"), (64, 64)) == models.preset("controlled-64")

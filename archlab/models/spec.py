@@ -228,7 +228,7 @@ PRESETS: dict[str, ArchSpec] = {
     # The same decoder as paper 000's released code builds it: two blocks before the first upsampler, a free 1×1
     # output projection and the norm detached from the gradient. The input is the text's noise, U(0, 0.1), not
     # the code's sin/cos "fourier" input, ten times stronger, which overfits at 128 px.
-    # λ follows the image size (lipschitz_for_size): 2 from 128 px up, 1.4 at 64 px.
+    # λ follows the image size (lipschitz_for_size): 1.4 at 64 px, 2 at 128 px, 2.6 from 256 px up.
     "shi-decoder": _SHI_TEXT.replace(stem=2, bound_output=False, lipschitz_detach=True, lipschitz="auto"),
     "shi-decoder-text": _SHI_TEXT,
     # ConvDecoder (Darestani & Heckel; paper 004's light_cnn.py, num_layers = 6): 6 × [upsample, conv 3×3 128
@@ -311,7 +311,7 @@ def check_size(spec: ArchSpec, size: tuple[int, int]) -> None:
 
 
 #: Measured points of :func:`lipschitz_for_size`: (side of the decoder's input in pixels, λ).
-LIPSCHITZ_BY_INPUT_SIDE = ((2, 1.4), (4, 2.0))
+LIPSCHITZ_BY_INPUT_SIDE = ((2, 1.4), (4, 2.0), (8, 2.6))
 
 
 def lipschitz_for_size(spec: ArchSpec, size: tuple[int, int]) -> float:
@@ -322,9 +322,13 @@ def lipschitz_for_size(spec: ArchSpec, size: tuple[int, int]) -> float:
     a 128-px image (n = 4) at λ = 2 without decay by 4,000 iterations, while a 64-px image (n = 2)
     overfits at λ = 2 and holds at λ = 1.4, in its code as in archlab (REFERENCE §5b;
     ``results/denoise-set9``, ``results/decoder-lambda``, whose READMEs give the numbers); at 1.4 smooth
-    64-px images still rise after 3,000 iterations, so the rule guards against decay, not slow fits. Between and
-    beyond the measured points of :data:`LIPSCHITZ_BY_INPUT_SIDE` λ is interpolated linearly in
-    log₂ n and held constant outside them.
+    64-px images still rise after 3,000 iterations, so at 64 and 128 px the rule guards against decay, not
+    slow fits. At 256 px (n = 8) λ = 2 underfits: on the four Set9 images it is still rising at 2,000
+    iterations (mean 27.26 dB), where λ = 2.6 peaks at 480-1,960 and, stopped by the discrepancy rule on the
+    moving average, keeps 28.58 dB (``results/decoder-lambda-256``); three of the four decay after their
+    peak (0.9-3.2 dB by 2,000), so from 256 px up the rule relies on the automatic stop. Between the
+    measured points of :data:`LIPSCHITZ_BY_INPUT_SIDE` λ is interpolated linearly in log₂ n and held
+    constant outside them.
 
     Parameters
     ----------
@@ -340,8 +344,8 @@ def lipschitz_for_size(spec: ArchSpec, size: tuple[int, int]) -> float:
 
     Examples
     --------
-    >>> lipschitz_for_size(preset("shi-decoder"), (128, 128)), lipschitz_for_size(preset("shi-decoder"), (64, 64))
-    (2.0, 1.4)
+    >>> [lipschitz_for_size(preset("shi-decoder"), (side, side)) for side in (64, 128, 256)]
+    [1.4, 2.0, 2.6]
     """
     side = max(1.0, min(size) / spec.scale)
     sides, lambdas = zip(*LIPSCHITZ_BY_INPUT_SIDE)
