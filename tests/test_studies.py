@@ -341,8 +341,10 @@ def test_a_retry_keeps_the_fits_its_interrupted_trial_finished(tmp_path, monkeyp
     path = write(tmp_path, TINY)
     with pytest.raises(KeyboardInterrupt):
         studies.run(path, log=lambda _: None)
-    study = studies.run(path, log=lambda _: None)
+    lines = []
+    study = studies.run(path, log=lines.append)
     assert len(calls) == 4  # the retry fits only the image its interrupted trial had not finished
+    assert any(line.endswith("(1 fit kept from trial 0)") for line in lines)
     first = study.trials[0]
     retry = next(t for t in study.trials if worker.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == 0)
     assert retry.state == optuna.trial.TrialState.COMPLETE

@@ -331,6 +331,7 @@ class _Objective:
                 reused = [kept.get((obs.task_label, obs.image, seed)) for seed in self.spec.seeds]
                 if all(reused):
                     rows.extend(reused)
+                    trial.set_user_attr("kept fits", len(rows) - len(histories))
                     for j, row in enumerate(reused):
                         for key, value in flat_attrs(f"run{first + j}", row).items():
                             trial.set_user_attr(key, value)
@@ -429,6 +430,9 @@ class TrialProgress:
             outcome = f"pruned at step {last}" + (f" (PSNR {value:.2f} dB)" if value is not None else "")
         else:
             outcome = trial.user_attrs.get("fail_reason", "no reason recorded")
+        kept = trial.user_attrs.get("kept fits") if trial.system_attrs.get("failed_trial") is not None else None
+        if kept:
+            outcome += f" ({kept} fit{'s' * (kept != 1)} kept from trial {trial.system_attrs['retry_history'][-1]})"
         return f"trial {trial.number} {trial.state.name.lower()} in {seconds:.1f} s: {params} -> {outcome}"
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
