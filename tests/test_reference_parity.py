@@ -1,6 +1,9 @@
 """What makes a fit comparable with the papers' code: their measures, their degradation, their precision, λ by size."""
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -90,6 +93,17 @@ def test_numpy_noise_is_the_reference_runs_noise():
     np.testing.assert_allclose(y[0].numpy(), expected, atol=1e-6)
     with pytest.raises(ValueError, match="denoise.rng.*torch, numpy"):
         tasks.Denoise(25, rng="cuda")
+
+
+def test_the_256_px_point_is_the_committed_measurement():
+    """At 256 px λ 2 underfits (still rising, no decay) and λ 2.6 with the automatic stop restores better on average
+    than λ 2 at its peak (results/decoder-lambda-256): the rule's point there is 2.6."""
+    rows = pd.read_csv(Path(__file__).parents[1] / "results" / "decoder-lambda-256" / "results.csv")
+    low, high = (rows[rows["lipschitz"] == value].set_index("image") for value in (2.0, 2.6))
+    assert len(low) == len(high) == 4
+    assert (low["peak_psnr"] - low["final_psnr"]).max() < 0.2 and low["stop_iteration"].isna().all()
+    assert high["stop_psnr"].mean() > low["peak_psnr"].mean() + 1.0
+    assert models.lipschitz_for_size(models.preset("shi-decoder"), (256, 256)) == 2.6
 
 
 def test_pil_resize_is_pillows_bicubic_on_8_bit_values(photo):
