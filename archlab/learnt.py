@@ -243,14 +243,12 @@ def cross_validate(table: pd.DataFrame, folds: int = 5, random_state: int = 0) -
         checks.fail("folds", f"{folds} is invalid; allowed: 2 to the number of images ({len(images)})")
     if (ids == default_id).groupby(table["image"]).sum().min() == 0:
         checks.fail("table", "the default configuration was not fitted to every image; run it in the study")
-    counts = keyed.groupby("config_id")["image"].nunique()
-    everywhere = counts.index[counts == len(images)]
+    everywhere = _fitted_everywhere(keyed)
     rows = []
     for fold, (train, test) in enumerate(GroupKFold(folds).split(images, groups=images)):
         learning = keyed[keyed["image"].isin(images[train])]
         model = LearntRecommender(learning, random_state)
-        means = learning[learning["config_id"].isin(everywhere)].groupby("config_id")[["stop_psnr", "seconds"]].mean()
-        fixed = means[means["seconds"] <= means.loc[default_id, "seconds"]]["stop_psnr"].idxmax()
+        fixed = _best_single_id(learning, everywhere)
         for image in images[test]:
             own = measured.loc[image]
             chosen, _ = model.choose(own.iloc[0], among=set(own.index))
@@ -260,6 +258,49 @@ def cross_validate(table: pd.DataFrame, folds: int = 5, random_state: int = 0) -
                          **{f"{name}_{measure}": own.loc[pick, column] for name, pick in picks.items()
                             for measure, column in (("psnr", "stop_psnr"), ("seconds", "seconds"))}})
     return pd.DataFrame(rows)
+
+
+def best_single(table: pd.DataFrame) -> Choice | None:
+    """The one configuration a study gives without per-image learning: the best mean PSNR at the stop over the
+    table's images among the configurations fitted to every image and no slower than :data:`DEFAULT_CONFIG` on
+    their mean (the ``fixed`` choice of :func:`cross_validate`, here from every image).
+
+    Returns
+    -------
+    Choice or None
+        The configuration, with its *measured* means: ``gain`` over the table's mean PSNR, ``gain_over_default``
+        over the default's and ``seconds``; None when the default was not fitted to every image.
+    """
+    keyed = table.assign(config_id=_config_ids(table))
+    everywhere = _fitted_everywhere(keyed)
+    if _config_id(DEFAULT_CONFIG) not in everywhere:
+        return None
+    chosen = _best_single_id(keyed, everywhere)
+    means = keyed.groupby("config_id")[["stop_psnr", "seconds"]].mean()
+    config = keyed.loc[keyed["config_id"] == chosen, list(CONFIG_COLUMNS)].iloc[0]
+    psnr = means.loc[chosen, "stop_psnr"]
+    return Choice({k: _plain(k, v) for k, v in config.items()}, float(psnr - keyed["stop_psnr"].mean()),
+                  float(psnr - means.loc[_config_id(DEFAULT_CONFIG), "stop_psnr"]), float(means.loc[chosen, "seconds"]),
+                  chosen == _config_id(DEFAULT_CONFIG))
+
+
+def _fitted_everywhere(keyed: pd.DataFrame) -> pd.Index:
+    """The ``config_id`` of the configurations fitted to every image of ``keyed``."""
+    counts = keyed.groupby("config_id")["image"].nunique()
+    return counts.index[counts == keyed["image"].nunique()]
+
+
+def _best_single_id(keyed: pd.DataFrame, among: pd.Index) -> str:
+    """The ``config_id`` among ``among`` with the best mean PSNR at the stop over ``keyed``'s images, no slower than
+    the default on their mean."""
+    means = keyed[keyed["config_id"].isin(among)].groupby("config_id")[["stop_psnr", "seconds"]].mean()
+    return means[means["seconds"] <= means.loc[_config_id(DEFAULT_CONFIG), "seconds"]]["stop_psnr"].idxmax()
+
+
+@functools.lru_cache(maxsize=8)
+def shipped_best_single(task: str) -> Choice | None:
+    """:func:`best_single` of the table shipped for ``task`` (None without one)."""
+    return best_single(load_table(task)) if table_path(task).is_file() else None
 
 
 def _config_id(config: dict) -> str:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from archlab import learnt, texture
+from archlab import checks, learnt, texture
 from archlab.models import ArchSpec, preset
-from archlab.tasks import Task
+from archlab.tasks import TASKS, Task
 
 #: The rules that fill an ArchSpec and the fit settings around the predicted width, with their sources.
 RULES = {
@@ -47,6 +47,33 @@ def crop_spec(task: Task | None = None) -> ArchSpec:
     if learnt.table_path(name).is_file():
         return LEARNT_BASE.replace(depth=int(learnt.shipped_recommender(name).configs["depth"].max()))
     return BASE_SPEC
+
+
+def studied(task: Task | None = None) -> tuple[ArchSpec, dict, str]:
+    """What the task's learnt table gives an image it knows nothing about: the study's best single configuration
+    (:func:`archlab.learnt.best_single`: the best mean PSNR at the stop over the study's images, no slower than
+    the default on their mean), as the spec, its fit settings and the reason.
+
+    Examples
+    --------
+    >>> spec, fit, reason = studied()
+    >>> spec.kind, fit["stop"], reason.startswith("the best single configuration of the denoise study")
+    ('decoder', 'auto', True)
+    """
+    name = task.name if task is not None else "denoise"
+    choice = learnt.shipped_best_single(name)
+    if choice is None:
+        have = ", ".join(t for t in sorted(TASKS) if learnt.shipped_best_single(t) is not None) or "none"
+        checks.fail("arch", f"'studied' needs a learnt table of the {name} task in which the default configuration "
+                            f"was fitted to every image; tasks with one: {have}")
+    arch, fit_settings = learnt.split_config(choice.config)
+    spec = LEARNT_BASE.replace(**arch)
+    if task is not None and task.arch_overrides():
+        spec = spec.replace(**task.arch_overrides())
+    reason = (f"the best single configuration of the {name} study ({learnt.table_path(name).name}): "
+              f"{choice.gain_over_default:+.2f} dB over the default configuration on average over its images, "
+              f"{choice.seconds:.1f} s per 64-px fit")
+    return spec, {"iterations": LEARNT_ITERATIONS, **fit_settings, "stop": "auto"}, reason
 
 
 @dataclass(frozen=True)

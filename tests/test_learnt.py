@@ -269,6 +269,52 @@ def test_restore_arch_auto_fits_what_the_recommendation_says_unless_told(tmp_pat
         learnt.shipped_recommender.cache_clear()
 
 
+def test_the_best_single_configuration_is_the_best_mean_no_slower_than_the_default():
+    table = synthetic_table(range(20))  # width 32: +1 dB on smooth images, −1 on the rest; 128 slower
+    smooth = table[texture.FEATURE_NAMES[0]] < 0
+    table.loc[(table["width"] == 32) & ~smooth, "stop_psnr"] += 1.5  # now +0.5 dB on the rest: the best on average
+    table.loc[table["width"] == 128, "stop_psnr"] += 5  # the best PSNR, but slower than the default
+    best = learnt.best_single(table)
+    by_width = table.groupby("width")["stop_psnr"].mean()
+    assert best.config["width"] == 32 and not best.is_default
+    assert best.gain_over_default == pytest.approx(by_width[32] - by_width[64])
+    assert best.seconds == pytest.approx(3.2) and best.gain == pytest.approx(by_width[32] - table["stop_psnr"].mean())
+    assert learnt.best_single(table[table["width"] != 64]) is None  # no default to compare with
+    assert learnt.best_single(table[table["width"] == 64]).is_default
+
+
+def test_restore_arch_studied_fits_the_study_s_best_single_configuration(tmp_path, monkeypatch, capsys):
+    import json
+
+    from archlab.cli import main
+
+    table = synthetic_table(range(20))
+    table.loc[table["width"] == 32, ["stop_psnr", "lr", "input_jitter"]] = [40.0, 0.004, 0.1]
+    path = tmp_path / "recommend-denoise.csv"
+    table.to_csv(path, index=False)
+    monkeypatch.setattr(learnt, "table_path", lambda task: path if task == "denoise" else tmp_path / "none.csv")
+    learnt.shipped_best_single.cache_clear()
+    seen = []
+    real_fit = fitting.fit
+    monkeypatch.setattr(fitting, "fit", lambda *a, **k: seen.append((a[0], k)) or real_fit(*a, **{**k, "iterations": 4}))
+    try:
+        base = ["restore", "--image", "camera", "--size", "48", "--arch", "studied", "--eval-every", "2"]
+        assert main([*base, "-o", str(tmp_path / "a")]) == 0
+        spec, settings = seen[-1]
+        assert spec.width == 32 and settings["lr"] == 0.004 and settings["input_jitter"] == 0.1
+        assert settings["iterations"] == 1000
+        summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+        assert any(note.startswith("--arch studied: depth 3, width 32") and "the best single configuration of the "
+                   "denoise study" in note for note in summary["notes"])
+        assert main([*base, "--lr", "0.02", "-o", str(tmp_path / "b")]) == 0 and seen[-1][1]["lr"] == 0.02
+        assert main([*base, "--task", "jpeg", "-o", str(tmp_path / "c")]) == 2
+        assert ("arch: 'studied' needs a learnt table of the jpeg task in which the default configuration was "
+                "fitted to every image; tasks with one: denoise") in capsys.readouterr().err
+        assert not (tmp_path / "c").exists()
+    finally:
+        learnt.shipped_best_single.cache_clear()
+
+
 @pytest.mark.parametrize("task", ["denoise", "poisson"])
 def test_the_recommend_studies_measure_the_configuration_to_beat_first(task):
     spec = studies.load_study(f"recommend-{task}")

@@ -130,14 +130,16 @@ def add_fit_arguments(parser: argparse.ArgumentParser, out: str) -> None:
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help=f"refuse a fit whose output has more pixels (memory; default {DEFAULT_MAX_PIXELS:,})")
     parser.add_argument("--arch", default=DEFAULT_ARCH,
-                        help=f"a preset ({', '.join(sorted(models.PRESETS))}), 'auto', or a spec .toml/.json")
+                        help=f"a preset ({', '.join(sorted(models.PRESETS))}), 'auto' (recommended for the image), "
+                             f"'studied' (the task's study's best single configuration), or a spec .toml/.json")
     parser.add_argument("--iterations", type=int, default=None,
-                        help=f"maximum iterations (default {DEFAULT_FIT['iterations']}; --arch auto: recommended)")
+                        help=f"maximum iterations (default {DEFAULT_FIT['iterations']}; --arch auto or studied: "
+                             f"theirs)")
     parser.add_argument("--lr", type=float, default=None,
-                        help=f"Adam learning rate (default {DEFAULT_FIT['lr']}; --arch auto: recommended)")
+                        help=f"Adam learning rate (default {DEFAULT_FIT['lr']}; --arch auto or studied: theirs)")
     parser.add_argument("--input-jitter", type=float, default=None,
                         help=f"σ of the noise added to the network's input at every step (default "
-                             f"{DEFAULT_FIT['input_jitter']:.4g}; --arch auto: recommended)")
+                             f"{DEFAULT_FIT['input_jitter']:.4g}; --arch auto or studied: theirs)")
     parser.add_argument("--ema", type=float, default=0.99, help="weight of the output moving average (default 0.99)")
     parser.add_argument("--eval-every", type=int, default=10, help="iterations between measurements (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the degradation, the input and the weights")
@@ -237,18 +239,20 @@ def progress_lines(total: int, label: str):
 
 
 def fit_inputs(args, outputs: tuple[str, ...]):
-    """Task, architecture (``--arch auto`` recommends one from the observation), observation
+    """Task, architecture (``--arch auto`` recommends one from the observation, ``--arch studied`` takes the task's
+    study's best single configuration, :func:`archlab.recommend.studied`), observation
     (:class:`archlab.tasks.Observation`: y, its physics, the reference) and notes from the arguments of :func:`add_fit_arguments`, every input checked
     (``-o`` against ``outputs`` included) before anything is fitted or written."""
     from archlab import models, restoration
 
     task = make_task(args)
     given = {key for key in restoration.DEFAULT_FIT if getattr(args, key, None) is not None}
-    if args.arch == "auto":
-        from archlab import recommend  # the texture model (scikit-learn) only when asked for
-    for key, value in restoration.DEFAULT_FIT.items():  # the user's value, else the default (or, below, the advice)
+    if args.arch in ("auto", "studied"):
+        from archlab import recommend  # the learnt tables (scikit-learn) only when asked for
+    studied = recommend.studied(task) if args.arch == "studied" else None
+    for key, value in restoration.DEFAULT_FIT.items():  # the user's value, else the default (or the advice)
         if key not in given:
-            setattr(args, key, value)
+            setattr(args, key, studied[1].get(key, value) if studied else value)
     if args.iterations < 1:
         raise ValueError(f"--iterations: {args.iterations} must be ≥ 1")
     if args.input_jitter < 0:
@@ -261,11 +265,17 @@ def fit_inputs(args, outputs: tuple[str, ...]):
         divisors = ", ".join(str(d) for d in range(1, window + 1) if window % d == 0)
         raise ValueError(f"--eval-every: {args.eval_every} is invalid; allowed: a divisor of the stop rules' window "
                          f"of {window} iterations ({divisors})")
-    spec = recommend.crop_spec(task) if args.arch == "auto" else models.load_spec(args.arch)
+    spec = (recommend.crop_spec(task) if args.arch == "auto" else studied[0] if studied
+            else models.load_spec(args.arch))
     flags = {"image": "--image", "observed": "--observed", "size": "--size", "max_pixels": "--max-pixels"}
     prepared = restoration.prepare(task, spec, args.image, observed=args.observed, size=args.size, seed=args.seed,
                                    max_pixels=args.max_pixels, names=flags)
     notes = prepared.notes
+    if studied:
+        chosen = ", ".join(f"{k} {studied[0].to_dict().get(k, getattr(args, k, None))}"
+                           for k in ("depth", "width", "skip", "upsampler", "lipschitz", "lr", "input_jitter",
+                                     "iterations"))
+        notes.append(f"--arch studied: {chosen}; {studied[2]}")
     if args.arch == "auto":
         advice = recommend.recommend(prepared.y, task=task)
         spec = advice.spec
