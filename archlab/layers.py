@@ -164,9 +164,12 @@ def spectral_norm(matrix: torch.Tensor) -> torch.Tensor:
     """Exact largest singular value, ``sqrt(λ_max(W Wᵀ))`` on the smaller Gram matrix.
 
     Equal to ``torch.linalg.matrix_norm(W, ord=2)`` (an SVD) and differentiable, but the
-    symmetric eigensolver on the ``min(m, n)``-square Gram matrix is 5-25× faster on CPU.
+    symmetric eigensolver on the ``min(m, n)``-square Gram matrix is 5-25× faster on CPU. Non-finite
+    entries (weights of a diverged fit) are zeroed first, without a host sync, so the solver does not fail:
+    the weights' own non-finite values make the output non-finite, which the fit's divergence guard catches.
     """
     gram = matrix @ matrix.T if matrix.shape[0] <= matrix.shape[1] else matrix.T @ matrix
+    gram = torch.nan_to_num(gram, nan=0.0, posinf=0.0, neginf=0.0)
     return torch.linalg.eigvalsh(gram)[-1].clamp_min(0).sqrt()
 
 

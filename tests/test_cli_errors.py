@@ -122,6 +122,8 @@ CASES = [
     (["restore", "--device", "bogus"], "--device: 'bogus' is invalid"),
     (["restore", "--max-pixels", "0"], "--max-pixels"),
     (["restore", "--lr", "inf", "--size", "64", "--iterations", "3", "-o", "out"], "diverged at iteration 3"),
+    (["restore", "--arch", "studied", "--lr", "inf", "--size", "64", "--iterations", "3", "-o", "out"],
+     "diverged at iteration 3"),
     (["restore", *FAST, "--iterations", "2", "--eval-every", "2", "--lr", "1e30"], "diverged at iteration 2"),
     # restore: files
     (["restore", "-o", "{f}/afile"], "is a file"),
