@@ -66,14 +66,21 @@ def studied(task: Task | None = None) -> tuple[ArchSpec, dict, str]:
         have = ", ".join(t for t in sorted(TASKS) if learnt.shipped_best_single(t) is not None) or "none"
         checks.fail("arch", f"'studied' needs a learnt table of the {name} task in which the default configuration "
                             f"was fitted to every image; tasks with one: {have}")
-    arch, fit_settings = learnt.split_config(choice.config)
-    spec = LEARNT_BASE.replace(**arch)
-    if task is not None and task.arch_overrides():
-        spec = spec.replace(**task.arch_overrides())
+    spec, fit = _learnt_setup(choice.config, task)
     reason = (f"the best single configuration of the {name} study ({learnt.table_path(name).name}): "
               f"{choice.gain_over_default:+.2f} dB over the default configuration on average over its images, "
               f"{choice.seconds:.1f} s per 64-px fit")
-    return spec, {"iterations": LEARNT_ITERATIONS, **fit_settings, "stop": "auto"}, reason
+    return spec, fit, reason
+
+
+def _learnt_setup(config: dict, task: Task | None) -> tuple[ArchSpec, dict]:
+    """A learnt table's configuration as the spec (:data:`LEARNT_BASE` filled in, the task's overrides applied)
+    and the fit settings it was measured with (:data:`LEARNT_ITERATIONS`, the automatic stop)."""
+    arch, fit_settings = learnt.split_config(config)
+    spec = LEARNT_BASE.replace(**arch)
+    if task is not None and task.arch_overrides():
+        spec = spec.replace(**task.arch_overrides())
+    return spec, {"iterations": LEARNT_ITERATIONS, **fit_settings, "stop": "auto"}
 
 
 @dataclass(frozen=True)
@@ -133,16 +140,12 @@ def recommend(image, task: Task | None = None) -> Recommendation:
     if learnt.table_path(name).is_file():
         chosen, ranking = learnt.shipped_recommender(name).choose(learnt.image_features(image, features))
         config = chosen.config
-        arch, fit_settings = learnt.split_config(config)
-        spec = LEARNT_BASE.replace(**arch)
-        if task is not None and task.arch_overrides():
-            spec = spec.replace(**task.arch_overrides())
+        spec, fit = _learnt_setup(config, task)
         reason = (f"learnt from the {name} study ({learnt.table_path(name).name}): predicted "
                   f"{chosen.gain_over_default:+.2f} dB over the default configuration, "
                   f"{chosen.seconds:.0f} s per 64-px fit (the default: no faster)")
         sources = {key: reason for key in learnt.CONFIG_COLUMNS}
         sources["stop"] = RULES["stop"][1]
-        fit = {"iterations": LEARNT_ITERATIONS, **fit_settings, "stop": "auto"}
         return Recommendation(spec=spec, fit=fit,
                               width=config["width"], probabilities=probabilities, texture_score=score,
                               noise_sigma=sigma, sources=sources, alternatives=tuple(ranking[:5]))
