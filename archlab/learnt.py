@@ -272,16 +272,16 @@ def best_single(table: pd.DataFrame) -> Choice | None:
         over the default's and ``seconds``; None when the default was not fitted to every image.
     """
     keyed = table.assign(config_id=_config_ids(table))
-    everywhere = _fitted_everywhere(keyed)
-    if _config_id(DEFAULT_CONFIG) not in everywhere:
+    everywhere, default_id = _fitted_everywhere(keyed), _config_id(DEFAULT_CONFIG)
+    if default_id not in everywhere:
         return None
     chosen = _best_single_id(keyed, everywhere)
     means = keyed.groupby("config_id")[["stop_psnr", "seconds"]].mean()
     config = keyed.loc[keyed["config_id"] == chosen, list(CONFIG_COLUMNS)].iloc[0]
     psnr = means.loc[chosen, "stop_psnr"]
     return Choice({k: _plain(k, v) for k, v in config.items()}, float(psnr - keyed["stop_psnr"].mean()),
-                  float(psnr - means.loc[_config_id(DEFAULT_CONFIG), "stop_psnr"]), float(means.loc[chosen, "seconds"]),
-                  chosen == _config_id(DEFAULT_CONFIG))
+                  float(psnr - means.loc[default_id, "stop_psnr"]), float(means.loc[chosen, "seconds"]),
+                  chosen == default_id)
 
 
 def _fitted_everywhere(keyed: pd.DataFrame) -> pd.Index:

@@ -272,23 +272,23 @@ def fit_inputs(args, outputs: tuple[str, ...]):
                                    max_pixels=args.max_pixels, names=flags)
     notes = prepared.notes
     if studied:
-        chosen = ", ".join(f"{k} {studied[0].to_dict().get(k, getattr(args, k, None))}"
-                           for k in ("depth", "width", "skip", "upsampler", "lipschitz", "lr", "input_jitter",
-                                     "iterations"))
-        notes.append(f"--arch studied: {chosen}; {studied[2]}")
+        fitted = {key: getattr(args, key) for key in restoration.DEFAULT_FIT}  # the user's values win
+        notes.append(f"--arch studied: {_choices(studied[0], fitted)}; {studied[2]}")
     if args.arch == "auto":
         advice = recommend.recommend(prepared.y, task=task)
         spec = advice.spec
         for key in restoration.DEFAULT_FIT:  # what the user gave wins over the advice
             if key not in given and key in advice.fit:
                 setattr(args, key, advice.fit[key])
-        chosen = ", ".join(f"{k} {advice.spec.to_dict().get(k, advice.fit.get(k))}"
-                           for k in ("depth", "width", "skip", "upsampler", "lipschitz", "lr", "input_jitter",
-                                     "iterations"))
-        notes.append(f"--arch auto: {chosen}; {advice.sources['width']} (texture score {advice.texture_score:.2f}, "
+        notes.append(f"--arch auto: {_choices(advice.spec, advice.fit)}; {advice.sources['width']} (texture score {advice.texture_score:.2f}, "
                      f"noise σ ≈ {advice.noise_sigma * 255:.1f}/255 discounted)")
     return task, spec, prepared.observation, notes
 
+
+def _choices(spec, fit: dict) -> str:
+    """``depth 4, width 16, ..., iterations 1000``: what a chosen architecture and its fit settings set."""
+    return ", ".join(f"{key} {spec.to_dict().get(key, fit.get(key))}"
+                     for key in ("depth", "width", "skip", "upsampler", "lipschitz", "lr", "input_jitter", "iterations"))
 
 
 def _command(argv: list[str]) -> str | None:

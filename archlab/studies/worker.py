@@ -331,7 +331,6 @@ class _Objective:
                 reused = [kept.get((obs.task_label, obs.image, seed)) for seed in self.spec.seeds]
                 if all(reused):
                     rows.extend(reused)
-                    trial.set_user_attr("kept fits", len(rows) - len(histories))
                     for j, row in enumerate(reused):
                         for key, value in flat_attrs(f"run{first + j}", row).items():
                             trial.set_user_attr(key, value)
@@ -348,6 +347,8 @@ class _Objective:
         except (optuna.TrialPruned, KeyboardInterrupt):
             self._upload(trial, histories, outputs)
             raise
+        if len(rows) > len(histories):
+            trial.set_user_attr("kept fits", len(rows) - len(histories))
         values = [_objective(rows, name) for name, _ in self.spec.objectives]
         for (name, _), value in zip(self.spec.objectives, values):
             if not math.isfinite(value):
