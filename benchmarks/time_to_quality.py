@@ -14,6 +14,8 @@ Per (task, image), one after the other (so the machine's load is the same for al
   the task's automatic stop) - the PSNR of what it returns and its wall time;
 * ``restore-auto`` - ``restore --arch auto`` (:func:`archlab.recommend.recommend` on the observation, its
   architecture and fit settings);
+* ``restore-studied`` - ``restore --arch studied`` (:func:`archlab.recommend.studied`: the task's study's best
+  single configuration and its fit settings), for the tasks that have a learnt table;
 * ``restore-fp32`` - ``restore``'s fit in eager fp32 (``fast=False``): whether the engine's choice (bf16 where it
   judges the signal safe, channels-last where measured faster) changes the PSNR, and what it saves.
 
@@ -45,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from speed import conditions, reference_fit  # noqa: E402
 
-from archlab import images, metrics, recommend, restoration, tasks  # noqa: E402
+from archlab import images, learnt, metrics, recommend, restoration, tasks  # noqa: E402
 from archlab.fitting import fit  # noqa: E402
 
 #: Held-out images: six of Set9 at ¼ (128 px, kodim 192×128) and four CBSD68 images the recommend studies
@@ -56,9 +58,10 @@ IMAGES = (("set9/image_Baboon512rgb.png", 0.25), ("set9/image_F16_512rgb.png", 0
           ("cbsd68/0064.png", None), ("cbsd68/0065.png", None), ("cbsd68/0066.png", None), ("cbsd68/0067.png", None))
 TASKS = {"denoise σ=25": {"task": "denoise", "sigma": 25.0}, "jpeg q=10": {"task": "jpeg", "quality": 10}}
 PAPERS_ITERATIONS = 3000
-METHODS = ("papers", "papers-oracle", "papers-oracle-ema", "restore", "restore-auto", "restore-fp32")
+METHODS = ("papers", "papers-oracle", "papers-oracle-ema", "restore", "restore-auto", "restore-studied",
+           "restore-fp32")
 #: The methods ``--refresh`` measures again without the papers' loop.
-RESTORE_METHODS = ("restore", "restore-auto", "restore-fp32")
+RESTORE_METHODS = ("restore", "restore-auto", "restore-studied", "restore-fp32")
 
 
 def clean(source: str, scale: float | None) -> torch.Tensor:
@@ -92,13 +95,17 @@ def measure(label: str, task_dict: dict, source: str, scale: float | None, seed:
                          "seconds": float(elapsed[best])})
     settings = {**restoration.DEFAULT_FIT, "stop": "auto", "seed": seed}
     for method, arch, fit_settings in (("restore", restoration.DEFAULT_ARCH, settings), ("restore-auto", None, None),
+                                       ("restore-studied", "studied", None),
                                        ("restore-fp32", restoration.DEFAULT_ARCH, {**settings, "fast": False})):
-        if method not in methods:
+        if method not in methods or (arch == "studied" and learnt.shipped_best_single(task.name) is None):
             continue
         start = time.perf_counter()
         if arch is None:  # what restore --arch auto does: recommend from the observation, then fit that
             advice = recommend.recommend(y, task=task)
             arch, fit_settings = advice.spec, {**settings, **advice.fit}
+        elif arch == "studied":  # what restore --arch studied does: the study's best single configuration
+            arch, studied_fit, _ = recommend.studied(task)
+            fit_settings = {**settings, **studied_fit}
         result = fit(arch, task, observation, device="cpu", progress=False, **fit_settings)
         wall = time.perf_counter() - start
         rows.append({**base, "method": method, "psnr": float(metrics.psnr(result.restored, reference)),
@@ -121,7 +128,7 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
         for method in ("papers-oracle", "papers-oracle-ema", "restore"):
             line |= {f"{method} dB": get(method, "psnr"), f"{method} it": get(method, "iterations"),
                      f"{method} s": get(method, "seconds")}
-        for method in ("restore-fp32", "restore-auto"):
+        for method in ("restore-fp32", "restore-auto", "restore-studied"):
             line |= {f"{method} dB": get(method, "psnr"), f"{method} s": get(method, "seconds")}
         line |= {"restore − oracle dB": line["restore dB"] - line["papers-oracle dB"],
                  "oracle s / restore s": line["papers-oracle s"] / line["restore s"],

@@ -207,14 +207,18 @@ def test_time_to_quality_rows_and_ratios(tmp_path, monkeypatch):
     assert oracle_ema["psnr"] >= papers["psnr_ema"] - 1e-9 and oracle_ema["seconds"] <= papers["seconds"] + 1e-9
     assert 1 <= oracle["iterations"] <= 6 and restore["iterations"] == 4
     assert {"cpu_capability", "threads", "load_1min"} <= set(rows[0])
-    fp32 = rows[5]
+    studied, fp32 = rows[5], rows[6]
     assert fp32["method"] == "restore-fp32" and (fp32["precision"], fp32["channels_last"]) == ("fp32", False)
+    assert studied["method"] == "restore-studied" and studied["iterations"] == 4
+    assert ttq.measure("jpeg q=10", {"task": "jpeg", "quality": 10}, "set9/camera.png", 0.25,
+                       methods=("restore-studied",)) == []  # no learnt table of that task: no row
     table = ttq.summary(pd.DataFrame(rows))
     assert list(table.index) == ["camera", "mean (1)"]
     line = table.loc["camera"]
     assert line["oracle s / restore s"] == pytest.approx(oracle["seconds"] / restore["seconds"])
     assert line["restore − oracle dB"] == pytest.approx(restore["psnr"] - oracle["psnr"])
     assert line["restore − fp32 dB"] == pytest.approx(restore["psnr"] - fp32["psnr"])
+    assert line["restore-studied dB"] == pytest.approx(studied["psnr"])
     assert line["papers-oracle-ema it"] == oracle_ema["iterations"]
     text = ttq.report(pd.DataFrame(rows))
     assert text.startswith("### denoise σ=25") and "| mean (1) |" in text and "CPU capability" in text
