@@ -57,6 +57,8 @@ DEFAULT_CONFIG = {"depth": 3, "width": 64, "skip": 0, "upsampler": "bilinear", "
 FEATURES = (*texture.FEATURE_NAMES, "channels")
 #: The shipped table of each task (package data), as ``archlab study learn`` writes it.
 TABLE_RESOURCE = "recommend-{task}.csv"
+#: The choices that :func:`cross_validate` measures and :func:`held_out_choice` picks between.
+CHOICES = ("learnt", "fixed")
 
 
 def split_config(config: dict) -> tuple[dict, dict]:
@@ -77,6 +79,35 @@ def image_features(image, texture_features: pd.Series | None = None) -> pd.Serie
 def table_path(task: str) -> Path:
     """Where the table shipped for ``task`` lives (it may not exist)."""
     return Path(str(resources.files("archlab.data") / TABLE_RESOURCE.format(task=task)))
+
+
+def held_out_path(table: str | os.PathLike) -> Path:
+    """Where ``archlab study learn --folds K`` writes the :func:`cross_validate` rows of the table at ``table``."""
+    table = Path(table)
+    return table.with_name(f"{table.stem}-cv.csv")
+
+
+@functools.lru_cache(maxsize=8)
+def held_out_choice(task: str) -> tuple[str, pd.Series] | None:
+    """Which choice the shipped table's cross-validation supports: ``"learnt"`` (the per-image choice of
+    :class:`LearntRecommender`) or ``"fixed"`` (:func:`best_single`), whichever had the higher mean measured
+    PSNR on the held-out images (the per-image choice must win outright to be used), with the mean PSNR gain
+    over the default of each of :data:`CHOICES`; None when no cross-validation was shipped for ``task``.
+
+    This is model selection by the error on images held out of the learning (the written rows of
+    ``archlab study learn --folds K``).
+
+    References
+    ----------
+    .. [1] T. Hastie, R. Tibshirani and J. Friedman, *The Elements of Statistical Learning*, 2nd ed., 2009,
+       §7.10 (cross-validation).
+    """
+    path = held_out_path(table_path(task))
+    if not path.is_file():
+        return None
+    rows = pd.read_csv(path)
+    gains = pd.Series({name: float((rows[f"{name}_psnr"] - rows["default_psnr"]).mean()) for name in CHOICES})
+    return ("learnt" if gains["learnt"] > gains["fixed"] else "fixed"), gains
 
 
 def load_table(task: str, path: str | os.PathLike | None = None) -> pd.DataFrame:

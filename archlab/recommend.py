@@ -2,7 +2,9 @@
 
 Where a table learnt from a study exists for the task (:mod:`archlab.learnt`, built by ``archlab study
 learn``), the configuration - depth, width, skips, upsampler, λ, learning rate and input jitter - is the one the
-study's regressors predict restores this image best, no slower than the default. Otherwise the width
+study's regressors predict restores this image best, no slower than the default; where the table's
+cross-validation shows that the study's best single configuration did better on held-out images than that per-image
+choice (:func:`archlab.learnt.held_out_choice`), it is that configuration. Otherwise the width
 comes from the texture classifier of paper 004 §3.5/§4.4 (:func:`archlab.texture.predict_width`,
 GLCM + radial-PSD features, noise-compensated so the noisy observation a user has can be scored) and
 everything else from the rules in :data:`RULES`, each with its source.
@@ -144,6 +146,13 @@ def recommend(image, task: Task | None = None) -> Recommendation:
         reason = (f"learnt from the {name} study ({learnt.table_path(name).name}): predicted "
                   f"{chosen.gain_over_default:+.2f} dB over the default configuration, "
                   f"{chosen.seconds:.0f} s per 64-px fit (the default: no faster)")
+        selected = learnt.held_out_choice(name)
+        if selected is not None and selected[0] == "fixed":  # one configuration did better on held-out images
+            spec, fit, reason = studied(task)
+            config = learnt.shipped_best_single(name).config
+            reason += (f"; chosen over the per-image prediction ({chosen.gain_over_default:+.2f} dB predicted here) "
+                       f"because on the study's images held out of the learning it gained "
+                       f"{selected[1]['fixed']:+.2f} dB over the default, the per-image choice {selected[1]['learnt']:+.2f}")
         sources = {key: reason for key in learnt.CONFIG_COLUMNS}
         sources["stop"] = RULES["stop"][1]
         return Recommendation(spec=spec, fit=fit,

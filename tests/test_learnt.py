@@ -9,6 +9,17 @@ from archlab.studies import worker
 from studyfiles import study_toml
 
 
+@pytest.fixture(autouse=True)
+def fresh_shipped_tables():
+    """Tests point ``learnt.table_path`` at their own tables: nothing learnt from another table is kept."""
+    caches = (learnt.shipped_recommender, learnt.shipped_best_single, learnt.held_out_choice)
+    for cache in caches:
+        cache.cache_clear()
+    yield
+    for cache in caches:
+        cache.cache_clear()
+
+
 def synthetic_table(images: range, seed: int = 0) -> pd.DataFrame:
     """Width 32 suits smooth images (+1 dB where the first feature is negative), width 128 textured ones
     (+1.5 dB, but slower than the default 64), 64 is neutral; PSNR also has a per-image offset."""
@@ -331,3 +342,52 @@ def test_the_grey_study_repeats_configurations_of_the_colour_study_on_other_imag
     colour_images = {label for image in colour.images for label, _ in image.resolve()}
     grey_images = {label for image in grey.images for label, _ in image.resolve()}
     assert len(grey_images) == 20 and not colour_images & grey_images and all(i.grey for i in grey.images)
+
+
+def test_recommend_takes_the_best_single_configuration_where_it_won_on_held_out_images(tmp_path, monkeypatch, capsys):
+    from archlab import images, recommend, tasks
+    from archlab.cli import main
+
+    table = synthetic_table(range(30))  # per image: width 32 on smooth images, the default on the rest
+    smooth = table[texture.FEATURE_NAMES[0]] < 0
+    table.loc[(table["width"] == 32) & ~smooth, "stop_psnr"] += 0.7  # 32 is also the best single one (−0.3 dB there)
+    monkeypatch.setattr(studies, "resolve_target", lambda study, storage: (study, "sqlite:///unused.db"))
+    monkeypatch.setattr("archlab.studies.storage.storage_url", lambda url, exists=False: url)
+    monkeypatch.setattr(studies, "learning_table", lambda study, storage: table)
+    path = tmp_path / "recommend-denoise.csv"
+    monkeypatch.setattr(learnt, "table_path", lambda task: path if task == "denoise" else tmp_path / "none.csv")
+    assert main(["study", "learn", "s", "-o", str(path), "--folds", "3"]) == 0
+    assert f"wrote {learnt.held_out_path(path)}" in capsys.readouterr().out
+    held_out = pd.read_csv(learnt.held_out_path(path))
+    assert len(held_out) == 30 and held_out["fixed_psnr"].mean() < held_out["learnt_psnr"].mean()
+    choice, gains = learnt.held_out_choice("denoise")
+    assert choice == "learnt" and gains["learnt"] == pytest.approx((held_out["learnt_psnr"]
+                                                                    - held_out["default_psnr"]).mean())
+    x = images.resize(images.load("camera"), size=(64, 64))
+    per_image = recommend.recommend(x, task=tasks.Denoise(25))
+    assert per_image.sources["width"].startswith("learnt from the denoise study")
+
+    held_out["fixed_psnr"] = held_out["learnt_psnr"] + 0.5  # as if one configuration had done better held out
+    held_out.to_csv(learnt.held_out_path(path), index=False)
+    learnt.held_out_choice.cache_clear()
+    assert learnt.held_out_choice("denoise")[0] == "fixed"
+    advice = recommend.recommend(x, task=tasks.Denoise(25))
+    best = learnt.best_single(learnt.load_table("denoise", path))
+    assert advice.spec.width == best.config["width"] == 32 and advice.fit["lr"] == best.config["lr"]
+    assert "best single configuration" in advice.sources["width"] and "held out" in advice.sources["width"]
+    assert advice.alternatives  # the per-image ranking is still shown
+
+    assert main(["study", "learn", "s", "-o", str(path)]) == 0  # a new table without --folds: the old rows go
+    assert "removed" in capsys.readouterr().out and not learnt.held_out_path(path).exists()
+    learnt.held_out_choice.cache_clear()
+    assert learnt.held_out_choice("denoise") is None
+
+
+@pytest.mark.parametrize("task", ["denoise", "poisson"])
+def test_the_shipped_cross_validation_is_of_the_shipped_table(task):
+    table = learnt.load_table(task)
+    held_out = pd.read_csv(learnt.held_out_path(learnt.table_path(task)), dtype={"image": str})
+    assert sorted(held_out["image"]) == sorted(table["image"].unique())
+    default = table[learnt._config_ids(table) == learnt._config_id(learnt.DEFAULT_CONFIG)]
+    measured = default.groupby("image")["stop_psnr"].mean()
+    np.testing.assert_allclose(held_out.set_index("image")["default_psnr"].loc[measured.index], measured, atol=1e-4)

@@ -68,7 +68,9 @@ def register(subparsers) -> None:
                                               "which `archlab recommend` then learns from)")
     learn.add_argument("--folds", type=int, metavar="K",
                        help="also measure the learnt choice on images held out of the learning, in K image folds, "
-                            "beside the default, the best single configuration and the per-image best")
+                            "beside the default, the best single configuration and the per-image best, and write "
+                            "those rows beside the table (`archlab recommend` then uses the per-image choice only "
+                            "where it beat the best single configuration there)")
     learn.set_defaults(func=learn_study)
     dash = sub.add_parser("dashboard", help="start optuna-dashboard on 127.0.0.1 (needs the 'dashboard' extra)")
     dash.add_argument("study", nargs="?", help="study file or shipped name (gives the default storage)")
@@ -158,7 +160,14 @@ def learn_study(args: argparse.Namespace) -> int:
         table.to_csv(tmp, index=False, float_format="%.6g")
     print(f"wrote {path}: {len(table)} fits, {table['image'].nunique()} images, "
           f"{len(table.drop_duplicates(list(learnt.CONFIG_COLUMNS)))} configurations")
+    if held_out is None and learnt.held_out_path(path).is_file():  # it measured the table just replaced
+        learnt.held_out_path(path).unlink()
+        print(f"removed {learnt.held_out_path(path)}: it held out rows of the previous table (--folds K measures "
+              f"this one)")
     if held_out is not None:
+        with images.atomic_path(learnt.held_out_path(path)) as tmp:
+            held_out.to_csv(tmp, index=False, float_format="%.6g")
+        print(f"wrote {learnt.held_out_path(path)}: the held-out rows `archlab recommend` chooses by")
         print(held_out_table(held_out, args.folds))
     return 0
 
