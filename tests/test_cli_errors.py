@@ -313,7 +313,7 @@ def test_summaries_agree_with_the_command_modules():
 #: One-line errors and listings that must not load torch (importing it alone costs ~1.5-3.5 s of CPU here).
 LIGHT = [
     ["--help"], ["filters", "list"], ["study", "list"], ["study", "show", "no-such-study"], ["study", "run"],
-    ["restore", "--size", "x"], ["restore", "--task", "nope"], ["restore", "--iterations", "0"],
+    ["restore", "--size", "x"], ["restore", "--task", "nope"], ["restore", "--iterations", "0"], ["restore", "--restarts", "0"],
     ["restore", "--device", "bogus"], ["restore", "-o", "README.md"], ["restore", "--task", "sr", "--sigma", "5"],
     ["recommend"], ["recommend", "no-such-image.png"], ["spectral", "fbc", "--iterations", "0"],
     ["spectral", "sinusoid", "--delta", "x"], ["reproduce", "nope", "-o", "x"], ["texture", "features", "nope.png"],

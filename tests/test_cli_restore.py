@@ -8,7 +8,7 @@ from PIL import Image
 
 from archlab.cli import main
 
-FAST = ["--iterations", "20", "--eval-every", "10", "--size", "32", "--arch", "faster-dip-32"]
+FAST = ["--iterations", "20", "--eval-every", "10", "--size", "32", "--arch", "faster-dip-32", "--restarts", "1"]
 
 
 def test_restore_writes_everything(tmp_path, capsys):
@@ -75,7 +75,8 @@ def test_unreadable_empty_and_tiny_files(tmp_path, capsys):
 
 def test_restore_stops_automatically_and_says_what_it_returned(tmp_path, capsys):
     out = tmp_path / "auto"
-    base = ["restore", "--image", "camera", "--size", "32", "--arch", "faster-dip-32", "--eval-every", "10"]
+    base = ["restore", "--image", "camera", "--size", "32", "--arch", "faster-dip-32", "--eval-every", "10",
+            "--restarts", "1"]
     assert main([*base, "--iterations", "300", "--lr", "0.01", "-o", str(out)]) == 0  # --stop auto is the default
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stop_rule"] == "ema_discrepancy" and summary["stop_reason"] == "ema_discrepancy"
@@ -89,3 +90,58 @@ def test_restore_stops_automatically_and_says_what_it_returned(tmp_path, capsys)
     summary = json.loads((none / "summary.json").read_text())
     assert summary["stop_rule"] is None and summary["iterations"] == 20 and "moving average" in summary["returned"]
     assert summary["psnr_restored"] == pytest.approx(summary["psnr_ema"])
+
+
+def test_restarts_average_fits_of_the_next_seeds_on_one_observation(tmp_path, capsys):
+    import torch
+
+    from archlab import images, metrics, restoration, tasks
+    from archlab.fitting import fit
+
+    task = tasks.Denoise(25)
+    observation = task.observe(images.resize(images.load("camera"), size=(32, 32)), seed=0)
+    settings = {"iterations": 40, "eval_every": 10, "window": 10, "lr": 0.01, "stop": "auto", "fast": False,
+                "progress": False}
+    mean, runs = restoration.fit_restarts("faster-dip-32", task, observation, 2, seed=3, **settings)
+    alone = [fit("faster-dip-32", task, observation, seed=s, **settings) for s in (3, 4)]
+    assert [r.settings["seed"] for r in runs] == [3, 4]
+    for run, single in zip(runs, alone):
+        torch.testing.assert_close(run.restored, single.restored)
+    torch.testing.assert_close(mean, (alone[0].restored + alone[1].restored) / 2)
+    with pytest.raises(ValueError, match="restarts: 0 is invalid; allowed: an integer ≥ 1"):
+        restoration.fit_restarts("faster-dip-32", task, observation, 0)
+
+    out = tmp_path / "three"
+    assert main(["restore", "--image", "camera", "--size", "32", "--arch", "faster-dip-32", "--eval-every", "10",
+                 "--iterations", "40", "--lr", "0.01", "--restarts", "3", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["seed"] for r in summary["restarts"]] == [0, 1, 2]
+    assert summary["seconds"] == pytest.approx(sum(r["seconds"] for r in summary["restarts"]), abs=0.05)
+    assert summary["returned"].startswith("the mean of 3 fits from the seeds 0-2")
+    assert "each fit alone: " in printed and "restored.png is the mean of 3 fits" in printed
+    restored = images.load(out / "restored.png")
+    reference = images.resize(images.load("camera"), size=(32, 32))
+    assert float(metrics.psnr(restored, reference)) == pytest.approx(summary["psnr_restored"], abs=0.05)
+    assert main(["restore", "--restarts", "0", "-o", str(tmp_path / "none")]) == 2
+    assert "--restarts: 0 is invalid; allowed: an integer ≥ 1" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+
+
+def test_restarts_stop_after_an_interrupted_fit(monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from archlab import restoration, tasks
+
+    calls = []
+
+    def fake_fit(spec, task, observation, seed=0, **kwargs):
+        calls.append(seed)
+        return SimpleNamespace(restored=torch.full((1, 1, 2, 2), float(seed)),
+                               stop_reason="interrupted" if seed == 1 else "ema_discrepancy")
+
+    monkeypatch.setattr("archlab.fitting.fit", fake_fit)
+    mean, runs = restoration.fit_restarts("faster-dip-32", tasks.Denoise(25), None, 3)
+    assert calls == [0, 1] and len(runs) == 2 and float(mean.mean()) == 0.5

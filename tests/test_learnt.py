@@ -252,7 +252,7 @@ def test_study_learn_writes_the_table(tmp_path, monkeypatch, capsys):
 def test_restore_arch_auto_fits_what_the_recommendation_says_unless_told(tmp_path, monkeypatch, capsys):
     import json
 
-    from archlab import fitting
+    from archlab import fitting, recommend
     from archlab.cli import main
 
     table = synthetic_table(range(30))
@@ -266,10 +266,11 @@ def test_restore_arch_auto_fits_what_the_recommendation_says_unless_told(tmp_pat
     real_fit = fitting.fit
     monkeypatch.setattr(fitting, "fit", lambda *a, **k: seen.append(k) or real_fit(*a, **{**k, "iterations": 4}))
     try:
-        base = ["restore", "--image", "camera", "--size", "48", "--arch", "auto", "--eval-every", "2"]
+        base = ["restore", "--image", "camera", "--size", "48", "--arch", "auto", "--eval-every", "2",
+                "--restarts", "1"]
         assert main([*base, "-o", str(tmp_path / "a")]) == 0
         assert seen[-1]["lr"] == 0.004 and seen[-1]["input_jitter"] == 0.1  # the advice's fit settings
-        assert seen[-1]["iterations"] == 1000
+        assert seen[-1]["iterations"] == recommend.LEARNT_ITERATIONS == 3000
         summary = json.loads((tmp_path / "a" / "summary.json").read_text())
         assert any(note.startswith("--arch auto: depth 3, width") for note in summary["notes"])
         assert main([*base, "--lr", "0.02", "--iterations", "6", "--input-jitter", "0", "-o", str(tmp_path / "b")]) == 0
@@ -297,6 +298,7 @@ def test_the_best_single_configuration_is_the_best_mean_no_slower_than_the_defau
 def test_restore_arch_studied_fits_the_study_s_best_single_configuration(tmp_path, monkeypatch, capsys):
     import json
 
+    from archlab import recommend
     from archlab.cli import main
 
     table = synthetic_table(range(20))
@@ -309,11 +311,12 @@ def test_restore_arch_studied_fits_the_study_s_best_single_configuration(tmp_pat
     real_fit = fitting.fit
     monkeypatch.setattr(fitting, "fit", lambda *a, **k: seen.append((a[0], k)) or real_fit(*a, **{**k, "iterations": 4}))
     try:
-        base = ["restore", "--image", "camera", "--size", "48", "--arch", "studied", "--eval-every", "2"]
+        base = ["restore", "--image", "camera", "--size", "48", "--arch", "studied", "--eval-every", "2",
+                "--restarts", "1"]
         assert main([*base, "-o", str(tmp_path / "a")]) == 0
         spec, settings = seen[-1]
         assert spec.width == 32 and settings["lr"] == 0.004 and settings["input_jitter"] == 0.1
-        assert settings["iterations"] == 1000
+        assert settings["iterations"] == recommend.LEARNT_ITERATIONS
         summary = json.loads((tmp_path / "a" / "summary.json").read_text())
         assert any(note.startswith("--arch studied: depth 3, width 32") and "the best single configuration of the "
                    "denoise study" in note for note in summary["notes"])

@@ -47,10 +47,10 @@ def test_prepare_names_the_callers_flags_in_its_errors(tmp_path):
 
 
 def test_restore_returns_what_the_command_line_writes(tmp_path):
-    call = archlab.restore("camera", size=32, arch="faster-dip-32", iterations=12, eval_every=4)
+    call = archlab.restore("camera", size=32, arch="faster-dip-32", iterations=12, eval_every=4, restarts=2)
     out = tmp_path / "out"
     assert main(["restore", "--image", "camera", "--size", "32", "--arch", "faster-dip-32", "--iterations", "12",
-                 "--eval-every", "4", "-o", str(out)]) == 0
+                 "--eval-every", "4", "--restarts", "2", "-o", str(out)]) == 0
     assert call.result.settings["stop"] == "auto" and call.result.settings["lr"] == restoration.DEFAULT_FIT["lr"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["iterations"] == call.result.stopped_at and summary["returned"]
@@ -77,3 +77,9 @@ def test_the_public_api_names_functions_not_the_modules_that_hold_them():
     text = subprocess.run([sys.executable, "-c", "import archlab; help(archlab)"], capture_output=True, text=True,
                           env={"PAGER": "cat", "PATH": ""}).stdout
     assert "restore" in text and "Observation" in text
+
+
+def test_restore_fits_the_studied_configuration_where_the_task_ships_a_study():
+    assert restoration.default_arch(tasks.Denoise(25)) == "studied"
+    assert restoration.default_arch(tasks.PoissonDenoise(0.1)) == "studied"
+    assert restoration.default_arch(tasks.JPEGDeblock(10)) == restoration.DEFAULT_ARCH == "controlled-64"

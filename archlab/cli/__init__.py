@@ -129,9 +129,10 @@ def add_fit_arguments(parser: argparse.ArgumentParser, out: str) -> None:
                         help=f"resize a clean image so its longer side is SIZE pixels before degrading (0 = keep; {DEFAULT_SIZE})")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help=f"refuse a fit whose output has more pixels (memory; default {DEFAULT_MAX_PIXELS:,})")
-    parser.add_argument("--arch", default=DEFAULT_ARCH,
+    parser.add_argument("--arch", default=None,
                         help=f"a preset ({', '.join(sorted(models.PRESETS))}), 'auto' (recommended for the image), "
-                             f"'studied' (the task's study's best single configuration), or a spec .toml/.json")
+                             f"'studied' (the task's study's best single configuration), or a spec .toml/.json "
+                             f"(default: 'studied' for the tasks whose study ships with archlab, else {DEFAULT_ARCH})")
     parser.add_argument("--iterations", type=int, default=None,
                         help=f"maximum iterations (default {DEFAULT_FIT['iterations']}; --arch auto or studied: "
                              f"theirs)")
@@ -221,17 +222,21 @@ def check_fit(result) -> None:
 
 
 def progress_lines(total: int, label: str):
-    """An ``on_evaluation`` callback printing a line on stderr every ~10 % of ``total`` iterations, or
-    None when stderr is a terminal (the fit shows a progress bar there)."""
+    """An ``on_evaluation`` callback printing a line on stderr every ~10 % of ``total`` iterations (of each fit,
+    numbered from the second on), or None when stderr is a terminal (the fit shows a progress bar there)."""
     if sys.stderr.isatty():
         return None
     import time
 
-    start, step = time.monotonic(), [1]
+    start, step, fit, last = time.monotonic(), [1], [1], [0]
 
     def report(iteration: int, output) -> None:
+        if iteration < last[0]:  # the next fit of a restoration's restarts
+            fit[0], step[0] = fit[0] + 1, 1
+        last[0] = iteration
         if iteration * 10 >= step[0] * total:
-            print(f"archlab {label}: iteration {iteration}/{total} ({100 * iteration // total} %), "
+            which = f" (fit {fit[0]})" if fit[0] > 1 else ""
+            print(f"archlab {label}{which}: iteration {iteration}/{total} ({100 * iteration // total} %), "
                   f"{time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
             step[0] = iteration * 10 // total + 1
 
@@ -246,6 +251,13 @@ def fit_inputs(args, outputs: tuple[str, ...]):
     from archlab import models, restoration
 
     task = make_task(args)
+    if args.iterations is not None and args.iterations < 1:  # the defaults and the studied settings are valid
+        raise ValueError(f"--iterations: {args.iterations} must be ≥ 1")
+    if args.input_jitter is not None and args.input_jitter < 0:
+        raise ValueError(f"--input-jitter: {args.input_jitter} must be ≥ 0")
+    check_output(args.out, outputs)
+    if args.arch is None:
+        args.arch = restoration.default_arch(task)
     given = {key for key in restoration.DEFAULT_FIT if getattr(args, key, None) is not None}
     if args.arch in ("auto", "studied"):
         from archlab import recommend  # the learnt tables (scikit-learn) only when asked for
@@ -253,11 +265,6 @@ def fit_inputs(args, outputs: tuple[str, ...]):
     for key, value in restoration.DEFAULT_FIT.items():  # the user's value, else the default (or the advice)
         if key not in given:
             setattr(args, key, studied[1].get(key, value) if studied else value)
-    if args.iterations < 1:
-        raise ValueError(f"--iterations: {args.iterations} must be ≥ 1")
-    if args.input_jitter < 0:
-        raise ValueError(f"--input-jitter: {args.input_jitter} must be ≥ 0")
-    check_output(args.out, outputs)
     from archlab import stopping  # torch: the checks above stay cheap
 
     window = stopping.DEFAULT_WINDOW

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from archlab.cli import add_fit_arguments, check_fit, fit_inputs, progress_lines
-from archlab.restoration import DEFAULT_IMAGE
+from archlab.restoration import DEFAULT_IMAGE, DEFAULT_RESTARTS
 from archlab.vocabulary import STOP_RULES
 
 #: The files ``restore`` writes into its output folder (an existing folder may hold only these).
@@ -26,6 +26,9 @@ def register(subparsers) -> None:
                               epilog="Written as one folder (under a temporary name, renamed at the end). Ctrl-C or "
                                      "SIGTERM keeps the output so far, marked \"interrupted\": true, exit 130.")
     add_fit_arguments(p, out="restored")
+    p.add_argument("--restarts", type=int, default=DEFAULT_RESTARTS,
+                   help=f"fits from the seeds SEED, SEED+1, ... whose restorations are averaged (default "
+                        f"{DEFAULT_RESTARTS}; 1: a single fit)")
     p.add_argument("--stop", default="auto", choices=("none", "auto", *STOP_RULES),
                    help="where to stop without the clean image: auto (the task's rule, default), a rule by name, "
                         "or none (run --iterations, return the moving average)")
@@ -33,38 +36,43 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    if args.restarts < 1:
+        raise ValueError(f"--restarts: {args.restarts} is invalid; allowed: an integer ≥ 1")
     task, spec, observation, notes = fit_inputs(args, OUTPUTS)
     y, reference = observation.y, observation.reference
     from archlab import images, metrics, report
-    from archlab.fitting import fit
+    from archlab.restoration import fit_restarts
 
     out = Path(args.out)
-    result = fit(spec, task, observation, iterations=args.iterations, lr=args.lr, input_jitter=args.input_jitter,
-                 ema=args.ema, seed=args.seed,
-                 device=args.device, eval_every=args.eval_every,
-                 stop=args.stop, interruptible=True,
-                 on_evaluation=progress_lines(args.iterations, "restore"))
-    check_fit(result)
-    restored = result.restored if args.ema or result.stop_output is not None else result.output
-    if result.stop_output is not None:
-        what = (f"the moving average of the outputs (β = {args.ema})" if result.stop_rule == "ema_discrepancy"
-                else "the network output")
-        returned = f"{what} at iteration {result.auto_stop_iteration}, where the {result.stop_rule} rule detected the stop"
-    elif args.ema:
-        returned = f"the moving average of the outputs (β = {args.ema}) at iteration {result.stopped_at}"
-    else:
-        returned = f"the network output at iteration {result.stopped_at}"
+    mean, runs = fit_restarts(spec, task, observation, args.restarts, seed=args.seed, iterations=args.iterations,
+                              lr=args.lr, input_jitter=args.input_jitter, ema=args.ema, device=args.device,
+                              eval_every=args.eval_every, stop=args.stop, interruptible=True,
+                              on_evaluation=progress_lines(args.iterations, "restore"))
+    for run_result in runs:
+        check_fit(run_result)
+    result = runs[0]
+    restored = mean if args.ema or result.stop_output is not None else sum(r.output for r in runs) / len(runs)
     summary = {"task": task.to_dict(), "arch": args.arch, "image": args.observed or args.image or DEFAULT_IMAGE,
-               "size": list(y.shape[-2:]), "notes": notes, **result.summary(), "returned": returned,
-               "engine": result.extras.get("engine"), "interrupted": result.stop_reason == "interrupted"}
+               "size": list(y.shape[-2:]), "notes": notes, **result.summary(),
+               "returned": _returned(runs, args.ema, args.seed), "engine": result.extras.get("engine"),
+               "interrupted": any(r.stop_reason == "interrupted" for r in runs)}
+    if len(runs) > 1:
+        summary["seconds"] = round(sum(r.seconds for r in runs), 2)
+        summary["restarts"] = [{"seed": args.seed + k, **{key: r.summary()[key] for key in
+                                ("iterations", "stop_reason", "auto_stop_iteration", "seconds")}}
+                               for k, r in enumerate(runs)]
     reasons = {}
-    if result.stop_reason == "diverged":
-        notes.append(f"the fit diverged at iteration {result.stopped_at}; the outputs come from the last weights "
-                     f"whose loss was finite")
+    for k, run_result in enumerate(runs):
+        if run_result.stop_reason == "diverged":
+            fit_name = "the fit" if len(runs) == 1 else f"the fit of seed {args.seed + k}"
+            notes.append(f"{fit_name} diverged at iteration {run_result.stopped_at}; its outputs come from the last "
+                         f"weights whose loss was finite")
     if reference is not None:
         summary["observation_psnr"] = result.observation_psnr
         reasons["observation_psnr"] = "the baseline and the reference differ in size"
         summary["psnr_restored"] = float(metrics.psnr(restored, reference))
+        for k, run_result in enumerate(runs if len(runs) > 1 else ()):
+            summary["restarts"][k]["psnr_restored"] = float(metrics.psnr(run_result.restored, reference))
         summary["ssim_restored"] = float(metrics.ssim(restored, reference))
         summary["psnr"] = float(metrics.psnr(result.output, reference))
         summary["ssim"] = float(metrics.ssim(result.output, reference))
@@ -89,6 +97,26 @@ def run(args) -> int:
     return 0
 
 
+def _returned(runs: list, ema: float, seed: int) -> str:
+    """What ``restored.png`` is: the first fit's stop output, moving average or last output; with several fits
+    the mean of theirs."""
+    result = runs[0]
+    if len(runs) > 1:
+        stopped = [r for r in runs if r.stop_output is not None]
+        rule = f"where its {stopped[0].stop_rule} rule detected the stop" if stopped else ""
+        last = "at its last iteration" if len(stopped) < len(runs) else ""
+        what = "moving average of the outputs" if ema and (len(stopped) < len(runs) or
+                                                            stopped[0].stop_rule == "ema_discrepancy") else "output"
+        return (f"the mean of {len(runs)} fits from the seeds {seed}-{seed + len(runs) - 1}: each fit's {what} "
+                f"{' or, where it did not, '.join(part for part in (rule, last) if part)}")
+    if result.stop_output is not None:
+        what = (f"the moving average of the outputs (β = {ema})" if result.stop_rule == "ema_discrepancy"
+                else "the network output")
+        return f"{what} at iteration {result.auto_stop_iteration}, where the {result.stop_rule} rule detected the stop"
+    what = f"the moving average of the outputs (β = {ema})" if ema else "the network output"
+    return f"{what} at iteration {result.stopped_at}"
+
+
 def _print_summary(summary: dict, out: Path) -> None:
     lines = [f"task {summary['task']['task']} on {summary['image']} ({summary['size'][1]}x{summary['size'][0]}), "
              f"arch {summary['arch']}"]
@@ -97,10 +125,18 @@ def _print_summary(summary: dict, out: Path) -> None:
         baseline = "bicubic" if summary["task"]["task"] == "sr" else "observation"
         observed = summary["observation_psnr"]
         observed = "n/a" if observed is None else f"{observed:.2f} dB"
+        first = "; the first fit's" if "restarts" in summary else ";"
         lines.append(f"PSNR {baseline} {observed} -> restored {summary['psnr_restored']:.2f} dB "
-                     f"(SSIM {summary['ssim_restored']:.3f}; last iterate {summary['psnr']:.2f} dB, moving average "
-                     f"{summary['psnr_ema']:.2f} dB; peak {summary['peak_psnr']:.2f} dB at {summary['peak_iteration']})")
+                     f"(SSIM {summary['ssim_restored']:.3f}{first} last iterate {summary['psnr']:.2f} dB, moving "
+                     f"average {summary['psnr_ema']:.2f} dB; peak {summary['peak_psnr']:.2f} dB at "
+                     f"{summary['peak_iteration']})")
+        if "restarts" in summary:
+            lines.append("each fit alone: " + ", ".join(f"{r['psnr_restored']:.2f}" for r in summary["restarts"])
+                         + " dB")
     lines.append(f"restored.png is {summary['returned']}")
-    lines.append(f"{summary['iterations']} iterations ({summary['stop_reason']}) in {summary['seconds']:.1f} s; "
-                 f"wrote {out}/restored.png, history.csv, curves.png, spec.json, summary.json")
+    runs = summary.get("restarts", [summary])
+    lines.append(f"{' + '.join(str(r['iterations']) for r in runs)} iterations "
+                 f"({', '.join(dict.fromkeys(r['stop_reason'] for r in runs))}) in {summary['seconds']:.1f} s; "
+                 f"wrote {out}/restored.png, history.csv, curves.png, spec.json, summary.json (history and curves: "
+                 f"{'the first fit' if len(runs) > 1 else 'the fit'})")
     print("\n".join(lines))
