@@ -221,6 +221,26 @@ def default_arch(task: tasks.Task) -> str:
     return "studied" if learnt.shipped_best_single(task.name) is not None else DEFAULT_ARCH
 
 
+def setup(arch: str | models.ArchSpec, task: tasks.Task, observed: torch.Tensor | None = None) -> tuple:
+    """The spec and fit settings a restoration fits for ``arch``: a preset, spec file or spec with
+    :data:`DEFAULT_FIT`; ``"studied"``, the task's study's best single configuration and its settings
+    (:func:`archlab.recommend.studied`); ``"auto"``, the recommendation for the observation ``observed``
+    (:func:`archlab.recommend.recommend`; without it, the deepest architecture it may give, to crop for). All
+    stop automatically."""
+    settings = {**DEFAULT_FIT, "stop": "auto"}
+    if not isinstance(arch, str) or arch not in ("auto", "studied"):
+        return models.load_spec(arch), settings
+    from archlab import recommend
+
+    if arch == "studied":
+        spec, studied_fit, _ = recommend.studied(task)
+        return spec, settings | studied_fit
+    if observed is None:
+        return recommend.crop_spec(task), settings
+    advice = recommend.recommend(observed, task=task)
+    return advice.spec, settings | advice.fit
+
+
 def fit_restarts(spec, task: tasks.Task, observation, restarts: int = DEFAULT_RESTARTS, *, seed: int = 0,
                  **kwargs) -> tuple[torch.Tensor, list]:
     """Fit ``restarts`` networks to one observation from the seeds ``seed``, ``seed + 1``, ... (each its own
@@ -284,8 +304,7 @@ def restore(image: str | os.PathLike | None = None, *, observed: str | os.PathLi
     task : str or Task
         A task name (its default parameters, :data:`archlab.tasks.TASKS`) or a task.
     arch : str or ArchSpec, optional
-        A preset, a spec file, a spec or ``"studied"`` (:func:`archlab.recommend.studied`); default
-        :func:`default_arch`.
+        A preset, a spec file, a spec, ``"studied"`` or ``"auto"`` (:func:`setup`); default :func:`default_arch`.
     size : int
         Longer side a clean image is resized to first (0 keeps it).
     restarts : int
@@ -306,15 +325,10 @@ def restore(image: str | os.PathLike | None = None, *, observed: str | os.PathLi
     """
     task = tasks.make_task(task) if isinstance(task, str) else task
     arch = default_arch(task) if arch is None else arch
-    base = {**DEFAULT_FIT, "stop": "auto"}
-    if isinstance(arch, str) and arch == "studied":
-        from archlab import recommend
-
-        spec, studied_fit, _ = recommend.studied(task)
-        base |= studied_fit
-    else:
-        spec = models.load_spec(arch)
+    spec, base = setup(arch, task)
     prepared = prepare(task, spec, image, observed=observed, size=size, seed=seed, max_pixels=max_pixels)
+    if isinstance(arch, str) and arch == "auto":
+        spec, base = setup(arch, task, prepared.y)
     restored, runs = fit_restarts(spec, task, prepared.observation, restarts, seed=seed, device=device,
                                   progress=False, **{**base, **settings})
     return Restoration(restored, prepared.y, prepared.reference, runs[0], prepared.notes, tuple(runs))

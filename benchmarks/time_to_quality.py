@@ -10,13 +10,15 @@ Per (task, image), one after the other (so the machine's load is the same for al
   image) and the wall time it took to get there;
 * ``papers-oracle-ema`` - the same for its moving average (the output Ulyanov et al.'s notebook also shows),
   whose best is higher and later;
-* ``restore`` - ``archlab restore``'s defaults (:func:`archlab.restoration.restore` settings: controlled-64,
-  the task's automatic stop) - the PSNR of what it returns and its wall time;
+* ``restore`` - ``archlab restore``'s defaults (:func:`archlab.restoration.restore`: the task's studied
+  configuration where its study ships, else ``controlled-64``, the mean of
+  :data:`~archlab.restoration.DEFAULT_RESTARTS` seeded fits, each stopped by the task's rule) - the PSNR of what
+  it returns and its wall time;
 * ``restore-auto`` - ``restore --arch auto`` (:func:`archlab.recommend.recommend` on the observation, its
-  architecture and fit settings);
-* ``restore-studied`` - ``restore --arch studied`` (:func:`archlab.recommend.studied`: the task's study's best
-  single configuration and its fit settings), for the tasks that have a learnt table;
-* ``restore-fp32`` - ``restore``'s fit in eager fp32 (``fast=False``): whether the engine's choice (bf16 where it
+  architecture and fit settings), with the default restarts;
+* ``restore-single`` - ``restore --restarts 1``: one fit of the default architecture, what the restarts add;
+* ``restore-controlled-64`` - ``restore --arch controlled-64 --restarts 1``, the single fit ``restore`` ran before;
+* ``restore-fp32`` - ``restore``'s fits in eager fp32 (``fast=False``): whether the engine's choice (bf16 where it
   judges the signal safe, channels-last where measured faster) changes the PSNR, and what it saves.
 
 Rows are appended to a CSV as each (task, image) finishes (a rerun skips what is there), with the CPU
@@ -47,8 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from speed import conditions, reference_fit  # noqa: E402
 
-from archlab import images, learnt, metrics, recommend, restoration, tasks  # noqa: E402
-from archlab.fitting import fit  # noqa: E402
+from archlab import images, metrics, restoration, tasks  # noqa: E402
 
 #: Held-out images: six of Set9 at ¼ (128 px, kodim 192×128) and four CBSD68 images the recommend studies
 #: do not train on, at 128 px.
@@ -58,10 +59,10 @@ IMAGES = (("set9/image_Baboon512rgb.png", 0.25), ("set9/image_F16_512rgb.png", 0
           ("cbsd68/0064.png", None), ("cbsd68/0065.png", None), ("cbsd68/0066.png", None), ("cbsd68/0067.png", None))
 TASKS = {"denoise σ=25": {"task": "denoise", "sigma": 25.0}, "jpeg q=10": {"task": "jpeg", "quality": 10}}
 PAPERS_ITERATIONS = 3000
-METHODS = ("papers", "papers-oracle", "papers-oracle-ema", "restore", "restore-auto", "restore-studied",
-           "restore-fp32")
+METHODS = ("papers", "papers-oracle", "papers-oracle-ema", "restore", "restore-auto", "restore-single",
+           "restore-controlled-64", "restore-fp32")
 #: The methods ``--refresh`` measures again without the papers' loop.
-RESTORE_METHODS = ("restore", "restore-auto", "restore-studied", "restore-fp32")
+RESTORE_METHODS = METHODS[3:]
 
 
 def clean(source: str, scale: float | None) -> torch.Tensor:
@@ -93,24 +94,22 @@ def measure(label: str, task_dict: dict, source: str, scale: float | None, seed:
             best = int(np.argmax(curve))
             rows.append({**base, "method": method, "psnr": float(curve[best]), "iterations": best + 1,
                          "seconds": float(elapsed[best])})
-    settings = {**restoration.DEFAULT_FIT, "stop": "auto", "seed": seed}
-    for method, arch, fit_settings in (("restore", restoration.DEFAULT_ARCH, settings), ("restore-auto", None, None),
-                                       ("restore-studied", "studied", None),
-                                       ("restore-fp32", restoration.DEFAULT_ARCH, {**settings, "fast": False})):
-        if method not in methods or (arch == "studied" and learnt.shipped_best_single(task.name) is None):
+    default = restoration.default_arch(task)
+    for method, arch, restarts, extra in (("restore", default, None, {}), ("restore-auto", "auto", None, {}),
+                                          ("restore-single", default, 1, {}),
+                                          ("restore-controlled-64", "controlled-64", 1, {}),
+                                          ("restore-fp32", default, None, {"fast": False})):
+        if method not in methods:
             continue
         start = time.perf_counter()
-        if arch is None:  # what restore --arch auto does: recommend from the observation, then fit that
-            advice = recommend.recommend(y, task=task)
-            arch, fit_settings = advice.spec, {**settings, **advice.fit}
-        elif arch == "studied":  # what restore --arch studied does: the study's best single configuration
-            arch, studied_fit, _ = recommend.studied(task)
-            fit_settings = {**settings, **studied_fit}
-        result = fit(arch, task, observation, device="cpu", progress=False, **fit_settings)
+        spec, fit_settings = restoration.setup(arch, task, y)  # what restore --arch ARCH fits
+        restored, runs = restoration.fit_restarts(spec, task, observation, restarts or restoration.DEFAULT_RESTARTS,
+                                                  seed=seed, device="cpu", progress=False, **fit_settings, **extra)
         wall = time.perf_counter() - start
-        rows.append({**base, "method": method, "psnr": float(metrics.psnr(result.restored, reference)),
-                     "iterations": result.stopped_at, "seconds": wall, "engine": result.extras.get("engine"),
-                     "precision": result.settings["precision"], "channels_last": result.settings["channels_last"]})
+        rows.append({**base, "method": method, "psnr": float(metrics.psnr(restored, reference)),
+                     "iterations": sum(r.stopped_at for r in runs), "seconds": wall, "fits": len(runs),
+                     "engine": runs[0].extras.get("engine"), "precision": runs[0].settings["precision"],
+                     "channels_last": runs[0].settings["channels_last"]})
     return [row for row in rows if row["method"] in methods]
 
 
@@ -128,7 +127,7 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
         for method in ("papers-oracle", "papers-oracle-ema", "restore"):
             line |= {f"{method} dB": get(method, "psnr"), f"{method} it": get(method, "iterations"),
                      f"{method} s": get(method, "seconds")}
-        for method in ("restore-fp32", "restore-auto", "restore-studied"):
+        for method in ("restore-single", "restore-controlled-64", "restore-auto", "restore-fp32"):
             line |= {f"{method} dB": get(method, "psnr"), f"{method} s": get(method, "seconds")}
         line |= {"restore − oracle dB": line["restore dB"] - line["papers-oracle dB"],
                  "oracle s / restore s": line["papers-oracle s"] / line["restore s"],

@@ -194,31 +194,34 @@ def test_command_monitors_and_overhead_write_csv(tmp_path, capsys):
 def test_time_to_quality_rows_and_ratios(tmp_path, monkeypatch):
     from benchmarks import time_to_quality as ttq
 
-    real_fit = ttq.fit
+    from archlab import fitting, restoration
+
+    real_fit = fitting.fit
     monkeypatch.setattr(ttq, "PAPERS_ITERATIONS", 6)
-    monkeypatch.setattr(ttq, "fit", lambda *a, **k: real_fit(*a, **{**k, "iterations": 4, "eval_every": 2,
-                                                                     "window": 4}))
+    monkeypatch.setattr(fitting, "fit", lambda *a, **k: real_fit(*a, **{**k, "iterations": 4, "eval_every": 2,
+                                                                         "window": 4}))
     monkeypatch.setattr(ttq, "clean", lambda source, scale: images.center_crop(
         images.resize(images.load("camera"), size=(64, 64)), 32))
     rows = ttq.measure("denoise σ=25", {"task": "denoise", "sigma": 25.0}, "set9/camera.png", 0.25)
     assert [r["method"] for r in rows] == list(ttq.METHODS)
-    papers, oracle, oracle_ema, restore = rows[0], rows[1], rows[2], rows[3]
+    by = {r["method"]: r for r in rows}
+    papers, oracle, oracle_ema, restore = by["papers"], by["papers-oracle"], by["papers-oracle-ema"], by["restore"]
     assert oracle["psnr"] >= papers["psnr"] - 1e-9 and oracle["seconds"] <= papers["seconds"] + 1e-9
     assert oracle_ema["psnr"] >= papers["psnr_ema"] - 1e-9 and oracle_ema["seconds"] <= papers["seconds"] + 1e-9
-    assert 1 <= oracle["iterations"] <= 6 and restore["iterations"] == 4
+    assert 1 <= oracle["iterations"] <= 6
+    assert restore["fits"] == restoration.DEFAULT_RESTARTS and restore["iterations"] == 4 * restore["fits"]
+    assert by["restore-single"]["fits"] == by["restore-controlled-64"]["fits"] == 1
+    assert by["restore-single"]["iterations"] == 4
     assert {"cpu_capability", "threads", "load_1min"} <= set(rows[0])
-    studied, fp32 = rows[5], rows[6]
-    assert fp32["method"] == "restore-fp32" and (fp32["precision"], fp32["channels_last"]) == ("fp32", False)
-    assert studied["method"] == "restore-studied" and studied["iterations"] == 4
-    assert ttq.measure("jpeg q=10", {"task": "jpeg", "quality": 10}, "set9/camera.png", 0.25,
-                       methods=("restore-studied",)) == []  # no learnt table of that task: no row
+    fp32 = by["restore-fp32"]
+    assert (fp32["precision"], fp32["channels_last"]) == ("fp32", False)
     table = ttq.summary(pd.DataFrame(rows))
     assert list(table.index) == ["camera", "mean (1)"]
     line = table.loc["camera"]
     assert line["oracle s / restore s"] == pytest.approx(oracle["seconds"] / restore["seconds"])
     assert line["restore − oracle dB"] == pytest.approx(restore["psnr"] - oracle["psnr"])
     assert line["restore − fp32 dB"] == pytest.approx(restore["psnr"] - fp32["psnr"])
-    assert line["restore-studied dB"] == pytest.approx(studied["psnr"])
+    assert line["restore-single dB"] == pytest.approx(by["restore-single"]["psnr"])
     assert line["papers-oracle-ema it"] == oracle_ema["iterations"]
     text = ttq.report(pd.DataFrame(rows))
     assert text.startswith("### denoise σ=25") and "| mean (1) |" in text and "CPU capability" in text
