@@ -24,7 +24,7 @@ Per (task, image), one after the other (so the machine's load is the same for al
 Rows are appended to a CSV as each (task, image) finishes (a rerun skips what is there), with the CPU
 capability, threads and load beside them; ``--refresh restore,restore-auto`` measures those methods again on
 the pairs already there and replaces their rows (the papers' loop, 96 % of a pair's time, is not rerun);
-``--shard i/n`` lets n processes split the pairs; ``--table`` prints them as Markdown with the ratios: the
+``--shard i/n`` lets n processes split the pairs, ``--images`` restricts them; ``--table`` prints them as Markdown with the ratios: the
 papers' loop's time to its best PSNR (output and moving average) over ``restore``'s time, and the PSNR
 differences.
 
@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--out", type=Path, required=True, help="CSV of rows (appended; a rerun resumes)")
     parser.add_argument("--table", action="store_true", help="print the table of the rows so far (Markdown) and stop")
     parser.add_argument("--shard", default="0/1", help="i/n: this process measures every n-th pair from the i-th")
+    parser.add_argument("--images", default="", metavar="NAME[,NAME]",
+                        help="only the pairs of these images (file stems, e.g. kodim03,0064)")
     parser.add_argument("--refresh", default="", metavar="METHOD[,METHOD]",
                         help=f"measure these of {', '.join(RESTORE_METHODS)} again on the pairs already measured "
                              "(after a change of restore's defaults or of the learnt tables) and replace their rows; "
@@ -181,7 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         print(report(done))
         return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    pairs = [(label, task_dict, source, scale) for label, task_dict in TASKS.items() for source, scale in IMAGES]
+    known = [Path(source).stem for source, _ in IMAGES]
+    only = [name for name in args.images.split(",") if name]
+    if any(name not in known for name in only):
+        parser.error(f"--images {args.images!r} is invalid; allowed: a comma-separated subset of {', '.join(known)}")
+    pairs = [(label, task_dict, source, scale) for label, task_dict in TASKS.items() for source, scale in IMAGES
+             if not only or Path(source).stem in only]
     for label, task_dict, source, scale in pairs[shard::shards]:
         measured = ((done["task"] == label) & (done["image"] == Path(source).stem)).any()
         if measured != bool(refresh):

@@ -253,6 +253,12 @@ def test_time_to_quality_refresh_measures_restore_again_without_the_papers_loop(
     with pytest.raises(SystemExit) as exit_:
         ttq.main(["-o", str(out), "--refresh", "papers"])
     assert exit_.value.code == 2
+    calls.clear()
+    assert ttq.main(["-o", str(out), "--refresh", "restore", "--images", "b"]) == 0
+    assert calls == [("b", ("restore",))]
+    with pytest.raises(SystemExit) as exit_:
+        ttq.main(["-o", str(out), "--images", "c"])
+    assert exit_.value.code == 2
 
 
 def test_stop_rule_replay_fills_a_rolled_back_evaluation_with_the_kept_state(tmp_path):
