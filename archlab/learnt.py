@@ -48,7 +48,8 @@ FIT_COLUMNS = ("lr", "input_jitter")
 NUMERIC = ("depth", "width", "skip", "lipschitz", "lr", "input_jitter")
 #: The fields of :data:`CONFIG_COLUMNS` that are integers.
 INTEGERS = ("depth", "width", "skip")
-#: The configuration to beat: ``controlled-64`` with ``archlab restore``'s learning rate and input jitter.
+#: The configuration to beat: ``controlled-64`` with its learning rate and input jitter in ``archlab restore``
+#: (:data:`archlab.restoration.DEFAULT_FIT`).
 DEFAULT_CONFIG = {"depth": 3, "width": 64, "skip": 0, "upsampler": "bilinear", "lipschitz": 2.0, "lr": 0.002,
                   "input_jitter": FitSettings.input_jitter}
 #: What the regressors read of an image (:func:`image_features`): its texture features, which are measured on
