@@ -376,7 +376,8 @@ def _gaussian_upsamplers(spec: ArchSpec, sigma: float) -> tuple:
 
 def fit_many(arch: ArchSpec | str, task: Task, observations, settings: FitSettings | None = None, *, seeds=None,
              lrs=None, lipschitz=None, sigmas=None, references=None, device: str | torch.device = "auto",
-             fast: bool = True, precision: str | None = None, **overrides) -> list[FitResult]:
+             fast: bool = True, precision: str | None = None, progress: bool | None = False, on_evaluation=None,
+             interruptible: bool = False, **overrides) -> list[FitResult]:
     """K independent DIP fits of one architecture as one vectorised computation.
 
     Run k is what ``fit(arch_k, task, observation_k, settings, seed=seeds[k], lr=lrs[k],
@@ -408,6 +409,8 @@ def fit_many(arch: ArchSpec | str, task: Task, observations, settings: FitSettin
         ``fast`` picks bfloat16 autocast where :func:`archlab.engine.fast_settings` does (the
         Lipschitz norms are computed in fp32 outside autocast, as in ``fit``); ``precision``
         overrides it. Channels-last and compilation do not apply under ``vmap``.
+    progress, on_evaluation, interruptible
+        As in :func:`fit`; ``on_evaluation`` is called for every run.
 
     Returns
     -------
@@ -455,11 +458,11 @@ def fit_many(arch: ArchSpec | str, task: Task, observations, settings: FitSettin
         specs.append(spec.to_dict())
         extras.append(extra)
         runs.append(loop.Run(task, physics, y, ref, run_settings,
-                             torch.Generator(device=device).manual_seed(run_settings.seed + 1)))
+                             torch.Generator(device=device).manual_seed(run_settings.seed + 1), on_evaluation))
     if k == 1:
         stack = loop.ModuleNets(nets[0], inputs[0], runs[0].settings.lr, base.precision)
     else:
         lam = None if per_run["lipschitz"] is None else [float(v) for v in per_run["lipschitz"]]
         stack = VmappedNets(nets, inputs, [r.settings.lr for r in runs], base.precision, lam)
-    loop.run(stack, runs)
+    loop.run(stack, runs, progress=progress, interruptible=interruptible)
     return [_result(run, spec, extra) for run, spec, extra in zip(runs, specs, extras)]

@@ -262,8 +262,10 @@ def fit_restarts(spec, task: tasks.Task, observation, restarts: int = DEFAULT_RE
     seed : int
         Seed of the first fit.
     kwargs
-        :func:`archlab.fitting.fit` keywords, shared by the fits. After a fit that ends ``interrupted`` no
-        other is started.
+        :func:`archlab.fitting.fit` keywords, shared by the fits. On the CPU the fits run one after the other
+        (measured at 128 px, one thread: three fits under ``vmap`` took 1.5× the time of three in a row), and
+        after a fit that ends ``interrupted`` no other is started; on CUDA they run together
+        (:func:`archlab.fitting.fit_many`), where one small fit leaves the device idle.
 
     Returns
     -------
@@ -277,10 +279,16 @@ def fit_restarts(spec, task: tasks.Task, observation, restarts: int = DEFAULT_RE
     """
     import torch
 
-    from archlab.fitting import fit
+    from archlab import fitting
+    from archlab.engine import resolve_device
 
     if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
         raise ValueError(f"restarts: {restarts!r} is invalid; allowed: an integer ≥ 1")
+    if restarts > 1 and resolve_device(kwargs.get("device", "auto")).type == "cuda":
+        # one small fit leaves a GPU idle: the fits run as one vectorised computation
+        results = fitting.fit_many(spec, task, observation, seeds=[seed + k for k in range(restarts)], **kwargs)
+        return torch.stack([r.restored for r in results]).mean(dim=0), results
+    fit = fitting.fit
     results = []
     for k in range(restarts):
         results.append(fit(spec, task, observation, seed=seed + k, **kwargs))

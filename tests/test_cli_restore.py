@@ -145,3 +145,39 @@ def test_restarts_stop_after_an_interrupted_fit(monkeypatch):
     monkeypatch.setattr("archlab.fitting.fit", fake_fit)
     mean, runs = restoration.fit_restarts("faster-dip-32", tasks.Denoise(25), None, 3)
     assert calls == [0, 1] and len(runs) == 2 and float(mean.mean()) == 0.5
+
+
+def test_restarts_run_together_on_cuda_as_one_batched_fit(monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from archlab import engine, fitting, restoration, tasks
+
+    seen = {}
+
+    def fake_fit_many(spec, task, observation, seeds=None, **kwargs):
+        seen.update(seeds=seeds, **kwargs)
+        return [SimpleNamespace(restored=torch.full((1, 1, 2, 2), float(s))) for s in seeds]
+
+    monkeypatch.setattr(fitting, "fit_many", fake_fit_many)
+    monkeypatch.setattr(fitting, "fit", lambda *a, **k: pytest.fail("one fit at a time on CUDA"))
+    monkeypatch.setattr(engine, "resolve_device", lambda device="auto": torch.device("cuda"))
+    mean, runs = restoration.fit_restarts("faster-dip-32", tasks.Denoise(25), None, 3, seed=5, device="cuda",
+                                          progress=False, interruptible=True)
+    assert seen["seeds"] == [5, 6, 7] and seen["interruptible"] and len(runs) == 3 and float(mean.mean()) == 6.0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_restarts_on_cuda_average_the_batched_fits():
+    import torch
+
+    from archlab import images, restoration, tasks
+
+    task = tasks.Denoise(25)
+    observation = task.observe(images.resize(images.load("camera"), size=(32, 32)), seed=0)
+    settings = {"iterations": 20, "eval_every": 10, "window": 10, "stop": "auto", "progress": False}
+    mean, runs = restoration.fit_restarts("faster-dip-32", task, observation, 2, device="cuda", **settings)
+    assert [r.extras["batch"] for r in runs] == [2, 2] and [r.settings["seed"] for r in runs] == [0, 1]
+    torch.testing.assert_close(mean, (runs[0].restored + runs[1].restored) / 2)
