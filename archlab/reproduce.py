@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from archlab import images, learnt, models, recommend, report, restoration, stopping, tasks
-from archlab.fitting import AUTO_STOP, RULES, fit
+from archlab import images, learnt, metrics, models, recommend, report, restoration, stopping, tasks
+from archlab.fitting import AUTO_STOP, RULES
 from archlab.reproductions import AUTO, DIP_BASELINE, EXPERIMENTS, STOPPING_FITS, STOPPING_TASKS, Run, short_name
 
 
@@ -109,9 +109,12 @@ def execute(run: Run, device: str = "auto", fast: bool = False, trajectory: Path
         advice = recommend.recommend(y, task=task)
         arch, settings = advice.spec.to_dict(), {**settings, **advice.fit}
     frames: list[tuple[int, torch.Tensor]] = []
+    if trajectory is not None and run.restarts > 1:
+        raise ValueError(f"{run.config}: trajectories are recorded for one fit; this run averages {run.restarts}")
     record = (lambda i, out: frames.append((i, out.detach().to("cpu", torch.float16)))) if trajectory else None
-    result = fit(arch, task, observation, seed=run.seed, device=device, progress=False, fast=fast,
-                 on_evaluation=record, **settings)
+    mean, fits = restoration.fit_restarts(arch, task, observation, run.restarts, seed=run.seed, device=device,
+                                          progress=False, fast=fast, on_evaluation=record, **settings)
+    result = fits[0]
     if trajectory is not None:
         with images.atomic_path(trajectory) as tmp, open(tmp, "wb") as handle:
             np.savez_compressed(handle, iteration=np.array([i for i, _ in frames]),
@@ -134,6 +137,9 @@ def execute(run: Run, device: str = "auto", fast: bool = False, trajectory: Path
     for checkpoint in CHECKPOINTS:
         if psnr is not None and checkpoint in psnr.index:
             row[f"psnr_{checkpoint}"] = float(psnr[checkpoint])
+    if run.restarts > 1:  # the mean is what the configuration returns; the other columns are the first fit's
+        row.update(stop_psnr=float(metrics.psnr(mean, reference)), seconds=round(sum(f.seconds for f in fits), 2),
+                   fits=len(fits))
     if run.arch == AUTO:
         row["chosen"] = " ".join(f"{k}={result.spec.get(k, result.settings.get(k))}"
                                  for k in learnt.CONFIG_COLUMNS)
@@ -323,7 +329,8 @@ def _recommend_text(table: pd.DataFrame) -> str:
         seconds = rows.pivot_table(index="image", columns="method", values="seconds", sort=False)
         grid = [c for c in psnr.columns if c.startswith("grid")]
         out = pd.DataFrame(index=psnr.index)
-        for method in ("recommended", "default", "ulyanov-dip"):
+        restarted = [c for c in psnr.columns if "×" in c]  # "recommended ×3", "default ×3"
+        for method in ("recommended", "default", "ulyanov-dip", *restarted):
             if method in psnr:
                 out[f"{method} dB"], out[f"{method} s"] = psnr[method], seconds[method]
         if grid:
@@ -334,6 +341,10 @@ def _recommend_text(table: pd.DataFrame) -> str:
                                   ("oracle", "oracle dB")):
                 if column in out:
                     out[f"recommended − {other}"] = out["recommended dB"] - out[column]
+        for method in restarted:
+            if method.startswith("recommended") and method.replace("recommended", "default") in psnr:
+                out[f"{method} − {method.replace('recommended', 'default')}"] = (
+                    out[f"{method} dB"] - out[f"{method.replace('recommended', 'default')} dB"])
         mean = out.drop(columns=[c for c in out.columns if c == "oracle config"]).mean().to_frame("mean").T
         text = report.markdown_table(pd.concat([out, mean]))
         chosen = rows.loc[rows["method"] == "recommended", "chosen"] if "chosen" in rows else pd.Series(dtype=str)

@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import pytest
 
-from archlab import images, models, reproduce, reproductions, tasks
+from archlab import images, metrics, models, reproduce, reproductions, restoration, tasks
 
 TINY = models.ArchSpec(kind="decoder", depth=2, width=8, skip=0, lipschitz=2.0, norm="mean_only").to_dict()
 
@@ -191,8 +191,10 @@ def test_the_recommend_reproduction_puts_the_recommendation_beside_default_dip_a
     runs = reproductions.recommend_runs()
     methods = {r.config for r in runs}
     assert methods == {"denoise · recommended", "denoise · default", "denoise · ulyanov-dip", "denoise · grid 1",
-                       "denoise · grid 2", "denoise · grid 3"}  # the table has three configurations
-    assert len(runs) == 6 * len(reproductions.RECOMMEND_IMAGES) >= 6 * 20
+                       "denoise · grid 2", "denoise · grid 3",  # the table has three configurations
+                       "denoise · recommended ×3", "denoise · default ×3"}
+    assert len(runs) == 8 * len(reproductions.RECOMMEND_IMAGES) >= 8 * 20
+    assert {r.restarts for r in runs if "×3" in r.config} == {3} and {r.restarts for r in runs if "×" not in r.config} == {1}
     assert not any(r.image.startswith("cbsd68") for r in runs)  # the studies' training images stay out
     assert next(r for r in runs if r.config.endswith("grid 1")).arch["kind"] == "decoder"
     grid = next(r for r in runs if r.config.endswith("grid 1"))
@@ -204,13 +206,14 @@ def test_the_recommend_reproduction_puts_the_recommendation_beside_default_dip_a
     rows = []
     for image, offset in (("01", 0.0), ("02", 1.0)):
         for method, psnr, seconds in (("recommended", 27.0, 5.0), ("default", 26.0, 6.0), ("ulyanov-dip", 25.5, 9.0),
-                                      ("grid 1", 27.5, 5.0), ("grid 2", 26.5, 4.0)):
+                                      ("grid 1", 27.5, 5.0), ("grid 2", 26.5, 4.0), ("recommended ×3", 27.75, 15.0),
+                                      ("default ×3", 26.25, 18.0)):
             rows.append({"config": f"denoise · {method}", "image": image, "stop_psnr": psnr + offset,
                          "seconds": seconds, "chosen": "depth=3 width=32" if method == "recommended" else None})
     text = reproduce.write_table("recommend", pd.DataFrame(rows), tmp_path)
     mean = next(line for line in text.splitlines() if line.startswith("| mean"))
-    assert "| 27.50 | 5.00 | 26.50 | 6.00 | 26.00 | 9.00 | 28.00 |" in mean
-    assert mean.endswith("| 1.00 | 1.50 | -0.50 |")
+    assert "| 27.50 | 5.00 | 26.50 | 6.00 | 26.00 | 9.00 | 28.25 | 15.00 | 26.75 | 18.00 | 28.00 |" in mean
+    assert mean.endswith("| 1.00 | 1.50 | -0.50 | 1.50 |")  # recommended ×3 − default ×3: 1.50
     assert "2× depth=3 width=32" in text
     monkeypatch.setattr(learnt, "table_path", lambda task: tmp_path / "none.csv")
     with pytest.raises(ValueError, match="no learnt table for the tasks of recommend-denoise, recommend-poisson"):
@@ -224,3 +227,21 @@ def test_the_recommend_evaluation_fits_the_tasks_its_studies_learnt_from():
     for name in reproductions.RECOMMEND_STUDIES:
         (label, task), = studies.load_study(name).tasks
         assert tasks.task_from_dict(tasks_evaluated[task.name]).to_dict() == task.to_dict()
+
+
+def test_a_run_with_restarts_reports_the_mean_of_its_seeded_fits(tmp_path):
+    fit = {"iterations": 6, "eval_every": 2, "window": 4, "stop": "auto", "lr": 0.01}
+    task = {"task": "denoise", "sigma": 25.0}
+    one = reproductions.Run("one", "camera", TINY, task, fit, downscale=16)
+    three = reproductions.Run("three", "camera", TINY, task, fit, downscale=16, restarts=3)
+    single, averaged = reproduce.execute(one, "cpu"), reproduce.execute(three, "cpu")
+    assert averaged["fits"] == 3 and "fits" not in single
+    assert averaged["peak_psnr"] == pytest.approx(single["peak_psnr"])  # the first fit is the single run
+    t = tasks.task_from_dict(task)
+    observation = t.observe(reproduce.load_clean(three), seed=0)
+    mean, fits = restoration.fit_restarts(TINY_SPEC, t, observation, 3, device="cpu", progress=False, fast=False,
+                                          **fit)
+    assert averaged["stop_psnr"] == pytest.approx(float(metrics.psnr(mean, observation.reference)), abs=1e-4)
+    assert averaged["seconds"] >= single["seconds"]
+    with pytest.raises(ValueError, match="trajectories are recorded for one fit"):
+        reproduce.execute(three, "cpu", trajectory=tmp_path / "t.npz")
