@@ -39,9 +39,10 @@ BASE_SPEC = ArchSpec(kind=RULES["kind"][0], depth=RULES["depth"][0], width=64, s
 
 #: The architecture a learnt configuration fills in (the ``[arch]`` of the recommend studies).
 LEARNT_BASE = preset("controlled-64")
-#: The iteration budget of a learnt configuration. The studies cap their 64-px fits at 1,000 iterations and every fit stops before; at 128 px a fit of the
-#: denoising study's best configuration to ``camera`` was still rising at 1,000 and stopped at 1,267, so a
-#: restoration is capped at the papers' 3,000 and the automatic stop ends it.
+#: The iteration budget of a learnt configuration. The studies cap their 64-px fits at 1,000 iterations and
+#: every fit stops before; at 128 px a fit of the denoising study's best configuration to ``camera`` was still
+#: rising at 1,000 and stopped at 1,267, so a restoration is capped at the papers' 3,000 and the automatic stop
+#: ends it.
 LEARNT_ITERATIONS = 3000
 
 

@@ -263,7 +263,7 @@ def fit_restarts(spec, task: tasks.Task, observation, restarts: int = DEFAULT_RE
         Seed of the first fit.
     kwargs
         :func:`archlab.fitting.fit` keywords, shared by the fits. On the CPU the fits run one after the other
-        (measured at 128 px, one thread: three fits under ``vmap`` took 1.5× the time of three in a row), and
+        (``archlab bench many``: four fits under ``vmap`` ran at 0.69-0.92× the speed of four in a row), and
         after a fit that ends ``interrupted`` no other is started; on CUDA they run together
         (:func:`archlab.fitting.fit_many`), where one small fit leaves the device idle.
 

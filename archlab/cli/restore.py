@@ -102,13 +102,15 @@ def _returned(runs: list, ema: float, seed: int) -> str:
     the mean of theirs."""
     result = runs[0]
     if len(runs) > 1:
-        stopped = [r for r in runs if r.stop_output is not None]
-        rule = f"where its {stopped[0].stop_rule} rule detected the stop" if stopped else ""
-        last = "at its last iteration" if len(stopped) < len(runs) else ""
-        what = "moving average of the outputs" if ema and (len(stopped) < len(runs) or
-                                                            stopped[0].stop_rule == "ema_discrepancy") else "output"
-        return (f"the mean of {len(runs)} fits from the seeds {seed}-{seed + len(runs) - 1}: each fit's {what} "
-                f"{' or, where it did not, '.join(part for part in (rule, last) if part)}")
+        stopped, average = [r for r in runs if r.stop_output is not None], "moving average of the outputs"
+        parts = []
+        if stopped:
+            rule = stopped[0].stop_rule
+            parts.append(f"{average if rule == 'ema_discrepancy' else 'output'} where its {rule} rule detected the stop")
+        if len(stopped) < len(runs):
+            parts.append(f"{average if ema else 'output'} at its last iteration")
+        return (f"the mean of {len(runs)} fits from the seeds {seed}-{seed + len(runs) - 1}: each fit's "
+                + " or, where it did not stop, ".join(parts))
     if result.stop_output is not None:
         what = (f"the moving average of the outputs (β = {ema})" if result.stop_rule == "ema_discrepancy"
                 else "the network output")
