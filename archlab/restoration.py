@@ -287,13 +287,12 @@ def fit_restarts(spec, task: tasks.Task, observation, restarts: int = DEFAULT_RE
     if restarts > 1 and resolve_device(kwargs.get("device", "auto")).type == "cuda":
         # one small fit leaves a GPU idle: the fits run as one vectorised computation
         results = fitting.fit_many(spec, task, observation, seeds=[seed + k for k in range(restarts)], **kwargs)
-        return torch.stack([r.restored for r in results]).mean(dim=0), results
-    fit = fitting.fit
-    results = []
-    for k in range(restarts):
-        results.append(fit(spec, task, observation, seed=seed + k, **kwargs))
-        if results[-1].stop_reason == "interrupted":
-            break
+    else:
+        results = []
+        for k in range(restarts):
+            results.append(fitting.fit(spec, task, observation, seed=seed + k, **kwargs))
+            if results[-1].stop_reason == "interrupted":
+                break
     return torch.stack([r.restored for r in results]).mean(dim=0), results
 
 

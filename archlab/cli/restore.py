@@ -58,9 +58,10 @@ def run(args) -> int:
                "interrupted": any(r.stop_reason == "interrupted" for r in runs)}
     if len(runs) > 1:
         summary["seconds"] = round(sum(r.seconds for r in runs), 2)
-        summary["restarts"] = [{"seed": args.seed + k, **{key: r.summary()[key] for key in
+        each = [r.summary() for r in runs]
+        summary["restarts"] = [{"seed": args.seed + k, **{key: s[key] for key in
                                 ("iterations", "stop_reason", "auto_stop_iteration", "seconds")}}
-                               for k, r in enumerate(runs)]
+                               for k, s in enumerate(each)]
     reasons = {}
     for k, run_result in enumerate(runs):
         if run_result.stop_reason == "diverged":
