@@ -24,7 +24,8 @@ Per (task, image), one after the other (so the machine's load is the same for al
 Rows are appended to a CSV as each (task, image) finishes (a rerun skips what is there), with the CPU
 capability, threads and load beside them; ``--refresh restore,restore-auto`` measures those methods again on
 the pairs already there and replaces their rows (the papers' loop, 96 % of a pair's time, is not rerun);
-``--shard i/n`` lets n processes split the pairs, ``--images`` restricts them; ``--table`` prints them as Markdown with the ratios: the
+``--methods`` measures only some methods where a pair lacks them; ``--shard i/n`` lets n processes split the
+pairs, ``--images`` restricts them; ``--table`` prints them as Markdown with the ratios: the
 papers' loop's time to its best PSNR (output and moving average) over ``restore``'s time, and the PSNR
 differences.
 
@@ -164,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard", default="0/1", help="i/n: this process measures every n-th pair from the i-th")
     parser.add_argument("--images", default="", metavar="NAME[,NAME]",
                         help="only the pairs of these images (file stems, e.g. kodim03,0064)")
+    parser.add_argument("--methods", default="", metavar="METHOD[,METHOD]",
+                        help=f"measure only these of {', '.join(METHODS)} where a pair lacks them (default: all; "
+                             "the three papers rows come from one run of the papers' loop)")
     parser.add_argument("--refresh", default="", metavar="METHOD[,METHOD]",
                         help=f"measure these of {', '.join(RESTORE_METHODS)} again on the pairs already measured "
                              "(after a change of restore's defaults or of the learnt tables) and replace their rows; "
@@ -178,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(m not in RESTORE_METHODS for m in refresh):
         parser.error(f"--refresh {args.refresh!r} is invalid; allowed: a comma-separated subset of "
                      f"{', '.join(RESTORE_METHODS)}")
+    methods = tuple(m for m in args.methods.split(",") if m) or METHODS
+    if any(m not in METHODS for m in methods):
+        parser.error(f"--methods {args.methods!r} is invalid; allowed: a comma-separated subset of {', '.join(METHODS)}")
     done = pd.read_csv(args.out) if args.out.is_file() else pd.DataFrame(columns=["task", "image", "method"])
     if args.table:
         print(report(done))
@@ -190,14 +197,15 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [(label, task_dict, source, scale) for label, task_dict in TASKS.items() for source, scale in IMAGES
              if not only or Path(source).stem in only]
     for label, task_dict, source, scale in pairs[shard::shards]:
-        measured = ((done["task"] == label) & (done["image"] == Path(source).stem)).any()
-        if measured != bool(refresh):
+        present = set(done.loc[(done["task"] == label) & (done["image"] == Path(source).stem), "method"])
+        todo = (refresh if present else ()) if refresh else tuple(m for m in methods if m not in present)
+        if not todo:
             continue
-        rows = measure(label, task_dict, source, scale, methods=refresh or METHODS)
+        rows = measure(label, task_dict, source, scale, methods=todo)
         with open(args.out.with_suffix(".lock"), "w") as lock:  # other shards append to the same file
             fcntl.flock(lock, fcntl.LOCK_EX)
             done = pd.read_csv(args.out) if args.out.is_file() else done
-            replaced = (done["task"] == label) & (done["image"] == Path(source).stem) & done["method"].isin(refresh)
+            replaced = (done["task"] == label) & (done["image"] == Path(source).stem) & done["method"].isin(todo)
             done = pd.concat([done[~replaced], pd.DataFrame(rows)], ignore_index=True)
             with images.atomic_path(args.out) as tmp:
                 done.to_csv(tmp, index=False)

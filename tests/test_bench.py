@@ -259,6 +259,15 @@ def test_time_to_quality_refresh_measures_restore_again_without_the_papers_loop(
     with pytest.raises(SystemExit) as exit_:
         ttq.main(["-o", str(out), "--images", "c"])
     assert exit_.value.code == 2
+    calls.clear()
+    monkeypatch.setattr(ttq, "TASKS", {"denoise σ=25": {"task": "denoise", "sigma": 25.0},
+                                       "jpeg q=10": {"task": "jpeg", "quality": 10}})
+    assert ttq.main(["-o", str(out), "--methods", "papers,papers-oracle,restore"]) == 0  # only what pairs lack
+    assert calls == [("b", ("papers", "papers-oracle")), ("a", ("papers", "papers-oracle", "restore")),
+                     ("b", ("papers", "papers-oracle", "restore"))]
+    with pytest.raises(SystemExit) as exit_:
+        ttq.main(["-o", str(out), "--methods", "paper"])
+    assert exit_.value.code == 2
 
 
 def test_stop_rule_replay_fills_a_rolled_back_evaluation_with_the_kept_state(tmp_path):
