@@ -264,7 +264,9 @@ def fit(arch: ArchSpec | str | nn.Module, task: Task, observation: torch.Tensor,
         ``wmv``/``emv`` stop ``patience`` iterations after the variance of the outputs was
         least (Wang et al. 2023) and return the output there; ``discrepancy`` stops when
         the data-fit residual reaches the noise level (Gaussian σ or Poisson ζ of the task);
-        ``ema_discrepancy`` when the residual of the moving average does, and returns the average.
+        ``ema_discrepancy`` when the residual of the moving average does, and returns the average;
+        ``jpeg_consistency`` (grey JPEG) when the moving average enters the quantisation constraint set of
+        the observation, and returns the average (:class:`archlab.stopping.JPEGConsistencyRule`).
     reference : Tensor, optional
         The clean image (in the task's reference space) for PSNR/SSIM; the best output is kept.
         Default: the observation's reference, if any.

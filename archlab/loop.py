@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from archlab import images, metrics, spectral, stopping
+from archlab import physics as physics_
 from archlab.vocabulary import STOP_RULES
 
 #: The stop rules a fit runs beside itself (:mod:`archlab.stopping`; :data:`archlab.vocabulary.STOP_RULES`).
@@ -41,10 +42,21 @@ STOPS = ("none", "record", "auto", *RULES)
 #: of the clipped noise, applied to the EMA of the outputs, which it returns: the average of the outputs
 #: around the point where the fit reaches the noise level is better than any one of them (0.6-0.9 dB above the
 #: output where the residual reaches the level, on 128-px denoising at σ 25), for 20-30 % more iterations.
+#: JPEG (a grey encoding; colour falls back to ES-WMV): the moving average's entry into the observation's
+#: quantisation constraint set (:class:`archlab.stopping.JPEGConsistencyRule`), the same principle with the
+#: coding's bins for the noise level, which returns the average.
 #: The other tasks: ES-WMV, the rule Wang et al. (TMLR 2023) measured across denoising, inpainting and
 #: super-resolution; enhancement: paper 000's ratio rule, its own use.
-AUTO_STOP = {"denoise": "ema_discrepancy", "poisson": "ema_discrepancy", "jpeg": "wmv", "inpaint": "wmv",
+AUTO_STOP = {"denoise": "ema_discrepancy", "poisson": "ema_discrepancy", "jpeg": "jpeg_consistency", "inpaint": "wmv",
              "sr": "wmv", "enhance": "ratio"}
+
+
+def auto_rule(task) -> str:
+    """The rule ``stop="auto"`` uses for ``task``: :data:`AUTO_STOP`'s, ES-WMV for colour JPEG (whose chroma
+    is subsampled, which the consistency rule's bins do not describe), the ratio rule for a task not listed."""
+    if task.name == "jpeg" and not task.grey:
+        return "wmv"
+    return AUTO_STOP.get(task.name, "ratio")
 
 
 def output_measures(output: torch.Tensor, fbc: spectral.FBC | None = None, measures: str = "skimage"):
@@ -130,7 +142,7 @@ class RuleSet:
 
     def __init__(self, task, y: torch.Tensor, settings, physics):
         stop = settings.stop
-        self.chosen = AUTO_STOP.get(task.name, "ratio") if stop in ("auto", "record") else stop if stop in RULES else None
+        self.chosen = auto_rule(task) if stop in ("auto", "record") else stop if stop in RULES else None
         self.stops = stop != "record"
         self.ratio = stopping.RatioRule(settings.window, settings.eps, settings.eval_every)
         self.ratio_output: torch.Tensor | None = None
@@ -146,12 +158,18 @@ class RuleSet:
         if self.chosen in ("discrepancy", "ema_discrepancy") and self.discrepancy is None:
             raise ValueError(f"fit.stop: {self.chosen} needs a noise level; the {task.name} task has none "
                              f"(use ratio, wmv, emv or auto)")
+        self.consistency = None
+        if task.name == "jpeg" and task.grey:
+            self.consistency = stopping.JPEGConsistencyRule(y, physics_.jpeg_table(task.quality))
+        elif self.chosen == "jpeg_consistency":
+            raise ValueError(f"fit.stop: jpeg_consistency needs a grey JPEG observation; the {task.name} task "
+                             f"{'is colour' if task.name == 'jpeg' else 'is not JPEG'} (use ratio, wmv, emv or auto)")
         self.physics, self.y = physics, y
         self.ema: torch.Tensor | None = None
 
     def _rule(self, name: str):
         return {"ratio": self.ratio, "discrepancy": self.discrepancy, "ema_discrepancy": self.ema_discrepancy,
-                **self.variance}[name]
+                "jpeg_consistency": self.consistency, **self.variance}[name]
 
     def step(self, iteration: int, out: torch.Tensor, loss: torch.Tensor, ema: torch.Tensor) -> None:
         """Feed the output, the data-term residual and the EMA of one iteration."""
@@ -160,7 +178,9 @@ class RuleSet:
         if self.discrepancy is not None:
             self.discrepancy.update(iteration, loss.reshape(1), out)
             self.ema_discrepancy.update(iteration, self.physics.loss(ema, self.y).reshape(1), ema)
-        if self.chosen in ("wmv", "emv", "discrepancy", "ema_discrepancy"):
+        if self.consistency is not None:
+            self.consistency.update(iteration, ema)
+        if self.chosen in ("wmv", "emv", "discrepancy", "ema_discrepancy", "jpeg_consistency"):
             at = self._rule(self.chosen).detected_iteration == iteration
             self.ema = ema.clone() if self.ema is None else torch.where(at.view(-1, 1, 1, 1), ema, self.ema)
 

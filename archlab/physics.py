@@ -218,6 +218,15 @@ def jpeg(x: torch.Tensor, quality: int, grey: bool) -> torch.Tensor:
     return _stack(decoded, x)
 
 
+def jpeg_table(quality: int) -> torch.Tensor:
+    """The luma quantisation table (8, 8), natural order, Pillow's encoder uses at ``quality`` (the IJG table
+    scaled as libjpeg's ``jpeg_set_quality`` does, steps 1..255), as the decoder reads it back."""
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8)).save(buffer, format="JPEG", quality=quality)
+    with Image.open(buffer) as coded:
+        return torch.tensor(coded.quantization[0], dtype=torch.float64).view(8, 8)
+
+
 def jpeg_reference(x: torch.Tensor, grey: bool) -> torch.Tensor:
     """What :func:`jpeg` encodes, without the coding: the 8-bit Y channel when ``grey``, else ``x``."""
     return _stack([np.asarray(_encoder_input(image, grey)) for image in x], x) if grey else x

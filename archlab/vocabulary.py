@@ -41,5 +41,8 @@ INITS = ("kaiming-leaky", "kaiming", "torch")
 
 #: The stop rules a fit runs beside itself (:data:`archlab.loop.RULES`): paper 000's blur/sharpness ratio,
 #: Wang et al.'s windowed and exponential moving variance, and the discrepancy principle (noise tasks) on the
-#: output (``discrepancy``) and on the EMA of the outputs (``ema_discrepancy``), which then returns the EMA.
-STOP_RULES = ("ratio", "wmv", "emv", "discrepancy", "ema_discrepancy")
+#: output (``discrepancy``) and on the EMA of the outputs (``ema_discrepancy``), which then returns the EMA, and
+#: for grey JPEG the EMA's entry into the observation's quantisation constraint set (``jpeg_consistency``).
+STOP_RULES = ("ratio", "wmv", "emv", "discrepancy", "ema_discrepancy", "jpeg_consistency")
+#: The stop rules that return the moving average of the outputs where they stop (the others: the output).
+EMA_STOP_RULES = ("ema_discrepancy", "jpeg_consistency")

@@ -71,6 +71,42 @@ def test_every_rule_is_recorded_and_a_named_or_auto_rule_stops(noisy):
         fit(TINY, tasks.Inpaint(mask="center"), y, iterations=1, stop="discrepancy")
 
 
+def test_a_grey_jpeg_fit_stops_where_its_average_enters_the_quantisation_bins_and_returns_it():
+    """Replayed by hand from every output: the bias-corrected EMA (β 0.99) and the fraction of its DCT coefficients
+    outside the observation's bins; the fit stops at the first iteration where it is ≤ τ and returns that EMA."""
+    from archlab import physics
+    from archlab.stopping import DEFAULT_CONSISTENCY_TAU, block_coefficients
+
+    x = images.center_crop(images.resize(images.load("camera"), size=(32, 32)), 8)
+    task = tasks.JPEGDeblock(10)
+    observation = task.observe(x)
+    outputs = []
+    common = dict(iterations=200, lr=0.002, progress=False, fast=False, seed=0)
+    replay = fit("controlled-64", task, observation, stop="none", eval_every=1, window=10, **common,
+                 on_evaluation=lambda it, out: outputs.append(out.detach().clone()))
+    bins = block_coefficients(observation.y.double(), physics.jpeg_table(10)).round()
+    ema, expected = torch.zeros_like(outputs[0]), None
+    for t, out in enumerate(outputs, start=1):
+        ema = 0.99 * ema + 0.01 * out
+        average = ema / (1 - 0.99**t)
+        outside = (block_coefficients(average, physics.jpeg_table(10)) - bins).abs() > 0.5
+        if outside.float().mean() <= DEFAULT_CONSISTENCY_TAU:
+            expected = (t, average)
+            break
+    assert expected is not None and 10 < expected[0] < 200
+    assert replay.rules["jpeg_consistency"]["iteration"] == expected[0]
+    stopped = fit("controlled-64", task, observation, stop="auto", eval_every=10, **common)
+    assert stopped.stop_rule == AUTO_STOP["jpeg"] == "jpeg_consistency" and stopped.stop_reason == "jpeg_consistency"
+    assert stopped.auto_stop_iteration == expected[0] and stopped.stopped_at == 10 * math.ceil(expected[0] / 10)
+    torch.testing.assert_close(stopped.restored, expected[1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(stopped.restored, stopped.stop_ema_output)
+    colour = tasks.JPEGDeblock(10, grey=False)
+    assert fit(TINY, colour, colour.observe(images.center_crop(images.resize(images.load("astronaut"), size=(32, 32)), 8)),
+               iterations=20, stop="auto", progress=False).stop_rule == "wmv"  # chroma subsampling: no bins to check
+    with pytest.raises(ValueError, match="jpeg_consistency needs a grey JPEG observation; the denoise task is not JPEG"):
+        fit(TINY, tasks.Denoise(25), x, iterations=1, stop="jpeg_consistency")
+
+
 def test_the_ema_discrepancy_rule_is_the_discrepancy_principle_on_the_returned_average(noisy):
     """Replayed by hand from every output: EMA ē_t (β 0.99, bias-corrected), its residual ‖ē_t − y‖²/N against
     the clipped noise's level at ē_t; the fit must stop where that first reaches the level and return ē_t."""

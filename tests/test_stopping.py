@@ -19,6 +19,7 @@ from archlab.stopping import (
     DiscrepancyRule,
     DivergenceGuard,
     EMVRule,
+    JPEGConsistencyRule,
     RatioRule,
     WMVRule,
     blur_effect,
@@ -737,3 +738,69 @@ def test_new_rules_do_not_synchronise_on_cuda():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert all(rule.stopped.device.type == "cuda" for rule in rules)
+
+
+def test_block_coefficients_are_scipy_block_dcts_over_the_table():
+    from scipy.fft import dctn
+
+    from archlab.stopping import block_coefficients, dct_matrix
+
+    d = dct_matrix()
+    torch.testing.assert_close(d @ d.T, torch.eye(8, dtype=torch.float64), rtol=0, atol=1e-12)
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.uniform(0, 1, (2, 1, 19, 26)))  # partial blocks at the right and bottom edges
+    table = torch.from_numpy(rng.integers(1, 256, (8, 8)).astype(np.float64))
+    got = block_coefficients(x, table)
+    assert got.shape == (2, 1, 2, 3, 8, 8) and got.dtype == torch.float64
+    for i, j in ((0, 0), (1, 2)):
+        block = 255 * x[1, 0, 8 * i: 8 * i + 8, 8 * j: 8 * j + 8].numpy() - 128
+        np.testing.assert_allclose(got[1, 0, i, j].numpy(), dctn(block, norm="ortho") / table.numpy(), atol=1e-10)
+
+
+def test_a_clean_image_lies_in_the_quantisation_bins_of_its_jpeg_and_a_blurred_one_does_not():
+    from archlab import physics
+    from archlab.stopping import block_coefficients
+
+    x = from_numpy(data.camera()[::4, ::4])  # 128 px
+    table = physics.jpeg_table(10)
+    assert table[0].tolist() == [80, 55, 50, 80, 120, 200, 255, 255]  # the IJG luma table × 5, clipped at 255
+    y = physics.jpeg(x, 10, grey=True)
+    coefficients = block_coefficients(y.double(), table)
+    bins = coefficients.round()
+    assert (coefficients - bins).abs().mean() < 0.01  # the decoder's output sits at its bins' centres
+    rule = JPEGConsistencyRule(y, table)
+    blurred = from_numpy(filters.gaussian(data.camera()[::4, ::4] / 255.0, sigma=2))
+    flags = rule.update(1, blurred)
+    assert not flags[0] and rule.violations[0] > 0.01
+    assert rule.update(2, x)[0] and rule.violations[0] <= 1e-3 and rule.detected_iteration.tolist() == [2]
+    torch.testing.assert_close(rule.detected_output(), x)
+
+
+def test_consistency_rule_keeps_each_runs_first_consistent_average():
+    table = torch.full((8, 8), 16.0)
+    y = torch.full((2, 1, 16, 16), 0.5)
+    rule = JPEGConsistencyRule(y, table, tau=0.0)
+    far, near = torch.zeros_like(y), y + 0.005
+    assert rule.update(1, far).tolist() == [False, False]
+    assert rule.update(2, torch.cat([near[:1], far[:1]])).tolist() == [True, False]
+    assert rule.update(3, torch.cat([far[:1], near[:1] - 0.001])).tolist() == [True, True]  # a flag stays set
+    assert rule.detected_iteration.tolist() == [2, 3]
+    torch.testing.assert_close(rule.detected_output(), torch.cat([near[:1], near[:1] - 0.001]))
+    data_ = json.loads(json.dumps(rule.to_dict(), allow_nan=False))
+    assert data_["tau"] == 0.0 and data_["state"] == {"iteration": 3, "stopped": [True, True],
+                                                     "stop_iteration": [2, 3], "violations": [1 / 64, 0.0]}
+    rule.reset()
+    assert rule.stopped is None and rule.detected_output() is None
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: JPEGConsistencyRule(torch.rand(1, 1, 16, 16), torch.ones(4, 4)), r"table: \(4, 4\) is invalid"),
+    (lambda: JPEGConsistencyRule(torch.rand(1, 1, 16, 16), torch.zeros(8, 8)), "an 8×8 table of steps ≥ 1"),
+    (lambda: JPEGConsistencyRule(torch.rand(1, 1, 16, 16), torch.ones(8, 8), tau=1.0), "tau: 1.0 is invalid"),
+    (lambda: JPEGConsistencyRule(torch.rand(1, 1, 4, 4), torch.ones(8, 8)), "JPEGConsistencyRule"),
+    (lambda: JPEGConsistencyRule(torch.rand(1, 1, 16, 16), torch.ones(8, 8)).update(0, torch.rand(1, 3, 16, 16)),
+     r"outputs must have the observation's 1 runs and 1 channels, got \(1, 3, 16, 16\)"),
+])
+def test_bad_consistency_settings_are_rejected_with_the_parameter_named(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from archlab.cli import add_fit_arguments, check_fit, fit_inputs, progress_lines
 from archlab.restoration import DEFAULT_IMAGE, DEFAULT_RESTARTS
-from archlab.vocabulary import STOP_RULES
+from archlab.vocabulary import EMA_STOP_RULES, STOP_RULES
 
 #: The files ``restore`` writes into its output folder (an existing folder may hold only these).
 OUTPUTS = ("restored.png", "restored_last.png", "observed.png", "baseline_bicubic.png", "history.csv",
@@ -107,13 +107,13 @@ def _returned(runs: list, ema: float, seed: int) -> str:
         parts = []
         if stopped:
             rule = stopped[0].stop_rule
-            parts.append(f"{average if rule == 'ema_discrepancy' else 'output'} where its {rule} rule detected the stop")
+            parts.append(f"{average if rule in EMA_STOP_RULES else 'output'} where its {rule} rule detected the stop")
         if len(stopped) < len(runs):
             parts.append(f"{average if ema else 'output'} at its last iteration")
         return (f"the mean of {len(runs)} fits from the seeds {seed}-{seed + len(runs) - 1}: each fit's "
                 + " or, where it did not stop, ".join(parts))
     if result.stop_output is not None:
-        what = (f"the moving average of the outputs (β = {ema})" if result.stop_rule == "ema_discrepancy"
+        what = (f"the moving average of the outputs (β = {ema})" if result.stop_rule in EMA_STOP_RULES
                 else "the network output")
         return f"{what} at iteration {result.auto_stop_iteration}, where the {result.stop_rule} rule detected the stop"
     what = f"the moving average of the outputs (β = {ema})" if ema else "the network output"

@@ -112,7 +112,7 @@ def plot_fit_curves(history, path: str | os.PathLike, stop_iteration: int | None
 
 #: Colour and line style of each stop rule in :func:`plot_stop_points`.
 RULE_STYLES = {"ratio": ("C2", "--"), "wmv": ("C3", "-."), "emv": ("C4", ":"), "discrepancy": ("k", "--"),
-               "ema_discrepancy": ("C5", "-")}
+               "ema_discrepancy": ("C5", "-"), "jpeg_consistency": ("C6", "-")}
 
 
 def plot_stop_points(curves: Mapping[str, pd.DataFrame], stops: Mapping[str, Mapping[str, int | None]],
