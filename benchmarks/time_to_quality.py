@@ -25,7 +25,7 @@ Rows are appended to a CSV as each (task, image) finishes (a rerun skips what is
 capability, threads and load beside them; ``--refresh restore,restore-auto`` measures those methods again on
 the pairs already there and replaces their rows (the papers' loop, 96 % of a pair's time, is not rerun);
 ``--methods`` measures only some methods where a pair lacks them; ``--shard i/n`` lets n processes split the
-pairs, ``--images`` restricts them; ``--table`` prints them as Markdown with the ratios: the
+pairs, ``--images`` and ``--tasks`` restrict them; ``--table`` prints them as Markdown with the ratios: the
 papers' loop's time to its best PSNR (output and moving average) over ``restore``'s time, and the PSNR
 differences.
 
@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard", default="0/1", help="i/n: this process measures every n-th pair from the i-th")
     parser.add_argument("--images", default="", metavar="NAME[,NAME]",
                         help="only the pairs of these images (file stems, e.g. kodim03,0064)")
+    parser.add_argument("--tasks", default="", metavar="TASK[,TASK]",
+                        help=f"only the pairs of these tasks (of {', '.join(t['task'] for t in TASKS.values())})")
     parser.add_argument("--methods", default="", metavar="METHOD[,METHOD]",
                         help=f"measure only these of {', '.join(METHODS)} where a pair lacks them (default: all; "
                              "the three papers rows come from one run of the papers' loop)")
@@ -194,8 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     only = [name for name in args.images.split(",") if name]
     if any(name not in known for name in only):
         parser.error(f"--images {args.images!r} is invalid; allowed: a comma-separated subset of {', '.join(known)}")
+    names = [name for name in args.tasks.split(",") if name]
+    if any(name not in [t["task"] for t in TASKS.values()] for name in names):
+        parser.error(f"--tasks {args.tasks!r} is invalid; allowed: a comma-separated subset of "
+                     f"{', '.join(t['task'] for t in TASKS.values())}")
     pairs = [(label, task_dict, source, scale) for label, task_dict in TASKS.items() for source, scale in IMAGES
-             if not only or Path(source).stem in only]
+             if (not only or Path(source).stem in only) and (not names or task_dict["task"] in names)]
     for label, task_dict, source, scale in pairs[shard::shards]:
         present = set(done.loc[(done["task"] == label) & (done["image"] == Path(source).stem), "method"])
         todo = (refresh if present else ()) if refresh else tuple(m for m in methods if m not in present)

@@ -268,6 +268,12 @@ def test_time_to_quality_refresh_measures_restore_again_without_the_papers_loop(
     with pytest.raises(SystemExit) as exit_:
         ttq.main(["-o", str(out), "--methods", "paper"])
     assert exit_.value.code == 2
+    calls.clear()
+    assert ttq.main(["-o", str(out), "--refresh", "restore", "--tasks", "jpeg"]) == 0
+    assert calls == [("a", ("restore",)), ("b", ("restore",))] and pd.read_csv(out).query("task == 'jpeg q=10'").shape[0] == 6
+    with pytest.raises(SystemExit) as exit_:
+        ttq.main(["-o", str(out), "--tasks", "jpg"])
+    assert exit_.value.code == 2
 
 
 def test_stop_rule_replay_fills_a_rolled_back_evaluation_with_the_kept_state(tmp_path):
