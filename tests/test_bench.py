@@ -378,3 +378,17 @@ def test_exact_parity_finds_no_difference_between_one_code_and_itself():
                                                              iterations=3)
     assert list(updates) == [0, 1, 2] and np.abs(ours - theirs).max() < 1e-4 and ours[2] > ours[0]
     assert torch.get_default_dtype() == torch.float32 and seed_spread.EVAL_EVERY == 10  # dtype restored, setting untouched
+
+
+def test_jpeg_consistency_rows_stop_later_for_a_smaller_tau_and_never_above_the_best():
+    from benchmarks import jpeg_consistency as jc
+
+    x = images.center_crop(images.resize(images.load("camera"), size=(32, 32)), 8)
+    row = jc.measure("camera", x, iterations=200)
+    assert row["set"] == "training" and 1 <= row["best_iteration"] <= 200 and row["best_psnr"] > row["observation_psnr"]
+    stops = [row[f"stop τ={tau:g}"] for tau in jc.TAUS]
+    gaps = [row[f"gap τ={tau:g}"] for tau in jc.TAUS]
+    assert not np.isnan(stops[0]) and all(np.isnan(b) or a <= b for a, b in zip(stops, stops[1:]))
+    assert all(np.isnan(g) or g <= 0 for g in gaps)
+    text = jc.report(pd.DataFrame([row, row | {"image": "again", "set": "held-out"}]))
+    assert "| camera |" in text and "τ=0.0015 mean" in text
