@@ -624,17 +624,21 @@ def test_updates_are_device_work_only(monkeypatch):
     xs = torch.from_numpy(u_shaped_outputs(80, (2, 3, 4, 4), turn=20, seed=10, dtype=np.float32))
     rules = [WMVRule(window=8, patience=10), EMVRule(0.2, patience=10, warmup=5)]
     discrepancy, ema = DiscrepancyRule(sigma=0.1), EMA(0.9)
+    y = torch.rand(2, 1, 8, 8)
+    consistency = JPEGConsistencyRule(y, torch.full((8, 8), 16.0))
     for name in ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__"):
         monkeypatch.setattr(torch.Tensor, name, forbidden)
     for t, x in enumerate(xs):
         for rule in rules:
             flags = rule.update(t, x)
             assert isinstance(flags, torch.Tensor) and flags.dtype == torch.bool and flags.shape == (2,)
+        flags = consistency.update(t, y + 0.5 * (1 - t / 79) * x[:, :1, :1, :1])  # reaches y at the last step
+        assert flags.dtype == torch.bool and flags.shape == (2,)
         flags = discrepancy.update(t, torch.full((2,), 0.012 - t * 1e-4), x)
         assert isinstance(flags, torch.Tensor) and flags.dtype == torch.bool
         assert isinstance(ema.update(x), torch.Tensor)
     monkeypatch.undo()
-    assert all(rule.stopped.all() for rule in rules) and discrepancy.stopped.all()
+    assert all(rule.stopped.all() for rule in rules) and discrepancy.stopped.all() and consistency.stopped.all()
 
 
 def test_state_is_plain_json_and_settings_round_trip():
@@ -727,6 +731,8 @@ def test_new_rules_do_not_synchronise_on_cuda():
     rules = [WMVRule(window=8, patience=5), EMVRule(0.2, patience=5, warmup=3)]
     discrepancy, ema = DiscrepancyRule(sigma=0.1), EMA(0.9)
     discrepancy.update(0, torch.ones(2, device="cuda"), xs[0])  # the first update moves σ to the device
+    consistency = JPEGConsistencyRule(xs[-1, :, :1].cpu(), torch.full((8, 8), 16.0))
+    consistency.update(0, xs[0, :, :1])  # and the bins and the DCT
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -734,6 +740,7 @@ def test_new_rules_do_not_synchronise_on_cuda():
             for rule in rules:
                 rule.update(t, x)
             discrepancy.update(t, torch.full((2,), 0.02, device="cuda"), x)
+            consistency.update(t, x[:, :1])
             ema.update(x)
     finally:
         torch.cuda.set_sync_debug_mode("default")

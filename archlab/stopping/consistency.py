@@ -30,7 +30,7 @@ def dct_matrix(n: int = BLOCK, dtype: torch.dtype = torch.float64, device=None) 
     return d.to(dtype=dtype, device=device)
 
 
-def block_coefficients(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+def block_coefficients(x: torch.Tensor, table: torch.Tensor, dct: torch.Tensor | None = None) -> torch.Tensor:
     """The JPEG coefficients of images on the [0, 1] scale in units of their quantisation steps.
 
     Per 8×8 block b of the level-shifted 8-bit samples s = 255 x − 128 (the full blocks from the top left; a
@@ -42,6 +42,8 @@ def block_coefficients(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     ----------
     x : Tensor (K, C, H, W)
     table : Tensor (8, 8)
+    dct : Tensor (8, 8), optional
+        :func:`dct_matrix` in the computation's dtype on ``x``'s device, to save building it per call.
 
     Returns
     -------
@@ -51,7 +53,7 @@ def block_coefficients(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     dtype = torch.promote_types(x.dtype, torch.float32)
     s = 255 * x[..., : h - h % BLOCK, : w - w % BLOCK].to(dtype) - 128
     blocks = s.reshape(k, c, h // BLOCK, BLOCK, w // BLOCK, BLOCK).transpose(3, 4)
-    d = dct_matrix(dtype=dtype, device=x.device)
+    d = dct_matrix(dtype=dtype, device=x.device) if dct is None else dct
     return d @ blocks @ d.T / table.to(dtype=dtype, device=x.device)
 
 
@@ -112,6 +114,7 @@ class JPEGConsistencyRule:
         checks.number("JPEGConsistencyRule: tau", tau, low=0, high=1, open_high=True)
         self.table, self.tau = table.detach().double(), float(tau)
         self.bins = torch.round(block_coefficients(y.detach().double(), self.table))
+        self._device: tuple | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -130,9 +133,12 @@ class JPEGConsistencyRule:
         if outputs.shape[0] != self.bins.shape[0] or outputs.shape[1] != self.bins.shape[1]:
             raise ValueError(f"{name}: outputs must have the observation's {self.bins.shape[0]} runs and "
                              f"{self.bins.shape[1]} channels, got {tuple(outputs.shape)}")
-        bins = self.bins.to(outputs.device)
-        coefficients = block_coefficients(outputs, self.table)
-        outside = (coefficients - bins.to(coefficients.dtype)).abs() > 0.5
+        dtype = torch.promote_types(outputs.dtype, torch.float32)
+        if self._device is None or self._device[0].device != outputs.device or self._device[0].dtype != dtype:
+            self._device = (dct_matrix(dtype=dtype, device=outputs.device), self.table.to(outputs.device, dtype),
+                            self.bins.to(outputs.device, dtype))  # moved once, not at every update
+        dct, table, bins = self._device
+        outside = (block_coefficients(outputs, table, dct) - bins).abs() > 0.5
         self.violations = outside.flatten(1).float().mean(1)
         if self.stopped is None:
             self.stopped = torch.zeros(outputs.shape[0], dtype=torch.bool, device=outputs.device)
