@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from archlab import images, metrics, spectral, stopping
-from archlab import physics as physics_
+from archlab.physics import jpeg_table
 from archlab.vocabulary import STOP_RULES
 
 #: The stop rules a fit runs beside itself (:mod:`archlab.stopping`; :data:`archlab.vocabulary.STOP_RULES`).
@@ -160,7 +160,7 @@ class RuleSet:
                              f"(use ratio, wmv, emv or auto)")
         self.consistency = None
         if task.name == "jpeg" and task.grey:
-            self.consistency = stopping.JPEGConsistencyRule(y, physics_.jpeg_table(task.quality))
+            self.consistency = stopping.JPEGConsistencyRule(y, jpeg_table(task.quality))
         elif self.chosen == "jpeg_consistency":
             raise ValueError(f"fit.stop: jpeg_consistency needs a grey JPEG observation; the {task.name} task "
                              f"{'is colour' if task.name == 'jpeg' else 'is not JPEG'} (use ratio, wmv, emv or auto)")
