@@ -79,6 +79,25 @@ def studied(task: Task | None = None) -> tuple[ArchSpec, dict, str]:
     return spec, fit, reason
 
 
+def rules(task: Task | None = None) -> tuple[ArchSpec, dict, str]:
+    """Paper 004's rules (:data:`RULES`) at :data:`BASE_SPEC`'s width 64, without the texture classifier: the
+    spec (the task's overrides applied), its fit settings and the reason. What ``--arch rules`` fits and, for the
+    tasks of :data:`archlab.restoration.TASK_DEFAULTS`, ``archlab restore``'s default.
+
+    Examples
+    --------
+    >>> spec, fit, reason = rules()
+    >>> spec.kind, spec.depth, spec.width, fit["lr"], fit["stop"]
+    ('hourglass', 2, 64, 0.01, 'auto')
+    """
+    spec = BASE_SPEC
+    if task is not None and task.arch_overrides():
+        spec = spec.replace(**task.arch_overrides())
+    fit = {key: RULES[key][0] for key in ("iterations", "lr", "stop")}
+    return spec, fit, ("paper 004's rules at width 64: a 2-level hourglass with 4 skip channels, bilinear "
+                       "upsampling, λ 2, mean-only BN, lr 0.01")
+
+
 def _learnt_setup(config: dict, task: Task | None) -> tuple[ArchSpec, dict]:
     """A learnt table's configuration as the spec (:data:`LEARNT_BASE` filled in, the task's overrides applied)
     and the fit settings it was measured with (capped at :data:`LEARNT_ITERATIONS`, the automatic stop)."""
@@ -162,10 +181,8 @@ def recommend(image, task: Task | None = None) -> Recommendation:
         return Recommendation(spec=spec, fit=fit,
                               width=config["width"], probabilities=probabilities, texture_score=score,
                               noise_sigma=sigma, sources=sources, alternatives=tuple(ranking[:5]))
-    spec = BASE_SPEC.replace(width=width)
-    if task is not None and task.arch_overrides():
-        spec = spec.replace(**task.arch_overrides())
-    fit = {key: RULES[key][0] for key in ("iterations", "lr", "stop")}
+    spec, fit, _ = rules(task)
+    spec = spec.replace(width=width)
     sources = {key: source for key, (_, source) in RULES.items()}
     sources["width"] = "paper 004 §3.5: texture classifier (archlab.texture.default_predictor)"
     return Recommendation(spec=spec, fit=fit, width=width, probabilities=probabilities, texture_score=score,

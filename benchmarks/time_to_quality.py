@@ -11,8 +11,9 @@ Per (task, image), one after the other (so the machine's load is the same for al
 * ``papers-oracle-ema`` - the same for its moving average (the output Ulyanov et al.'s notebook also shows),
   whose best is higher and later;
 * ``restore`` - ``archlab restore``'s defaults (:func:`archlab.restoration.restore`: the task's studied
-  configuration where its study ships, else ``controlled-64``, the mean of
-  :data:`~archlab.restoration.DEFAULT_RESTARTS` seeded fits, each stopped by the task's rule) - the PSNR of what
+  configuration where its study ships, else its :data:`~archlab.restoration.TASK_DEFAULTS` architecture (JPEG:
+  paper 004's rules at width 64), else ``controlled-64``; the mean of
+  :func:`~archlab.restoration.default_restarts` seeded fits, each stopped by the task's rule) - the PSNR of what
   it returns and its wall time;
 * ``restore-auto`` - ``restore --arch auto`` (:func:`archlab.recommend.recommend` on the observation, its
   architecture and fit settings), with the default restarts;
@@ -104,7 +105,7 @@ def measure(label: str, task_dict: dict, source: str, scale: float | None, seed:
             continue
         start = time.perf_counter()
         spec, fit_settings = restoration.setup(arch, task, y)  # what restore --arch ARCH fits
-        restored, runs = restoration.fit_restarts(spec, task, observation, restarts or restoration.DEFAULT_RESTARTS,
+        restored, runs = restoration.fit_restarts(spec, task, observation, restarts or restoration.default_restarts(task),
                                                   seed=seed, device="cpu", progress=False, **fit_settings, **extra)
         wall = time.perf_counter() - start
         rows.append({**base, "method": method, "psnr": float(metrics.psnr(restored, reference)),

@@ -181,3 +181,32 @@ def test_restarts_on_cuda_average_the_batched_fits():
     mean, runs = restoration.fit_restarts("faster-dip-32", task, observation, 2, device="cuda", **settings)
     assert [r.extras["batch"] for r in runs] == [2, 2] and [r.settings["seed"] for r in runs] == [0, 1]
     torch.testing.assert_close(mean, (runs[0].restored + runs[1].restored) / 2)
+
+
+def test_jpeg_restores_by_default_with_two_fits_of_paper_004_s_rules(tmp_path, monkeypatch):
+    from archlab import fitting, recommend, restoration, tasks
+
+    task = tasks.JPEGDeblock(10)
+    assert restoration.default_arch(task) == "rules" and restoration.default_restarts(task) == 2
+    assert restoration.default_restarts(tasks.Denoise(25)) == restoration.DEFAULT_RESTARTS == 3
+    spec, settings = restoration.setup("rules", task)
+    assert spec == recommend.BASE_SPEC and (spec.kind, spec.depth, spec.width, spec.skip) == ("hourglass", 2, 64, 4)
+    assert settings == {**restoration.DEFAULT_FIT, "iterations": 3000, "lr": 0.01, "stop": "auto"}
+    seen = []
+    real_fit = fitting.fit
+    monkeypatch.setattr(fitting, "fit", lambda *a, **k: seen.append((a[0], k)) or real_fit(*a, **{**k, "iterations": 4}))
+    base = ["restore", "--task", "jpeg", "--image", "camera", "--size", "32", "--eval-every", "2"]
+    assert main([*base, "-o", str(tmp_path / "default")]) == 0
+    assert [s for s, _ in seen] == [recommend.BASE_SPEC] * 2
+    assert [k["seed"] for _, k in seen] == [0, 1] and {k["lr"] for _, k in seen} == {0.01}
+    summary = json.loads((tmp_path / "default" / "summary.json").read_text())
+    assert summary["arch"] == "rules" and len(summary["restarts"]) == 2
+    assert any(note.startswith("--arch rules: depth 2, width 64, skip 4, upsampler bilinear, lipschitz 2.0, lr 0.01")
+               for note in summary["notes"])
+    seen.clear()
+    assert main([*base, "--restarts", "1", "--lr", "0.005", "-o", str(tmp_path / "one")]) == 0
+    assert len(seen) == 1 and seen[0][1]["lr"] == 0.005
+    seen.clear()
+    assert main(["restore", "--image", "camera", "--size", "32", "--eval-every", "2", "--arch", "faster-dip-32",
+                 "-o", str(tmp_path / "denoise")]) == 0
+    assert len(seen) == restoration.DEFAULT_RESTARTS

@@ -82,4 +82,5 @@ def test_the_public_api_names_functions_not_the_modules_that_hold_them():
 def test_restore_fits_the_studied_configuration_where_the_task_ships_a_study():
     assert restoration.default_arch(tasks.Denoise(25)) == "studied"
     assert restoration.default_arch(tasks.PoissonDenoise(0.1)) == "studied"
-    assert restoration.default_arch(tasks.JPEGDeblock(10)) == restoration.DEFAULT_ARCH == "controlled-64"
+    assert restoration.default_arch(tasks.JPEGDeblock(10)) == "rules"
+    assert restoration.default_arch(tasks.Inpaint()) == restoration.DEFAULT_ARCH == "controlled-64"

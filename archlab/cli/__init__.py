@@ -116,7 +116,8 @@ def add_fit_arguments(parser: argparse.ArgumentParser, out: str) -> None:
     """The inputs of a restoration (``restore``, ``spectral fbc``): task and its flags,
     image or observation, size, architecture, fit settings, seed, device and ``-o`` (default ``out``)."""
     from archlab import models, tasks
-    from archlab.restoration import DEFAULT_ARCH, DEFAULT_FIT, DEFAULT_IMAGE, DEFAULT_MAX_PIXELS, DEFAULT_SIZE
+    from archlab.restoration import (DEFAULT_ARCH, DEFAULT_FIT, DEFAULT_IMAGE, DEFAULT_MAX_PIXELS, DEFAULT_SIZE,
+                                     TASK_DEFAULTS)
     from archlab.vocabulary import BUILTIN_IMAGES
 
     parser.add_argument("--task", default="denoise", choices=sorted(tasks.TASKS), help="inverse problem (default denoise)")
@@ -131,16 +132,19 @@ def add_fit_arguments(parser: argparse.ArgumentParser, out: str) -> None:
                         help=f"refuse a fit whose output has more pixels (memory; default {DEFAULT_MAX_PIXELS:,})")
     parser.add_argument("--arch", default=None,
                         help=f"a preset ({', '.join(sorted(models.PRESETS))}), 'auto' (recommended for the image), "
-                             f"'studied' (the task's study's best single configuration), or a spec .toml/.json "
-                             f"(default: 'studied' for the tasks whose study ships with archlab, else {DEFAULT_ARCH})")
+                             f"'studied' (the task's study's best single configuration), 'rules' (paper 004's "
+                             f"rules at width 64), or a spec .toml/.json (default: 'studied' for the tasks whose "
+                             f"study ships with archlab, "
+                             f"{', '.join(f'{arch!r} for {name}' for name, (arch, _) in TASK_DEFAULTS.items())}, "
+                             f"else {DEFAULT_ARCH})")
     parser.add_argument("--iterations", type=int, default=None,
-                        help=f"maximum iterations (default {DEFAULT_FIT['iterations']}; --arch auto or studied: "
-                             f"theirs)")
+                        help=f"maximum iterations (default {DEFAULT_FIT['iterations']}; --arch auto, studied or "
+                             f"rules: theirs)")
     parser.add_argument("--lr", type=float, default=None,
-                        help=f"Adam learning rate (default {DEFAULT_FIT['lr']}; --arch auto or studied: theirs)")
+                        help=f"Adam learning rate (default {DEFAULT_FIT['lr']}; --arch auto, studied or rules: theirs)")
     parser.add_argument("--input-jitter", type=float, default=None,
                         help=f"σ of the noise added to the network's input at every step (default "
-                             f"{DEFAULT_FIT['input_jitter']:.4g}; --arch auto or studied: theirs)")
+                             f"{DEFAULT_FIT['input_jitter']:.4g}; --arch auto, studied or rules: theirs)")
     parser.add_argument("--ema", type=float, default=0.99, help="weight of the output moving average (default 0.99)")
     parser.add_argument("--eval-every", type=int, default=10, help="iterations between measurements (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the degradation, the input and the weights")
@@ -245,7 +249,8 @@ def progress_lines(total: int, label: str):
 
 def fit_inputs(args, outputs: tuple[str, ...]):
     """Task, architecture (``--arch auto`` recommends one from the observation, ``--arch studied`` takes the task's
-    study's best single configuration, :func:`archlab.recommend.studied`), observation
+    study's best single configuration, :func:`archlab.recommend.studied`, ``--arch rules`` paper 004's rules at
+    width 64, :func:`archlab.recommend.rules`), observation
     (:class:`archlab.tasks.Observation`: y, its physics, the reference) and notes from the arguments of :func:`add_fit_arguments`, every input checked
     (``-o`` against ``outputs`` included) before anything is fitted or written."""
     from archlab import models, restoration
@@ -259,12 +264,12 @@ def fit_inputs(args, outputs: tuple[str, ...]):
     if args.arch is None:
         args.arch = restoration.default_arch(task)
     given = {key for key in restoration.DEFAULT_FIT if getattr(args, key, None) is not None}
-    if args.arch in ("auto", "studied"):
+    if args.arch in ("auto", *restoration.NAMED_CONFIGURATIONS):
         from archlab import recommend  # the learnt tables (scikit-learn) only when asked for
-    studied = recommend.studied(task) if args.arch == "studied" else None
+    named = getattr(recommend, args.arch)(task) if args.arch in restoration.NAMED_CONFIGURATIONS else None
     for key, value in restoration.DEFAULT_FIT.items():  # the user's value, else the default (or the advice)
         if key not in given:
-            setattr(args, key, studied[1].get(key, value) if studied else value)
+            setattr(args, key, named[1].get(key, value) if named else value)
     from archlab import stopping  # torch: the checks above stay cheap
 
     window = stopping.DEFAULT_WINDOW
@@ -272,15 +277,15 @@ def fit_inputs(args, outputs: tuple[str, ...]):
         divisors = ", ".join(str(d) for d in range(1, window + 1) if window % d == 0)
         raise ValueError(f"--eval-every: {args.eval_every} is invalid; allowed: a divisor of the stop rules' window "
                          f"of {window} iterations ({divisors})")
-    spec = (recommend.crop_spec(task) if args.arch == "auto" else studied[0] if studied
+    spec = (recommend.crop_spec(task) if args.arch == "auto" else named[0] if named
             else models.load_spec(args.arch))
     flags = {"image": "--image", "observed": "--observed", "size": "--size", "max_pixels": "--max-pixels"}
     prepared = restoration.prepare(task, spec, args.image, observed=args.observed, size=args.size, seed=args.seed,
                                    max_pixels=args.max_pixels, names=flags)
     notes = prepared.notes
-    if studied:
+    if named:
         fitted = {key: getattr(args, key) for key in restoration.DEFAULT_FIT}  # the user's values win
-        notes.append(f"--arch studied: {_choices(studied[0], fitted)}; {studied[2]}")
+        notes.append(f"--arch {args.arch}: {_choices(named[0], fitted)}; {named[2]}")
     if args.arch == "auto":
         advice = recommend.recommend(prepared.y, task=task)
         spec = advice.spec

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from archlab.cli import add_fit_arguments, check_fit, fit_inputs, progress_lines
-from archlab.restoration import DEFAULT_IMAGE, DEFAULT_RESTARTS
+from archlab.restoration import DEFAULT_IMAGE, DEFAULT_RESTARTS, TASK_DEFAULTS, default_restarts
 from archlab.vocabulary import EMA_STOP_RULES, STOP_RULES
 
 #: The files ``restore`` writes into its output folder (an existing folder may hold only these).
@@ -26,9 +26,10 @@ def register(subparsers) -> None:
                               epilog="Written as one folder (under a temporary name, renamed at the end). Ctrl-C or "
                                      "SIGTERM keeps the output so far, marked \"interrupted\": true, exit 130.")
     add_fit_arguments(p, out="restored")
-    p.add_argument("--restarts", type=int, default=DEFAULT_RESTARTS,
+    p.add_argument("--restarts", type=int, default=None,
                    help=f"fits from the seeds SEED, SEED+1, ... whose restorations are averaged (default "
-                        f"{DEFAULT_RESTARTS}; 1: a single fit)")
+                        f"{DEFAULT_RESTARTS}, {', '.join(f'{n} for {name}' for name, (_, n) in TASK_DEFAULTS.items())}"
+                        f"; 1: a single fit)")
     p.add_argument("--stop", default="auto", choices=("none", "auto", *STOP_RULES),
                    help="where to stop without the clean image: auto (the task's rule, default), a rule by name, "
                         "or none (run --iterations, return the moving average)")
@@ -36,9 +37,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    if args.restarts < 1:
+    if args.restarts is not None and args.restarts < 1:
         raise ValueError(f"--restarts: {args.restarts} is invalid; allowed: an integer ≥ 1")
     task, spec, observation, notes = fit_inputs(args, OUTPUTS)
+    if args.restarts is None:
+        args.restarts = default_restarts(task)
     y, reference = observation.y, observation.reference
     from archlab import images, metrics, report
     from archlab.restoration import fit_restarts
