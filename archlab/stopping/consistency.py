@@ -7,6 +7,7 @@ import math
 import torch
 
 from archlab import checks
+from archlab.stopping.discrepancy import FirstCrossing
 from archlab.stopping.variance import json_values
 
 #: τ of :class:`JPEGConsistencyRule`: the fraction of DCT coefficients the moving average may leave outside
@@ -57,7 +58,7 @@ def block_coefficients(x: torch.Tensor, table: torch.Tensor, dct: torch.Tensor |
     return d @ blocks @ d.T / table.to(dtype=dtype, device=x.device)
 
 
-class JPEGConsistencyRule:
+class JPEGConsistencyRule(FirstCrossing):
     """The discrepancy principle for JPEG: stop when the moving average falls in the quantisation
     constraint set of the observation.
 
@@ -119,11 +120,8 @@ class JPEGConsistencyRule:
 
     def reset(self) -> None:
         """Forget the stop flags and the kept outputs."""
-        self._last_iteration: int | None = None
-        self._output: torch.Tensor | None = None
+        super().reset()
         self.violations: torch.Tensor | None = None
-        self.stopped: torch.Tensor | None = None
-        self.stop_iteration: torch.Tensor | None = None
 
     def update(self, iteration: int, outputs: torch.Tensor) -> torch.Tensor:
         """Record the moving averages ē (K, C, H, W) of ``iteration``; return the stop flags, bool (K,)."""
@@ -140,25 +138,7 @@ class JPEGConsistencyRule:
         dct, table, bins = self._device
         outside = (block_coefficients(outputs, table, dct) - bins).abs() > 0.5
         self.violations = outside.flatten(1).float().mean(1)
-        if self.stopped is None:
-            self.stopped = torch.zeros(outputs.shape[0], dtype=torch.bool, device=outputs.device)
-            self.stop_iteration = torch.full_like(self.stopped, -1, dtype=torch.int64)
-        self._last_iteration = iteration
-        fire = (self.violations <= self.tau) & ~self.stopped
-        self.stop_iteration = torch.where(fire, iteration, self.stop_iteration)
-        self.stopped = self.stopped | fire
-        kept = torch.full_like(outputs, math.nan) if self._output is None else self._output
-        self._output = torch.where(fire.view(-1, 1, 1, 1), outputs, kept)
-        return self.stopped.clone()
-
-    @property
-    def detected_iteration(self) -> torch.Tensor | None:
-        """int64 (K,): where each run stopped (its moving average there is kept), −1 while running."""
-        return self.stop_iteration
-
-    def detected_output(self) -> torch.Tensor | None:
-        """(K, C, H, W): the moving average at each run's stop, NaN while it runs."""
-        return self._output
+        return self._cross(iteration, self.violations <= self.tau, outputs)
 
     def to_dict(self) -> dict:
         """Settings and, under ``"state"``, the state as plain numbers."""

@@ -123,7 +123,46 @@ def estimate_sigma(y: torch.Tensor) -> torch.Tensor:
 
 
 
-class DiscrepancyRule:
+class FirstCrossing:
+    """The state of a rule that stops each run once, at the first update where its statistic falls to a
+    threshold, and keeps the output given there: ``stopped`` and ``stop_iteration`` (K,), the last iteration.
+
+    Subclasses compute the comparison and call :meth:`_cross`; :meth:`reset` starts over.
+    """
+
+    def reset(self) -> None:
+        """Forget the stop flags and the kept outputs."""
+        self._last_iteration: int | None = None
+        self._output: torch.Tensor | None = None
+        self.stopped: torch.Tensor | None = None
+        self.stop_iteration: torch.Tensor | None = None
+
+    def _cross(self, iteration: int, below: torch.Tensor, outputs: torch.Tensor | None) -> torch.Tensor:
+        """Stop the runs whose statistic is ``below`` (bool (K,)) their threshold for the first time at
+        ``iteration``, keep their ``outputs`` (K, C, H, W) there; return the stop flags, bool (K,)."""
+        if self.stopped is None:
+            self.stopped = torch.zeros(below.shape, dtype=torch.bool, device=below.device)
+            self.stop_iteration = torch.full(below.shape, -1, dtype=torch.int64, device=below.device)
+        self._last_iteration = iteration
+        fire = below & ~self.stopped
+        self.stop_iteration = torch.where(fire, iteration, self.stop_iteration)
+        self.stopped = self.stopped | fire
+        if outputs is not None:
+            kept = torch.full_like(outputs, math.nan) if self._output is None else self._output
+            self._output = torch.where(fire.view(-1, 1, 1, 1), outputs, kept)
+        return self.stopped.clone()
+
+    @property
+    def detected_iteration(self) -> torch.Tensor | None:
+        """int64 (K,): where each run stopped (the output given there is kept), −1 while running."""
+        return self.stop_iteration
+
+    def detected_output(self) -> torch.Tensor | None:
+        """(K, C, H, W): the output given at each run's stop, NaN while it runs (None if none was given)."""
+        return self._output
+
+
+class DiscrepancyRule(FirstCrossing):
     """The discrepancy principle of Morozov (1966): stop when the residual reaches the noise level.
 
     With the per-value data-fit residual ρ_t = ‖A f(z_t) − y‖² / N of each run (the MSE loss of the
@@ -201,12 +240,9 @@ class DiscrepancyRule:
 
     def reset(self) -> None:
         """Forget the stop flags and the kept outputs."""
+        super().reset()
         self._threshold: torch.Tensor | None = None
-        self._last_iteration: int | None = None
-        self._output: torch.Tensor | None = None
         self.residual: torch.Tensor | None = None
-        self.stopped: torch.Tensor | None = None
-        self.stop_iteration: torch.Tensor | None = None
 
     def update(self, iteration: int, residual: torch.Tensor, outputs: torch.Tensor | None = None) -> torch.Tensor:
         """Record the residual (K,) of ``iteration``; return the stop flags, bool (K,).
@@ -235,29 +271,10 @@ class DiscrepancyRule:
             else:
                 level = clipped_noise_power(outputs, self.sigma.to(outputs.device)).mean((1, 2, 3))
             self._threshold = (self.tau * level).to(residual.dtype)
-        if self.stopped is None:
-            if not self.clipped:
-                self._threshold = (self.tau * self.sigma.square()).to(residual.device)
-            self.stopped = torch.zeros(residual.shape, dtype=torch.bool, device=residual.device)
-            self.stop_iteration = torch.full(residual.shape, -1, dtype=torch.int64, device=residual.device)
-        self._last_iteration = iteration
+        if self.stopped is None and not self.clipped:
+            self._threshold = (self.tau * self.sigma.square()).to(residual.device)
         self.residual = residual.detach()
-        fire = (self.residual <= self._threshold) & ~self.stopped
-        self.stop_iteration = torch.where(fire, iteration, self.stop_iteration)
-        self.stopped = self.stopped | fire
-        if outputs is not None:
-            kept = torch.full_like(outputs, math.nan) if self._output is None else self._output
-            self._output = torch.where(fire.view(-1, 1, 1, 1), outputs, kept)
-        return self.stopped.clone()
-
-    @property
-    def detected_iteration(self) -> torch.Tensor | None:
-        """int64 (K,): where each run stopped (the discrepancy principle keeps that output), −1 while running."""
-        return self.stop_iteration
-
-    def detected_output(self) -> torch.Tensor | None:
-        """(K, C, H, W): the output at each run's stop, NaN while it runs (None if no outputs were given)."""
-        return self._output
+        return self._cross(iteration, self.residual <= self._threshold, outputs)
 
     def to_dict(self) -> dict:
         """Settings (``sigma``: the effective σ) and, under ``"state"``, the state as plain numbers."""
