@@ -201,8 +201,8 @@ def test_jpeg_restores_by_default_with_two_fits_of_paper_004_s_rules(tmp_path, m
     assert [k["seed"] for _, k in seen] == [0, 1] and {k["lr"] for _, k in seen} == {0.01}
     summary = json.loads((tmp_path / "default" / "summary.json").read_text())
     assert summary["arch"] == "rules" and len(summary["restarts"]) == 2
-    assert any(note.startswith("--arch rules: depth 2, width 64, skip 4, upsampler bilinear, lipschitz 2.0, lr 0.01")
-               for note in summary["notes"])
+    assert any(note.startswith("--arch rules: depth 2, width 64, skip 4, upsampler bilinear, lipschitz 2.0, lr 0.01, "
+                               "input_jitter 0.0333, iterations 3000; paper 004's rules") for note in summary["notes"])
     seen.clear()
     assert main([*base, "--restarts", "1", "--lr", "0.005", "-o", str(tmp_path / "one")]) == 0
     assert len(seen) == 1 and seen[0][1]["lr"] == 0.005

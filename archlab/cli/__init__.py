@@ -298,9 +298,11 @@ def fit_inputs(args, outputs: tuple[str, ...]):
 
 
 def _choices(spec, fit: dict) -> str:
-    """``depth 4, width 16, ..., iterations 1000``: what a chosen architecture and its fit settings set."""
-    return ", ".join(f"{key} {spec.to_dict().get(key, fit.get(key))}"
-                     for key in ("depth", "width", "skip", "upsampler", "lipschitz", "lr", "input_jitter", "iterations"))
+    """``depth 4, width 16, ..., iterations 1000``: what a chosen architecture and its fit settings set (numbers
+    to four decimals)."""
+    values = {key: spec.to_dict().get(key, fit.get(key))
+              for key in ("depth", "width", "skip", "upsampler", "lipschitz", "lr", "input_jitter", "iterations")}
+    return ", ".join(f"{key} {round(value, 4) if isinstance(value, float) else value}" for key, value in values.items())
 
 
 def _command(argv: list[str]) -> str | None:
