@@ -240,6 +240,13 @@ def default_restarts(task: tasks.Task) -> int:
     return TASK_DEFAULTS.get(task.name, (None, DEFAULT_RESTARTS))[1]
 
 
+def named_configuration(arch: str, task: tasks.Task) -> tuple[models.ArchSpec, dict, str]:
+    """The spec, fit settings and reason of ``arch``, one of :data:`NAMED_CONFIGURATIONS`, for ``task``."""
+    from archlab import recommend  # the learnt tables (scikit-learn) only when asked for
+
+    return {"studied": recommend.studied, "rules": recommend.rules}[arch](task)
+
+
 def setup(arch: str | models.ArchSpec, task: tasks.Task, observed: torch.Tensor | None = None) -> tuple:
     """The spec and fit settings a restoration fits for ``arch``: a preset, spec file or spec with
     :data:`DEFAULT_FIT`; ``"studied"``, the task's study's best single configuration and its settings
@@ -250,11 +257,11 @@ def setup(arch: str | models.ArchSpec, task: tasks.Task, observed: torch.Tensor 
     settings = {**DEFAULT_FIT, "stop": "auto"}
     if not isinstance(arch, str) or arch not in ("auto", *NAMED_CONFIGURATIONS):
         return models.load_spec(arch), settings
+    if arch in NAMED_CONFIGURATIONS:
+        spec, named_fit, _ = named_configuration(arch, task)
+        return spec, settings | named_fit
     from archlab import recommend
 
-    if arch in NAMED_CONFIGURATIONS:
-        spec, named_fit, _ = getattr(recommend, arch)(task)
-        return spec, settings | named_fit
     if observed is None:
         return recommend.crop_spec(task), settings
     advice = recommend.recommend(observed, task=task)

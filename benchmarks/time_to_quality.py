@@ -105,8 +105,9 @@ def measure(label: str, task_dict: dict, source: str, scale: float | None, seed:
             continue
         start = time.perf_counter()
         spec, fit_settings = restoration.setup(arch, task, y)  # what restore --arch ARCH fits
-        restored, runs = restoration.fit_restarts(spec, task, observation, restarts or restoration.default_restarts(task),
-                                                  seed=seed, device="cpu", progress=False, **fit_settings, **extra)
+        restored, runs = restoration.fit_restarts(spec, task, observation,
+                                                  restarts or restoration.default_restarts(task), seed=seed,
+                                                  device="cpu", progress=False, **fit_settings, **extra)
         wall = time.perf_counter() - start
         rows.append({**base, "method": method, "psnr": float(metrics.psnr(restored, reference)),
                      "iterations": sum(r.stopped_at for r in runs), "seconds": wall, "fits": len(runs),

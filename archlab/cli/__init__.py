@@ -264,9 +264,10 @@ def fit_inputs(args, outputs: tuple[str, ...]):
     if args.arch is None:
         args.arch = restoration.default_arch(task)
     given = {key for key in restoration.DEFAULT_FIT if getattr(args, key, None) is not None}
-    if args.arch in ("auto", *restoration.NAMED_CONFIGURATIONS):
+    if args.arch == "auto":
         from archlab import recommend  # the learnt tables (scikit-learn) only when asked for
-    named = getattr(recommend, args.arch)(task) if args.arch in restoration.NAMED_CONFIGURATIONS else None
+    named = (restoration.named_configuration(args.arch, task) if args.arch in restoration.NAMED_CONFIGURATIONS
+             else None)
     for key, value in restoration.DEFAULT_FIT.items():  # the user's value, else the default (or the advice)
         if key not in given:
             setattr(args, key, named[1].get(key, value) if named else value)
