@@ -120,7 +120,10 @@ class FitResult:
     ``history`` has one row per evaluation; ``rules`` says, per rule, where it detected and
     stopped (and the PSNR of its output where a reference was given). ``baseline`` is the task's
     naive restoration of the observation (itself; bicubic for SR) and ``observation_psnr`` its PSNR
-    against the reference (None without a reference of its size).
+    against the reference (None without a reference of its size). ``seconds`` is the wall time of the fit,
+    ``cpu_seconds`` the CPU time the process spent in it: with one torch thread the fit's own work, which other
+    processes on the cores do not inflate (a one-thread fit beside two busy processes on two cores took 1.6× the
+    wall time and the same CPU time), so fits timed at different loads compare by it.
 
     Examples
     --------
@@ -152,6 +155,7 @@ class FitResult:
     observation_psnr: float | None = None
     stop_ema_output: torch.Tensor | None = None
     rules: dict = field(default_factory=dict)
+    cpu_seconds: float = math.nan
 
     @property
     def restored(self) -> torch.Tensor:
@@ -162,6 +166,7 @@ class FitResult:
         """Scalar results: peak/final/stop PSNR and iterations where a reference was known."""
         h = self.history
         out = {"iterations": self.stopped_at, "stop_reason": self.stop_reason, "seconds": round(self.seconds, 2),
+               "cpu_seconds": round(self.cpu_seconds, 2),
                "stop_rule": self.stop_rule, "auto_stop_iteration": self.auto_stop_iteration}
         for name, rule in self.rules.items():
             out.update({f"{name}_{key}": value for key, value in rule.items()})
@@ -235,7 +240,7 @@ def _result(run: loop.Run, spec: dict, extras: dict) -> FitResult:
                      best_iteration=best[1], auto_stop_iteration=selected["iteration"],
                      stop_output=selected["output"], stop_ema_output=selected["ema"], stop_rule=run.rules.chosen,
                      rules=selected["rules"], restores=run.restores, extras=extras, baseline=outcome["baseline"],
-                     observation_psnr=outcome["observation_psnr"])
+                     observation_psnr=outcome["observation_psnr"], cpu_seconds=outcome["cpu_seconds"])
 
 
 def fit(arch: ArchSpec | str | nn.Module, task: Task, observation: torch.Tensor, settings: FitSettings | None = None,

@@ -8,7 +8,9 @@ it took. From those rows two regressors are learnt (scikit-learn's ``HistGradien
                                                                  :func:`archlab.texture.features`, and its
                                                                  number of channels) and c,
     log seconds(c, channels)                                    from the configuration and the image's number
-                                                                 of channels,
+                                                                 of channels (the fits' CPU seconds where the
+                                                                 table has them for every row, else their wall
+                                                                 seconds: :func:`time_column`),
 
 so the difficulty of an image (its mean PSNR) drops out and what is learnt is how a configuration suits a
 texture. For a new image every configuration of the study is scored and the one with the largest
@@ -185,7 +187,7 @@ class LearntRecommender:
                                                   min_samples_leaf=10, random_state=random_state)
         self.psnr.fit(design, gain.to_numpy())
         self.time = HistGradientBoostingRegressor(max_iter=200, min_samples_leaf=5, random_state=random_state)
-        self.time.fit(_timed(encoded, table["channels"]), np.log(table["seconds"].astype(float)))
+        self.time.fit(_timed(encoded, table["channels"]), np.log(table[time_column(table)].astype(float)))
         # what rank scores, independent of the image: the study's configurations and the default (configurations
         # equal to the six significant digits the tables keep are one), encoded
         candidates = pd.concat([self.configs, pd.DataFrame([DEFAULT_CONFIG])], ignore_index=True)
@@ -227,6 +229,20 @@ class LearntRecommender:
         return (allowed[0] if allowed else default), ranking
 
 
+def time_column(table: pd.DataFrame) -> str:
+    """The time a table's configurations are compared by: ``cpu_seconds`` where every row has it, else
+    ``seconds``.
+
+    A study's fits run one after another over hours, beside whatever else loads the cores; their wall time
+    follows that load (a one-thread fit beside two busy processes on two cores took 1.6× the wall time, the
+    same CPU time), so a configuration fitted under a heavier load than the default looks slower than it is,
+    and one fitted under a lighter load faster. The CPU time of a one-thread fit does not follow the load, so
+    it is used wherever the table has it; a table joined from studies that did not record it is compared by
+    wall time throughout, never by a mix of both.
+    """
+    return "cpu_seconds" if "cpu_seconds" in table and table["cpu_seconds"].notna().all() else "seconds"
+
+
 def _timed(encoded: pd.DataFrame, channels) -> pd.DataFrame:
     """What the time regressor reads: the images' numbers of channels and the encoded configurations."""
     channels = np.broadcast_to(np.asarray(channels, float), len(encoded))
@@ -246,7 +262,8 @@ def cross_validate(table: pd.DataFrame, folds: int = 5, random_state: int = 0) -
       learning);
 
     and the image's own rows give ``default`` (:data:`DEFAULT_CONFIG`) and ``oracle`` (its best configuration,
-    an upper bound no user can pick). Every PSNR and time is the measured one of that (configuration, image).
+    an upper bound no user can pick). Every PSNR and time is the measured one of that (configuration, image);
+    the time is :func:`time_column`'s.
 
     Parameters
     ----------
@@ -267,7 +284,7 @@ def cross_validate(table: pd.DataFrame, folds: int = 5, random_state: int = 0) -
     """
     ids = _config_ids(table)
     default_id = _config_id(DEFAULT_CONFIG)
-    keyed = table.assign(config_id=ids)
+    keyed = table.assign(config_id=ids, seconds=table[time_column(table)])
     measured = keyed.groupby(["image", "config_id"]).agg(  # a configuration a study ran twice: the mean
         {"stop_psnr": "mean", "seconds": "mean", **dict.fromkeys(FEATURES, "first")})
     images = table["image"].drop_duplicates().to_numpy()
@@ -295,7 +312,8 @@ def cross_validate(table: pd.DataFrame, folds: int = 5, random_state: int = 0) -
 def best_single(table: pd.DataFrame) -> Choice | None:
     """The one configuration a study gives without per-image learning: the best mean PSNR at the stop over the
     table's images among the configurations fitted to every image and no slower than :data:`DEFAULT_CONFIG` on
-    their mean (the ``fixed`` choice of :func:`cross_validate`, here from every image).
+    their mean (in :func:`time_column`'s time; the ``fixed`` choice of :func:`cross_validate`, here from every
+    image).
 
     Returns
     -------
@@ -303,7 +321,7 @@ def best_single(table: pd.DataFrame) -> Choice | None:
         The configuration, with its *measured* means: ``gain`` over the table's mean PSNR, ``gain_over_default``
         over the default's and ``seconds``; None when the default was not fitted to every image.
     """
-    keyed = table.assign(config_id=_config_ids(table))
+    keyed = table.assign(config_id=_config_ids(table), seconds=table[time_column(table)])
     everywhere, default_id = _fitted_everywhere(keyed), _config_id(DEFAULT_CONFIG)
     if default_id not in everywhere:
         return None

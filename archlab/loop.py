@@ -348,7 +348,8 @@ def run(nets, runs: list[Run], *, progress: bool | None = False, interruptible: 
     ``interruptible``: SIGINT/SIGTERM end the loop after the current iteration (reason ``interrupted``).
     ``outcome`` keys: ``output``/``ema_output`` (the task's restore of the last output and of the EMA),
     ``history``, ``stopped_at``, ``reason`` (``iterations``, a rule's name, ``diverged`` or ``interrupted``),
-    ``seconds`` (until the run ended), ``best`` (PSNR, iteration, output), ``selected``
+    ``seconds`` (wall time until the run ended), ``cpu_seconds`` (the process's CPU time until then: with one
+    torch thread the fit's own work, unchanged when other processes load the cores), ``best`` (PSNR, iteration, output), ``selected``
     (:meth:`RuleSet.selected`), ``baseline`` (the task's naive restoration of y: y itself, or bicubic for
     SR) and ``observation_psnr`` (the baseline's PSNR, where a reference of its size is known).
     """
@@ -357,7 +358,7 @@ def run(nets, runs: list[Run], *, progress: bool | None = False, interruptible: 
     live, everyone = list(runs), list(runs)
     bar = progress_bar(total, progress)
     interrupted = [False]
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     iteration, out = 0, None
     for iteration in iterations(total, interrupted if interruptible else None):
         nets.zero_grad()
@@ -383,7 +384,7 @@ def run(nets, runs: list[Run], *, progress: bool | None = False, interruptible: 
                                  if k in monitor.columns})
         if not ended:
             continue
-        seconds = time.perf_counter() - start
+        seconds = (time.perf_counter() - start, time.process_time() - cpu_start)
         for slot, reason in ended.items():
             _finish(nets, live[slot], slot, out[slot], iteration, reason, seconds)
         keep = [slot for slot in range(len(live)) if slot not in ended]
@@ -392,7 +393,7 @@ def run(nets, runs: list[Run], *, progress: bool | None = False, interruptible: 
             break
         nets.keep(keep)
         out = out[keep]
-    seconds = time.perf_counter() - start
+    seconds = (time.perf_counter() - start, time.process_time() - cpu_start)
     if bar is not None:
         bar.close()
     for slot, r in enumerate(live):
@@ -450,8 +451,10 @@ def _evaluate(nets, live: list[Run], iteration: int, out: torch.Tensor, losses: 
     return ended, table
 
 
-def _finish(nets, r: Run, slot: int, out: torch.Tensor, iteration: int, reason: str, seconds: float) -> None:
-    """Close run ``r``: its final outputs (the last good weights' after a divergence) and rule results."""
+def _finish(nets, r: Run, slot: int, out: torch.Tensor, iteration: int, reason: str,
+            seconds: tuple[float, float]) -> None:
+    """Close run ``r``: its final outputs (the last good weights' after a divergence) and rule results;
+    ``seconds``: the wall and CPU time until it ended."""
     with torch.no_grad():
         ema_out = r.average.value
         if reason == "diverged":  # report the last good weights, not the blown-up iterate
@@ -466,6 +469,6 @@ def _finish(nets, r: Run, slot: int, out: torch.Tensor, iteration: int, reason: 
             observation_psnr = float(metrics.psnr(baseline, r.reference))
     r.outcome = {"output": final.cpu(), "ema_output": ema_final.cpu(), "history": r.monitor.frame(),
                  "baseline": baseline.cpu(), "observation_psnr": observation_psnr,
-                 "stopped_at": iteration, "reason": reason, "seconds": seconds,
+                 "stopped_at": iteration, "reason": reason, "seconds": seconds[0], "cpu_seconds": seconds[1],
                  "best": (r.best[0], r.best[1], None if r.best[2] is None else r.best[2].cpu()),
                  "selected": selected}

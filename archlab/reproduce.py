@@ -130,7 +130,7 @@ def execute(run: Run, device: str = "auto", fast: bool = False, trajectory: Path
            "peak_psnr_ema": s["peak_psnr_ema"], "final_psnr_ema": s["final_psnr_ema"],
            "stop_iteration": s["auto_stop_iteration"], "stop_psnr": s.get("stop_psnr", math.nan),
            "iterations": s["iterations"], "stop_reason": s["stop_reason"], "seconds": s["seconds"],
-           "engine": result.settings["precision"],
+           "cpu_seconds": s["cpu_seconds"], "engine": result.settings["precision"],
            "lipschitz": result.spec.get("lipschitz"), "stop_rule": s["stop_rule"], "rules": " ".join(result.rules)}
     row.update({key: value for key, value in s.items() if key.startswith(tuple(f"{rule}_" for rule in RULES))})
     psnr = result.history.set_index("iteration")["psnr"] if "psnr" in result.history else None
@@ -139,7 +139,7 @@ def execute(run: Run, device: str = "auto", fast: bool = False, trajectory: Path
             row[f"psnr_{checkpoint}"] = float(psnr[checkpoint])
     if run.restarts > 1:  # the mean is what the configuration returns; the other columns are the first fit's
         row.update(stop_psnr=float(metrics.psnr(mean, reference)), seconds=round(sum(f.seconds for f in fits), 2),
-                   fits=len(fits))
+                   cpu_seconds=round(sum(f.cpu_seconds for f in fits), 2), fits=len(fits))
     if run.arch == AUTO:
         row["chosen"] = " ".join(f"{k}={result.spec.get(k, result.settings.get(k))}"
                                  for k in learnt.CONFIG_COLUMNS)

@@ -128,6 +128,16 @@ def test_the_ema_discrepancy_rule_is_the_discrepancy_principle_on_the_returned_a
     assert result.rules["discrepancy"]["iteration"] <= detected  # the average lags the latest output
 
 
+def test_a_fit_reports_its_cpu_time_beside_its_wall_time(noisy):
+    import time
+
+    task, x, y = noisy
+    result = fit(TINY, task, y, iterations=20, eval_every=10, progress=False, fast=False,
+                 on_evaluation=lambda i, out: time.sleep(0.2))  # waiting: wall time without CPU time
+    assert 0 < result.cpu_seconds < result.seconds - 0.3
+    assert result.summary()["cpu_seconds"] == round(result.cpu_seconds, 2)
+
+
 def test_the_ema_is_bias_corrected(noisy):
     task, x, y = noisy
     one = fit(TINY, task, y, iterations=1, eval_every=1, ema=0.99, progress=False, fast=False)

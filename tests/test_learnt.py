@@ -234,7 +234,8 @@ def test_study_learn_writes_the_table(tmp_path, monkeypatch, capsys):
     out = tmp_path / "t.csv"
     assert main(["study", "learn", str(path), "-o", str(out)]) == 0
     assert "2 fits, 1 images, 2 configurations" in capsys.readouterr().out
-    assert len(learnt.load_table("denoise", out)) == 2
+    written = learnt.load_table("denoise", out)
+    assert len(written) == 2 and (written["seconds"] == 0.5).all() and (written["cpu_seconds"] == 0.4).all()
     out.unlink()
     assert main(["study", "learn", str(path), "-o", str(out), "--folds", "3"]) == 2  # 1 image: nothing written
     assert "folds: 3 is invalid; allowed: 2 to the number of images (1)" in capsys.readouterr().err
@@ -293,6 +294,23 @@ def test_the_best_single_configuration_is_the_best_mean_no_slower_than_the_defau
     assert best.seconds == pytest.approx(3.2) and best.gain == pytest.approx(by_width[32] - table["stop_psnr"].mean())
     assert learnt.best_single(table[table["width"] != 64]) is None  # no default to compare with
     assert learnt.best_single(table[table["width"] == 64]).is_default
+
+
+def test_configurations_are_compared_by_cpu_time_where_every_fit_has_it():
+    table = synthetic_table(range(20))  # width 32 (+1 dB on smooth images) is faster than the default 64
+    table.loc[table["width"] == 32, "stop_psnr"] += 2  # the best mean PSNR
+    table.loc[table["width"] == 32, "seconds"] = 9.0  # timed under a heavy load: slower than the default's 6.4 s
+    assert learnt.time_column(table) == "seconds" and learnt.best_single(table).is_default
+    table["cpu_seconds"] = table["width"] / 10  # its CPU time: faster than the default
+    assert learnt.time_column(table) == "cpu_seconds"
+    best = learnt.best_single(table)
+    assert best.config["width"] == 32 and best.seconds == pytest.approx(3.2)
+    rows = learnt.cross_validate(table, folds=4)
+    assert (rows["fixed_seconds"] == 3.2).all() and (rows["default_seconds"] == 6.4).all()
+    choice, ranking = learnt.LearntRecommender(table).choose(table.iloc[0])
+    assert choice.config["width"] == 32 and choice.seconds < next(c for c in ranking if c.is_default).seconds
+    table.loc[table["image"] == "im0", "cpu_seconds"] = np.nan  # joined with a study that did not record it
+    assert learnt.time_column(table) == "seconds" and learnt.best_single(table).is_default
 
 
 def test_restore_arch_studied_fits_the_study_s_best_single_configuration(tmp_path, monkeypatch, capsys):

@@ -73,6 +73,7 @@ def fake_fit(peaks: dict, stop_at: int | None = 70, calls: list | None = None, f
         return FitResult(output=reference, ema_output=reference, history=history,
                          stopped_at=int(history["iteration"].iloc[-1]),
                          stop_reason="diverged" if failure == "diverged" else "iterations", seconds=0.5,
+                         cpu_seconds=0.4,
                          spec=arch.to_dict(), settings=settings, task=task.to_dict(), auto_stop_iteration=stop_at)
     return run
 
@@ -81,7 +82,7 @@ def fake_fit(peaks: dict, stop_at: int | None = 70, calls: list | None = None, f
 
 @pytest.mark.parametrize("name", ["quick-demo", "lipschitz-sweep", "gaussian-sigma", "upsampler-ablation",
                                   "depth-width-skips", "texture-width-labels", "recommend-denoise", "recommend-poisson",
-                                  "recommend-denoise-grey"])
+                                  "recommend-denoise-grey", "recommend-poisson-fast"])
 def test_shipped_studies_validate_and_round_trip(name):
     spec = studies.load_study(name)
     assert spec.name == name

@@ -413,7 +413,8 @@ def learning_table(study, storage: str | None = None) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        ``task``, ``image``, :data:`archlab.learnt.CONFIG_COLUMNS`, ``stop_psnr``, ``seconds`` and
+        ``task``, ``image``, :data:`archlab.learnt.CONFIG_COLUMNS`, ``stop_psnr``, ``seconds``,
+        ``cpu_seconds`` (where the study recorded it; empty for fits that did not) and
         :data:`archlab.learnt.FEATURES`.
     """
     study = study if isinstance(study, optuna.Study) else open_existing(study, storage)
@@ -429,6 +430,7 @@ def learning_table(study, storage: str | None = None) -> pd.DataFrame:
             fail("study", f"{study.study_name!r} neither searches nor sets {column!r}")
     features = {(obs.task_label, obs.image): learnt.image_features(obs.observation.y)
                 for obs in observations(spec)}
-    table = rows[["task", "image", *learnt.CONFIG_COLUMNS, "stop_psnr", "seconds"]].reset_index(drop=True)
+    times = ["seconds", "cpu_seconds"] if "cpu_seconds" in rows else ["seconds"]
+    table = rows[["task", "image", *learnt.CONFIG_COLUMNS, "stop_psnr", *times]].reset_index(drop=True)
     values = pd.DataFrame([features[key] for key in zip(table["task"], table["image"])], index=table.index)
     return pd.concat([table, values], axis=1)

@@ -166,7 +166,8 @@ def _results(result, obs: StudyObservation, seed: int) -> dict:
     return {"task": obs.task_label, "image": obs.image, "seed": seed, "peak_psnr": s["peak_psnr"],
             "final_psnr": s["final_psnr"], "psnr_drop": s["psnr_drop"], "peak_iteration": s["peak_iteration"],
             "stop_iteration": result.auto_stop_iteration, "stop_psnr": stop_psnr,
-            "seconds": result.seconds, "final_fbc_high": float(result.history[fbc[-1]].iloc[-1]) if fbc else None,
+            "seconds": result.seconds, "cpu_seconds": result.cpu_seconds,
+            "final_fbc_high": float(result.history[fbc[-1]].iloc[-1]) if fbc else None,
             "stopped": stopped, "iterations": result.stopped_at, "stop_reason": result.stop_reason}
 
 
