@@ -243,6 +243,16 @@ def time_column(table: pd.DataFrame) -> str:
     return "cpu_seconds" if "cpu_seconds" in table and table["cpu_seconds"].notna().all() else "seconds"
 
 
+#: How each time of :func:`time_column` is written beside a number.
+TIME_UNITS = {"cpu_seconds": "CPU s", "seconds": "s"}
+
+
+@functools.lru_cache(maxsize=8)
+def shipped_time_unit(task: str) -> str:
+    """:data:`TIME_UNITS` of the time the table shipped for ``task`` compares configurations by."""
+    return TIME_UNITS[time_column(load_table(task))]
+
+
 def _timed(encoded: pd.DataFrame, channels) -> pd.DataFrame:
     """What the time regressor reads: the images' numbers of channels and the encoded configurations."""
     channels = np.broadcast_to(np.asarray(channels, float), len(encoded))

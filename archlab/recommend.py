@@ -75,7 +75,7 @@ def studied(task: Task | None = None) -> tuple[ArchSpec, dict, str]:
     spec, fit = _learnt_setup(choice.config, task)
     reason = (f"the best single configuration of the {name} study ({learnt.table_path(name).name}): "
               f"{choice.gain_over_default:+.2f} dB over the default configuration on average over its images, "
-              f"{choice.seconds:.1f} s per 64-px fit")
+              f"{choice.seconds:.1f} {learnt.shipped_time_unit(name)} per 64-px fit")
     return spec, fit, reason
 
 
@@ -168,7 +168,7 @@ def recommend(image, task: Task | None = None) -> Recommendation:
         spec, fit = _learnt_setup(config, task)
         reason = (f"learnt from the {name} study ({learnt.table_path(name).name}): predicted "
                   f"{chosen.gain_over_default:+.2f} dB over the default configuration, "
-                  f"{chosen.seconds:.0f} s per 64-px fit (the default: no faster)")
+                  f"{chosen.seconds:.1f} {learnt.shipped_time_unit(name)} per 64-px fit (the default: no faster)")
         selected = learnt.held_out_choice(name)
         if selected is not None and selected[0] == "fixed":  # one configuration did better on held-out images
             spec, fit, reason = studied(task)

@@ -12,7 +12,8 @@ from studyfiles import study_toml
 @pytest.fixture(autouse=True)
 def fresh_shipped_tables():
     """Tests point ``learnt.table_path`` at their own tables: nothing learnt from another table is kept."""
-    caches = (learnt.shipped_recommender, learnt.shipped_best_single, learnt.held_out_choice)
+    caches = (learnt.shipped_recommender, learnt.shipped_best_single, learnt.held_out_choice,
+              learnt.shipped_time_unit)
     for cache in caches:
         cache.cache_clear()
     yield
