@@ -321,7 +321,8 @@ def _tasks_text(table: pd.DataFrame) -> str:
 def _recommend_text(table: pd.DataFrame) -> str:
     """Per task: the PSNR at the automatic stop and the seconds of the recommended configuration, the
     default, ``ulyanov-dip`` and the per-image oracle (the best of the grid configurations on each image),
-    their means, and the recommendation's differences to each."""
+    their means, the recommendation's differences to each, and the CPU seconds of the recommended and default
+    configurations where every image's row has them."""
     parts = []
     frame = table.assign(task=table["config"].str.split(" · ").str[0], method=table["config"].str.split(" · ").str[1])
     for task, rows in frame.groupby("task", sort=False):
@@ -345,6 +346,11 @@ def _recommend_text(table: pd.DataFrame) -> str:
             if method.startswith("recommended") and method.replace("recommended", "default") in psnr:
                 out[f"{method} − {method.replace('recommended', 'default')}"] = (
                     out[f"{method} dB"] - out[f"{method.replace('recommended', 'default')} dB"])
+        if "cpu_seconds" in rows:  # CPU time: comparable between methods run at different loads
+            cpu = rows.pivot_table(index="image", columns="method", values="cpu_seconds", sort=False)
+            for method in ("recommended", "default", *restarted):
+                if method in cpu and cpu[method].reindex(out.index).notna().all():
+                    out[f"{method} CPU s"] = cpu[method]
         mean = out.drop(columns=[c for c in out.columns if c == "oracle config"]).mean().to_frame("mean").T
         text = report.markdown_table(pd.concat([out, mean]))
         chosen = rows.loc[rows["method"] == "recommended", "chosen"] if "chosen" in rows else pd.Series(dtype=str)

@@ -215,6 +215,11 @@ def test_the_recommend_reproduction_puts_the_recommendation_beside_default_dip_a
     assert "| 27.50 | 5.00 | 26.50 | 6.00 | 26.00 | 9.00 | 28.25 | 15.00 | 26.75 | 18.00 | 28.00 |" in mean
     assert mean.endswith("| 1.00 | 1.50 | -0.50 | 1.50 |")  # recommended ×3 − default ×3: 1.50
     assert "2× depth=3 width=32" in text
+    timed = pd.DataFrame(rows).assign(cpu_seconds=lambda f: f["seconds"] / 2)
+    timed.loc[(timed["config"] == "denoise · default ×3") & (timed["image"] == "02"), "cpu_seconds"] = float("nan")
+    mean = next(line for line in reproduce.write_table("recommend", timed, tmp_path).splitlines()
+                if line.startswith("| mean"))
+    assert mean.endswith("| 1.00 | 1.50 | -0.50 | 1.50 | 2.50 | 3.00 | 7.50 |")  # default ×3 lacks one: no column
     monkeypatch.setattr(learnt, "table_path", lambda task: tmp_path / "none.csv")
     with pytest.raises(ValueError, match="no learnt table for the tasks of recommend-denoise, recommend-poisson"):
         reproductions.recommend_runs()
