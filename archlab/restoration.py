@@ -247,25 +247,28 @@ def named_configuration(arch: str, task: tasks.Task) -> tuple[models.ArchSpec, d
     return {"studied": recommend.studied, "rules": recommend.rules}[arch](task)
 
 
-def setup(arch: str | models.ArchSpec, task: tasks.Task, observed: torch.Tensor | None = None) -> tuple:
-    """The spec and fit settings a restoration fits for ``arch``: a preset, spec file or spec with
-    :data:`DEFAULT_FIT`; ``"studied"``, the task's study's best single configuration and its settings
-    (:func:`archlab.recommend.studied`); ``"rules"``, paper 004's rules at width 64 and their settings
+def setup(arch: str | models.ArchSpec, task: tasks.Task,
+          observed: torch.Tensor | None = None) -> tuple[models.ArchSpec, dict, str | None]:
+    """The spec, fit settings and reason of what a restoration fits for ``arch``: a preset, spec file or spec
+    with :data:`DEFAULT_FIT` (no reason); ``"studied"``, the task's study's best single configuration and its
+    settings (:func:`archlab.recommend.studied`); ``"rules"``, paper 004's rules at width 64 and their settings
     (:func:`archlab.recommend.rules`); ``"auto"``, the recommendation for the observation ``observed``
-    (:func:`archlab.recommend.recommend`; without it, the deepest architecture it may give, to crop for). All
-    stop automatically."""
+    (:func:`archlab.recommend.recommend`; without it, the deepest architecture it may give, to crop for, and no
+    reason). All stop automatically."""
     settings = {**DEFAULT_FIT, "stop": "auto"}
     if not isinstance(arch, str) or arch not in ("auto", *NAMED_CONFIGURATIONS):
-        return models.load_spec(arch), settings
+        return models.load_spec(arch), settings, None
     if arch in NAMED_CONFIGURATIONS:
-        spec, named_fit, _ = named_configuration(arch, task)
-        return spec, settings | named_fit
+        spec, named_fit, reason = named_configuration(arch, task)
+        return spec, settings | named_fit, reason
     from archlab import recommend
 
     if observed is None:
-        return recommend.crop_spec(task), settings
+        return recommend.crop_spec(task), settings, None
     advice = recommend.recommend(observed, task=task)
-    return advice.spec, settings | advice.fit
+    reason = (f"{advice.sources['width']} (texture score {advice.texture_score:.2f}, "
+              f"noise σ ≈ {advice.noise_sigma * 255:.1f}/255 discounted)")
+    return advice.spec, settings | advice.fit, reason
 
 
 def fit_restarts(spec, task: tasks.Task, observation, restarts: int = DEFAULT_RESTARTS, *, seed: int = 0,
@@ -360,10 +363,10 @@ def restore(image: str | os.PathLike | None = None, *, observed: str | os.PathLi
     """
     task = tasks.make_task(task) if isinstance(task, str) else task
     arch = default_arch(task) if arch is None else arch
-    spec, base = setup(arch, task)
+    spec, base, _ = setup(arch, task)
     prepared = prepare(task, spec, image, observed=observed, size=size, seed=seed, max_pixels=max_pixels)
     if isinstance(arch, str) and arch == "auto":
-        spec, base = setup(arch, task, prepared.y)
+        spec, base, _ = setup(arch, task, prepared.y)
     restarts = default_restarts(task) if restarts is None else restarts
     restored, runs = fit_restarts(spec, task, prepared.observation, restarts, seed=seed, device=device,
                                   progress=False, **{**base, **settings})

@@ -189,7 +189,8 @@ def test_jpeg_restores_by_default_with_two_fits_of_paper_004_s_rules(tmp_path, m
     task = tasks.JPEGDeblock(10)
     assert restoration.default_arch(task) == "rules" and restoration.default_restarts(task) == 2
     assert restoration.default_restarts(tasks.Denoise(25)) == restoration.DEFAULT_RESTARTS == 3
-    spec, settings = restoration.setup("rules", task)
+    spec, settings, reason = restoration.setup("rules", task)
+    assert reason.startswith("paper 004's rules at width 64")
     assert spec == recommend.BASE_SPEC and (spec.kind, spec.depth, spec.width, spec.skip) == ("hourglass", 2, 64, 4)
     assert settings == {**restoration.DEFAULT_FIT, "iterations": 3000, "lr": 0.01, "stop": "auto"}
     seen = []

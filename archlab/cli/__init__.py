@@ -253,7 +253,7 @@ def fit_inputs(args, outputs: tuple[str, ...]):
     width 64, :func:`archlab.recommend.rules`), observation
     (:class:`archlab.tasks.Observation`: y, its physics, the reference) and notes from the arguments of :func:`add_fit_arguments`, every input checked
     (``-o`` against ``outputs`` included) before anything is fitted or written."""
-    from archlab import models, restoration
+    from archlab import restoration
 
     task = make_task(args)
     if args.iterations is not None and args.iterations < 1:  # the defaults and the studied settings are valid
@@ -263,14 +263,6 @@ def fit_inputs(args, outputs: tuple[str, ...]):
     check_output(args.out, outputs)
     if args.arch is None:
         args.arch = restoration.default_arch(task)
-    given = {key for key in restoration.DEFAULT_FIT if getattr(args, key, None) is not None}
-    if args.arch == "auto":
-        from archlab import recommend  # the learnt tables (scikit-learn) only when asked for
-    named = (restoration.named_configuration(args.arch, task) if args.arch in restoration.NAMED_CONFIGURATIONS
-             else None)
-    for key, value in restoration.DEFAULT_FIT.items():  # the user's value, else the default (or the advice)
-        if key not in given:
-            setattr(args, key, named[1].get(key, value) if named else value)
     from archlab import stopping  # torch: the checks above stay cheap
 
     window = stopping.DEFAULT_WINDOW
@@ -278,23 +270,19 @@ def fit_inputs(args, outputs: tuple[str, ...]):
         divisors = ", ".join(str(d) for d in range(1, window + 1) if window % d == 0)
         raise ValueError(f"--eval-every: {args.eval_every} is invalid; allowed: a divisor of the stop rules' window "
                          f"of {window} iterations ({divisors})")
-    spec = (recommend.crop_spec(task) if args.arch == "auto" else named[0] if named
-            else models.load_spec(args.arch))
+    spec, settings, reason = restoration.setup(args.arch, task)  # for "auto": the spec to crop for
     flags = {"image": "--image", "observed": "--observed", "size": "--size", "max_pixels": "--max-pixels"}
     prepared = restoration.prepare(task, spec, args.image, observed=args.observed, size=args.size, seed=args.seed,
                                    max_pixels=args.max_pixels, names=flags)
-    notes = prepared.notes
-    if named:
-        fitted = {key: getattr(args, key) for key in restoration.DEFAULT_FIT}  # the user's values win
-        notes.append(f"--arch {args.arch}: {_choices(named[0], fitted)}; {named[2]}")
     if args.arch == "auto":
-        advice = recommend.recommend(prepared.y, task=task)
-        spec = advice.spec
-        for key in restoration.DEFAULT_FIT:  # what the user gave wins over the advice
-            if key not in given and key in advice.fit:
-                setattr(args, key, advice.fit[key])
-        notes.append(f"--arch auto: {_choices(advice.spec, advice.fit)}; {advice.sources['width']} (texture score {advice.texture_score:.2f}, "
-                     f"noise σ ≈ {advice.noise_sigma * 255:.1f}/255 discounted)")
+        spec, settings, reason = restoration.setup(args.arch, task, prepared.y)
+    for key in restoration.DEFAULT_FIT:  # what the user gave wins over the configuration's settings
+        if getattr(args, key, None) is None:
+            setattr(args, key, settings[key])
+    notes = prepared.notes
+    if reason is not None:
+        fitted = {key: getattr(args, key) for key in restoration.DEFAULT_FIT}
+        notes.append(f"--arch {args.arch}: {_choices(spec, fitted)}; {reason}")
     return task, spec, prepared.observation, notes
 
 
