@@ -251,6 +251,15 @@ def test_study_learn_writes_the_table(tmp_path, monkeypatch, capsys):
     assert sorted(learnt.load_table("denoise", out)["channels"].unique()) == [1, 3]
 
 
+def test_the_held_out_table_names_the_time_the_table_compares_by():
+    from archlab.cli.study import held_out_table
+
+    table = synthetic_table(range(20)).assign(cpu_seconds=lambda t: t["seconds"] / 2)
+    text = held_out_table(learnt.cross_validate(table, folds=4), 4, learnt.TIME_UNITS[learnt.time_column(table)])
+    assert "| choice | PSNR dB | − default dB | CPU s | × default's time |" in text
+    assert text.splitlines()[-2].startswith("| default configuration |") and text.splitlines()[-2].endswith("| 3.2 | 1.00 |")
+
+
 def test_restore_arch_auto_fits_what_the_recommendation_says_unless_told(tmp_path, monkeypatch, capsys):
     import json
 

@@ -168,14 +168,15 @@ def learn_study(args: argparse.Namespace) -> int:
         with images.atomic_path(learnt.held_out_path(path)) as tmp:
             held_out.to_csv(tmp, index=False, float_format="%.6g")
         print(f"wrote {learnt.held_out_path(path)}: the held-out rows `archlab recommend` chooses by")
-        print(held_out_table(held_out, args.folds))
+        print(held_out_table(held_out, args.folds, learnt.TIME_UNITS[learnt.time_column(table)]))
     return 0
 
 
-def held_out_table(rows, folds: int) -> str:
-    """Mean PSNR and seconds of each choice of :func:`archlab.learnt.cross_validate` over the held-out images."""
-    lines = [f"Held out, {folds} image folds, {len(rows)} images (measured PSNR at the automatic stop and seconds):",
-             "", "| choice | PSNR dB | − default dB | seconds | × default's time |", "| --- | --- | --- | --- | --- |"]
+def held_out_table(rows, folds: int, unit: str = "s") -> str:
+    """Mean PSNR and time (in ``unit``, :data:`archlab.learnt.TIME_UNITS`) of each choice of
+    :func:`archlab.learnt.cross_validate` over the held-out images."""
+    lines = [f"Held out, {folds} image folds, {len(rows)} images (measured PSNR at the automatic stop and time):",
+             "", f"| choice | PSNR dB | − default dB | {unit} | × default's time |", "| --- | --- | --- | --- | --- |"]
     labels = {"learnt": "learnt, per image", "fixed": "best single configuration of the other images",
               "default": "default configuration", "oracle": "per-image best (oracle)"}
     for name, label in labels.items():
