@@ -121,9 +121,9 @@ class FitResult:
     stopped (and the PSNR of its output where a reference was given). ``baseline`` is the task's
     naive restoration of the observation (itself; bicubic for SR) and ``observation_psnr`` its PSNR
     against the reference (None without a reference of its size). ``seconds`` is the wall time of the fit,
-    ``cpu_seconds`` the CPU time the process spent in it: with one torch thread the fit's own work, which other
-    processes on the cores do not inflate (a one-thread fit beside two busy processes on two cores took 1.6× the
-    wall time and the same CPU time), so fits timed at different loads compare by it.
+    ``cpu_seconds`` the CPU time the process spent in it: with one torch thread the fit's own work, which
+    other processes on the cores do not inflate (a one-thread fit beside two busy processes on two cores
+    took 1.5-1.7× the wall time and the same CPU time), so fits timed at different loads compare by it.
 
     Examples
     --------

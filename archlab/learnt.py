@@ -234,7 +234,7 @@ def time_column(table: pd.DataFrame) -> str:
     ``seconds``.
 
     A study's fits run one after another over hours, beside whatever else loads the cores; their wall time
-    follows that load (a one-thread fit beside two busy processes on two cores took 1.6× the wall time, the
+    follows that load (a one-thread fit beside two busy processes on two cores took 1.5-1.7× the wall time, the
     same CPU time), so a configuration fitted under a heavier load than the default looks slower than it is,
     and one fitted under a lighter load faster. The CPU time of a one-thread fit does not follow the load, so
     it is used wherever the table has it; a table joined from studies that did not record it is compared by

@@ -349,8 +349,8 @@ def run(nets, runs: list[Run], *, progress: bool | None = False, interruptible: 
     ``outcome`` keys: ``output``/``ema_output`` (the task's restore of the last output and of the EMA),
     ``history``, ``stopped_at``, ``reason`` (``iterations``, a rule's name, ``diverged`` or ``interrupted``),
     ``seconds`` (wall time until the run ended), ``cpu_seconds`` (the process's CPU time until then: with one
-    torch thread the fit's own work, unchanged when other processes load the cores), ``best`` (PSNR, iteration, output), ``selected``
-    (:meth:`RuleSet.selected`), ``baseline`` (the task's naive restoration of y: y itself, or bicubic for
+    torch thread the fit's own work, unchanged when other processes load the cores), ``best`` (PSNR,
+    iteration, output), ``selected`` (:meth:`RuleSet.selected`), ``baseline`` (the task's naive restoration of y: y itself, or bicubic for
     SR) and ``observation_psnr`` (the baseline's PSNR, where a reference of its size is known).
     """
     settings = runs[0].settings
