@@ -166,9 +166,11 @@ def recommend(image, task: Task | None = None) -> Recommendation:
         chosen, ranking = learnt.shipped_recommender(name).choose(learnt.image_features(image, features))
         config = chosen.config
         spec, fit = _learnt_setup(config, task)
+        default = next(c for c in ranking if c.is_default)
         reason = (f"learnt from the {name} study ({learnt.table_path(name).name}): predicted "
                   f"{chosen.gain_over_default:+.2f} dB over the default configuration, "
-                  f"{chosen.seconds:.1f} {learnt.shipped_time_unit(name)} per 64-px fit (the default: no faster)")
+                  f"{chosen.seconds:.2f} {learnt.shipped_time_unit(name)} per 64-px fit (the default: "
+                  f"{default.seconds:.2f}; configurations predicted slower are not chosen)")
         selected = learnt.held_out_choice(name)
         if selected is not None and selected[0] == "fixed":  # one configuration did better on held-out images
             spec, fit, reason = studied(task)

@@ -35,7 +35,7 @@ def run(args) -> int:
     if advice.alternatives:
         print(f"configuration: {advice.sources['width']}")
         for choice in advice.alternatives:
-            print(f"  {choice.gain_over_default:+.2f} dB, {choice.seconds:.1f} {learnt.shipped_time_unit(task.name)}: "
+            print(f"  {choice.gain_over_default:+.2f} dB, {choice.seconds:.2f} {learnt.shipped_time_unit(task.name)}: "
                   + ", ".join(f"{k}={v}" for k, v in choice.config.items()))
         print(f"(the texture classifier's width probabilities: {probs})")
     else:
