@@ -104,7 +104,7 @@ def measure(label: str, task_dict: dict, source: str, scale: float | None, seed:
         if method not in methods:
             continue
         start = time.perf_counter()
-        spec, fit_settings = restoration.setup(arch, task, y)  # what restore --arch ARCH fits
+        spec, fit_settings, _ = restoration.setup(arch, task, y)  # what restore --arch ARCH fits
         restored, runs = restoration.fit_restarts(spec, task, observation,
                                                   restarts or restoration.default_restarts(task), seed=seed,
                                                   device="cpu", progress=False, **fit_settings, **extra)
