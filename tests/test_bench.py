@@ -392,3 +392,18 @@ def test_jpeg_consistency_rows_stop_later_for_a_smaller_tau_and_never_above_the_
     assert all(np.isnan(g) or g <= 0 for g in gaps)
     text = jc.report(pd.DataFrame([row, row | {"image": "again", "set": "held-out"}]))
     assert "| camera |" in text and "τ=0.0015 mean" in text
+
+
+def test_fits_budget_table_compares_every_number_of_fits_with_the_default_s_three():
+    from benchmarks.fits_budget import table
+
+    rows = [{"image": image, "method": "default", "fits": 3, "psnr": 20.0 + offset, "cpu_seconds": 3.0}
+            for image, offset in (("a", 0.0), ("b", 1.0))]
+    rows += [{"image": image, "method": "studied", "fits": k, "psnr": 20.0 + offset + 0.3 * k,
+              "cpu_seconds": k * seconds}
+             for image, offset, seconds in (("a", 0.0, 0.5), ("b", 1.0, 1.25)) for k in (1, 2, 3)]
+    text = table(pd.DataFrame(rows), bar=0.5).splitlines()
+    assert text[0] == "2 images; default ×3: 20.50 dB, 3.00 CPU s"
+    assert text[4] == "| 1 | 20.80 | +0.30 | 0.88 | 0.29 | 0 of 2 | no |"  # faster, gains too little
+    assert text[5] == "| 2 | 21.10 | +0.60 | 1.75 | 0.58 | 0 of 2 | yes |"
+    assert text[6] == "| 3 | 21.40 | +0.90 | 2.62 | 0.88 | 1 of 2 | yes |"  # b took 3.75 s against 3.0
