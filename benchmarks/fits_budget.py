@@ -4,8 +4,9 @@
 of a task (:func:`archlab.recommend.studied`, the shipped table's best single configuration) is faster than the
 default (``controlled-64``) on some tasks, so the default's time holds more than three of its fits. This fits, on
 the held-out images of ``archlab reproduce recommend`` (:data:`archlab.reproductions.RECOMMEND_IMAGES`, 64-px
-crops, seed 0), the default three times (restore's restarts) and the studied configuration ``--fits`` times, one
-image after another in one process, and reports for every number k of studied fits the PSNR of their mean and
+crops, seed 0), the default three times (restore's restarts) and the studied configuration ``--fits`` times
+(capped at 1,000 iterations as that evaluation fits it; every fit stopped by the task's rule), one image after
+another in one process, and reports for every number k of studied fits the PSNR of their mean and
 their CPU seconds beside the default's three: does any k gain ``--bar`` dB within the default's time?
 
     OMP_NUM_THREADS=1 python benchmarks/fits_budget.py --task poisson -o results/recommend/fits-budget.csv
