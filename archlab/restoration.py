@@ -271,6 +271,19 @@ def setup(arch: str | models.ArchSpec, task: tasks.Task,
     return advice.spec, settings | advice.fit, reason
 
 
+def configure(arch: str | models.ArchSpec, task: tasks.Task, image: str | os.PathLike | None = None,
+              **prepare_kwargs) -> tuple[models.ArchSpec, dict, str | None, Prepared]:
+    """What a restoration fits for ``arch`` and the observation it fits, as :func:`setup` and :func:`prepare` give
+    them: the image is prepared for ``arch``'s spec (for ``"auto"``, the deepest it may give), and ``"auto"`` is
+    then recommended from that observation. ``prepare_kwargs`` go to :func:`prepare`. Returns the spec, the fit
+    settings, the reason (None for a preset or spec) and the prepared observation."""
+    spec, settings, reason = setup(arch, task)
+    prepared = prepare(task, spec, image, **prepare_kwargs)
+    if isinstance(arch, str) and arch == "auto":
+        spec, settings, reason = setup(arch, task, prepared.y)
+    return spec, settings, reason, prepared
+
+
 def fit_restarts(spec, task: tasks.Task, observation, restarts: int = DEFAULT_RESTARTS, *, seed: int = 0,
                  **kwargs) -> tuple[torch.Tensor, list]:
     """Fit ``restarts`` networks to one observation from the seeds ``seed``, ``seed + 1``, ... (each its own
@@ -363,10 +376,8 @@ def restore(image: str | os.PathLike | None = None, *, observed: str | os.PathLi
     """
     task = tasks.make_task(task) if isinstance(task, str) else task
     arch = default_arch(task) if arch is None else arch
-    spec, base, _ = setup(arch, task)
-    prepared = prepare(task, spec, image, observed=observed, size=size, seed=seed, max_pixels=max_pixels)
-    if isinstance(arch, str) and arch == "auto":
-        spec, base, _ = setup(arch, task, prepared.y)
+    spec, base, _, prepared = configure(arch, task, image, observed=observed, size=size, seed=seed,
+                                        max_pixels=max_pixels)
     restarts = default_restarts(task) if restarts is None else restarts
     restored, runs = fit_restarts(spec, task, prepared.observation, restarts, seed=seed, device=device,
                                   progress=False, **{**base, **settings})

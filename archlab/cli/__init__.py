@@ -270,12 +270,10 @@ def fit_inputs(args, outputs: tuple[str, ...]):
         divisors = ", ".join(str(d) for d in range(1, window + 1) if window % d == 0)
         raise ValueError(f"--eval-every: {args.eval_every} is invalid; allowed: a divisor of the stop rules' window "
                          f"of {window} iterations ({divisors})")
-    spec, settings, reason = restoration.setup(args.arch, task)  # for "auto": the spec to crop for
     flags = {"image": "--image", "observed": "--observed", "size": "--size", "max_pixels": "--max-pixels"}
-    prepared = restoration.prepare(task, spec, args.image, observed=args.observed, size=args.size, seed=args.seed,
-                                   max_pixels=args.max_pixels, names=flags)
-    if args.arch == "auto":
-        spec, settings, reason = restoration.setup(args.arch, task, prepared.y)
+    spec, settings, reason, prepared = restoration.configure(args.arch, task, args.image, observed=args.observed,
+                                                             size=args.size, seed=args.seed,
+                                                             max_pixels=args.max_pixels, names=flags)
     for key in restoration.DEFAULT_FIT:  # what the user gave wins over the configuration's settings
         if getattr(args, key, None) is None:
             setattr(args, key, settings[key])
