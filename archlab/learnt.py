@@ -140,13 +140,15 @@ def _config_frame(configs: pd.DataFrame, categories: tuple[str, ...]) -> pd.Data
 @dataclass(frozen=True)
 class Choice:
     """One scored configuration: its fields, the predicted PSNR gain over the study's mean on this image,
-    the same over the default configuration, the predicted seconds, and whether it is the default."""
+    the same over the default configuration, the predicted seconds, whether it is the default, and what the
+    seconds measure (:data:`TIME_UNITS` of the table's :func:`time_column`)."""
 
     config: dict
     gain: float
     gain_over_default: float
     seconds: float
     is_default: bool = False
+    time_unit: str = "s"
 
 
 class LearntRecommender:
@@ -187,6 +189,7 @@ class LearntRecommender:
                                                   min_samples_leaf=10, random_state=random_state)
         self.psnr.fit(design, gain.to_numpy())
         self.time = HistGradientBoostingRegressor(max_iter=200, min_samples_leaf=5, random_state=random_state)
+        self.time_unit = TIME_UNITS[time_column(table)]
         self.time.fit(_timed(encoded, table["channels"]), np.log(table[time_column(table)].astype(float)))
         # what rank scores, independent of the image: the study's configurations and the default (configurations
         # equal to the six significant digits the tables keep are one), encoded
@@ -215,7 +218,7 @@ class LearntRecommender:
         gains = dict(zip(scored, self.psnr.predict(design)))
         seconds = dict(zip(scored, np.exp(self.time.predict(_timed(self._encoded.loc[scored], channels)))))
         choices = [Choice({k: _plain(k, v) for k, v in self._candidates.iloc[i].items()}, float(gains[i]),
-                          float(gains[i] - gains[default]), float(seconds[i]), i == default)
+                          float(gains[i] - gains[default]), float(seconds[i]), i == default, self.time_unit)
                    for i in scored]
         return sorted(choices, key=lambda c: -c.gain)
 
@@ -245,12 +248,6 @@ def time_column(table: pd.DataFrame) -> str:
 
 #: How each time of :func:`time_column` is written beside a number.
 TIME_UNITS = {"cpu_seconds": "CPU s", "seconds": "s"}
-
-
-@functools.lru_cache(maxsize=8)
-def shipped_time_unit(task: str) -> str:
-    """:data:`TIME_UNITS` of the time the table shipped for ``task`` compares configurations by."""
-    return TIME_UNITS[time_column(load_table(task))]
 
 
 def _timed(encoded: pd.DataFrame, channels) -> pd.DataFrame:
@@ -341,7 +338,7 @@ def best_single(table: pd.DataFrame) -> Choice | None:
     psnr = means.loc[chosen, "stop_psnr"]
     return Choice({k: _plain(k, v) for k, v in config.items()}, float(psnr - keyed["stop_psnr"].mean()),
                   float(psnr - means.loc[default_id, "stop_psnr"]), float(means.loc[chosen, "seconds"]),
-                  chosen == default_id)
+                  chosen == default_id, TIME_UNITS[time_column(table)])
 
 
 def _fitted_everywhere(keyed: pd.DataFrame) -> pd.Index:

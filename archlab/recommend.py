@@ -75,7 +75,7 @@ def studied(task: Task | None = None) -> tuple[ArchSpec, dict, str]:
     spec, fit = _learnt_setup(choice.config, task)
     reason = (f"the best single configuration of the {name} study ({learnt.table_path(name).name}): "
               f"{choice.gain_over_default:+.2f} dB over the default configuration on average over its images, "
-              f"{choice.seconds:.1f} {learnt.shipped_time_unit(name)} per 64-px fit")
+              f"{choice.seconds:.1f} {choice.time_unit} per 64-px fit")
     return spec, fit, reason
 
 
@@ -169,7 +169,7 @@ def recommend(image, task: Task | None = None) -> Recommendation:
         default = next(c for c in ranking if c.is_default)
         reason = (f"learnt from the {name} study ({learnt.table_path(name).name}): predicted "
                   f"{chosen.gain_over_default:+.2f} dB over the default configuration, "
-                  f"{chosen.seconds:.2f} {learnt.shipped_time_unit(name)} per 64-px fit (the default: "
+                  f"{chosen.seconds:.2f} {chosen.time_unit} per 64-px fit (the default: "
                   f"{default.seconds:.2f}; configurations predicted slower are not chosen)")
         selected = learnt.held_out_choice(name)
         if selected is not None and selected[0] == "fixed":  # one configuration did better on held-out images

@@ -12,8 +12,7 @@ from studyfiles import study_toml
 @pytest.fixture(autouse=True)
 def fresh_shipped_tables():
     """Tests point ``learnt.table_path`` at their own tables: nothing learnt from another table is kept."""
-    caches = (learnt.shipped_recommender, learnt.shipped_best_single, learnt.held_out_choice,
-              learnt.shipped_time_unit)
+    caches = (learnt.shipped_recommender, learnt.shipped_best_single, learnt.held_out_choice)
     for cache in caches:
         cache.cache_clear()
     yield
@@ -314,13 +313,15 @@ def test_configurations_are_compared_by_cpu_time_where_every_fit_has_it():
     table["cpu_seconds"] = table["width"] / 10  # its CPU time: faster than the default
     assert learnt.time_column(table) == "cpu_seconds"
     best = learnt.best_single(table)
-    assert best.config["width"] == 32 and best.seconds == pytest.approx(3.2)
+    assert best.config["width"] == 32 and best.seconds == pytest.approx(3.2) and best.time_unit == "CPU s"
     rows = learnt.cross_validate(table, folds=4)
     assert (rows["fixed_seconds"] == 3.2).all() and (rows["default_seconds"] == 6.4).all()
     choice, ranking = learnt.LearntRecommender(table).choose(table.iloc[0])
     assert choice.config["width"] == 32 and choice.seconds < next(c for c in ranking if c.is_default).seconds
+    assert {c.time_unit for c in ranking} == {"CPU s"}
     table.loc[table["image"] == "im0", "cpu_seconds"] = np.nan  # joined with a study that did not record it
     assert learnt.time_column(table) == "seconds" and learnt.best_single(table).is_default
+    assert learnt.best_single(table).time_unit == "s"
 
 
 def test_restore_arch_studied_fits_the_study_s_best_single_configuration(tmp_path, monkeypatch, capsys):

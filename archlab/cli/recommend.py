@@ -23,7 +23,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     task = make_task(args)
     check_image_source(args.image)
-    from archlab import images, learnt, recommend
+    from archlab import images, recommend
 
     advice = recommend.recommend(images.load(args.image), task=task)
     if args.json:
@@ -35,7 +35,7 @@ def run(args) -> int:
     if advice.alternatives:
         print(f"configuration: {advice.sources['width']}")
         for choice in advice.alternatives:
-            print(f"  {choice.gain_over_default:+.2f} dB, {choice.seconds:.2f} {learnt.shipped_time_unit(task.name)}: "
+            print(f"  {choice.gain_over_default:+.2f} dB, {choice.seconds:.2f} {choice.time_unit}: "
                   + ", ".join(f"{k}={v}" for k, v in choice.config.items()))
         print(f"(the texture classifier's width probabilities: {probs})")
     else:
