@@ -82,11 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.table:
         print(table(pd.read_csv(args.out, dtype={"image": str}), args.bar))
         return 0
+    if args.fits < 1:
+        parser.error(f"--fits: {args.fits} is invalid; allowed: an integer ≥ 1")
     torch.set_num_threads(1)
-    runs = [r for r in reproductions.recommend_runs() if r.config == f"{args.task} · default"]
+    held_out = [r for r in reproductions.recommend_runs() if r.config.endswith(" · default")]
+    runs = [r for r in held_out if r.config == f"{args.task} · default"]
     if not runs:
-        parser.error(f"--task: {args.task!r} has no held-out runs; allowed: the tasks of "
-                     f"{', '.join(reproductions.RECOMMEND_STUDIES)}")
+        tasks_evaluated = sorted({r.config.split(" · ")[0] for r in held_out})
+        parser.error(f"--task: {args.task!r} is invalid; allowed: {', '.join(tasks_evaluated)}")
     done = set(pd.read_csv(args.out, dtype={"image": str})["image"]) if args.out.is_file() else set()
     for run in runs:
         if reproductions.short_name(run.image) in done:
