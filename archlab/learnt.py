@@ -60,6 +60,8 @@ DEFAULT_CONFIG = {"depth": 3, "width": 64, "skip": 0, "upsampler": "bilinear", "
 FEATURES = (*texture.FEATURE_NAMES, "channels")
 #: The shipped table of each task (package data), as ``archlab study learn`` writes it.
 TABLE_RESOURCE = "recommend-{task}.csv"
+#: The measured restorations of each task (package data), as ``benchmarks/restore_budget.py --ship`` writes them.
+RESTORATIONS_RESOURCE = "recommend-{task}-restorations.csv"
 #: The choices that :func:`cross_validate` measures and :func:`held_out_choice` picks between.
 CHOICES = ("learnt", "fixed")
 
@@ -82,6 +84,12 @@ def image_features(image, texture_features: pd.Series | None = None) -> pd.Serie
 def table_path(task: str) -> Path:
     """Where the table shipped for ``task`` lives (it may not exist)."""
     return Path(str(resources.files("archlab.data") / TABLE_RESOURCE.format(task=task)))
+
+
+def restorations_path(task: str) -> Path:
+    """Where the restorations measured for ``task`` (:func:`best_within_budget`'s rows) are shipped (it may not
+    exist)."""
+    return Path(str(resources.files("archlab.data") / RESTORATIONS_RESOURCE.format(task=task)))
 
 
 def held_out_path(table: str | os.PathLike) -> Path:
@@ -352,6 +360,81 @@ def _best_single_id(keyed: pd.DataFrame, among: pd.Index) -> str:
     the default on their mean."""
     means = keyed[keyed["config_id"].isin(among)].groupby("config_id")[["stop_psnr", "seconds"]].mean()
     return means[means["seconds"] <= means.loc[_config_id(DEFAULT_CONFIG), "seconds"]]["stop_psnr"].idxmax()
+
+
+@dataclass(frozen=True)
+class Budgeted:
+    """A configuration and how many seeded fits of it a restoration averages, with what was measured of that
+    restoration over ``images`` images: the mean PSNR ``gain`` over the default restoration's (dB) and
+    ``time_ratio``, its mean CPU seconds over the default restoration's."""
+
+    config: dict
+    fits: int
+    gain: float
+    time_ratio: float
+    images: int
+
+    def to_dict(self) -> dict:
+        return {"config": self.config, "fits": self.fits, "gain_db": round(self.gain, 4),
+                "time_ratio": round(self.time_ratio, 4), "images": self.images}
+
+
+def best_within_budget(rows: pd.DataFrame, default_fits: int) -> Budgeted | None:
+    """The restoration with the best mean PSNR among those measured to take no more CPU time than the default's.
+
+    A restoration averages k seeded fits of one configuration c (:func:`archlab.restoration.fit_restarts`); its
+    PSNR is that of the mean x̄_k, which rises with k as the fits' independent errors average out, and its time is
+    the fits' sum. The default restoration is :data:`DEFAULT_CONFIG` fitted ``default_fits`` times (its time
+    T_d). Among the measured (c, k) with mean time ≤ mean T_d over the images,
+
+        (c*, k*) = argmax_(c, k) mean_images PSNR(x̄_k(c)),
+
+    so a configuration faster than the default may spend the time it saves on more fits, and a slower one may
+    take the place of several of the default's.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        One row per (image, configuration, k): ``image``, :data:`CONFIG_COLUMNS`, ``fits`` (k), ``psnr`` (of the
+        mean of the first k fits) and ``cpu_seconds`` (of those fits), including the default's rows at
+        ``default_fits``. Only images on which every (configuration, k) was measured are compared.
+    default_fits : int
+        How many fits the default restoration averages.
+
+    Returns
+    -------
+    Budgeted or None
+        The restoration chosen, with its measured means; None when the default restoration is not in ``rows``.
+    """
+    keyed = rows.assign(config_id=_config_ids(rows))
+    keyed = keyed.assign(method=keyed["config_id"] + "×" + keyed["fits"].astype(int).astype(str))
+    counts = keyed.groupby("image")["method"].nunique()
+    keyed = keyed[keyed["image"].isin(counts.index[counts == counts.max()])]
+    default = f"{_config_id(DEFAULT_CONFIG)}×{default_fits}"
+    means = keyed.groupby("method")[["psnr", "cpu_seconds"]].mean()
+    if default not in means.index:
+        return None
+    allowed = means[means["cpu_seconds"] <= means.loc[default, "cpu_seconds"]]
+    chosen = allowed["psnr"].idxmax()
+    first = keyed[keyed["method"] == chosen].iloc[0]
+    return Budgeted({k: _plain(k, first[k]) for k in CONFIG_COLUMNS}, int(first["fits"]),
+                    float(means.loc[chosen, "psnr"] - means.loc[default, "psnr"]),
+                    float(means.loc[chosen, "cpu_seconds"] / means.loc[default, "cpu_seconds"]),
+                    int(keyed["image"].nunique()))
+
+
+@functools.lru_cache(maxsize=8)
+def shipped_within_budget(task: str, default_fits: int) -> Budgeted | None:
+    """:func:`best_within_budget` of the restorations shipped for ``task`` (None without them)."""
+    path = restorations_path(task)
+    if not path.is_file():
+        return None
+    rows = pd.read_csv(io.StringIO(path.read_text()), dtype={"image": str, "upsampler": str})
+    missing = [c for c in ("image", *CONFIG_COLUMNS, "fits", "psnr", "cpu_seconds") if c not in rows]
+    if missing:
+        checks.fail("restorations", f"{path} lacks the columns {missing[:4]}; rebuild it with "
+                                    f"`python benchmarks/restore_budget.py --ship`")
+    return best_within_budget(rows, default_fits)
 
 
 @functools.lru_cache(maxsize=8)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from archlab import checks, learnt, texture
+from archlab import checks, learnt, restoration, texture
 from archlab.models import ArchSpec, preset
 from archlab.tasks import TASKS, Task
 
@@ -55,10 +55,15 @@ def crop_spec(task: Task | None = None) -> ArchSpec:
     return BASE_SPEC
 
 
+#: Where a recommendation's number of fits comes from when no measured restoration gives it.
+RESTARTS_SOURCE = "archlab restore's default number of seeded fits (archlab.restoration.default_restarts)"
+
+
 def studied(task: Task | None = None) -> tuple[ArchSpec, dict, str]:
-    """What the task's learnt table gives an image it knows nothing about: the study's best single configuration
-    (:func:`archlab.learnt.best_single`: the best mean PSNR at the stop over the study's images, no slower than
-    the default on their mean), as the spec, its fit settings and the reason.
+    """What the task's learnt data give an image they know nothing about, as the spec, its fit settings and the
+    reason: the restoration measured best within the default restoration's time (:func:`within_budget`) where the
+    task ships measured restorations, else the study's best single configuration (:func:`archlab.learnt.best_single`:
+    the best mean PSNR at the stop over the study's images, no slower than the default on their mean).
 
     Examples
     --------
@@ -67,6 +72,14 @@ def studied(task: Task | None = None) -> tuple[ArchSpec, dict, str]:
     ('decoder', 'auto', True)
     """
     name = task.name if task is not None else "denoise"
+    budgeted = within_budget(task)
+    if budgeted is not None:
+        spec, fit = _learnt_setup(budgeted.config, task)
+        return spec, fit, (f"the best restoration within the default's time measured on the {name} study's "
+                           f"{budgeted.images} training images ({learnt.restorations_path(name).name}): the mean of "
+                           f"{budgeted.fits} fits of this configuration gained {budgeted.gain:+.2f} dB over the "
+                           f"default restoration (controlled-64, the mean of {restoration.DEFAULT_RESTARTS} fits) at "
+                           f"{budgeted.time_ratio:.2f}× its CPU time")
     choice = learnt.shipped_best_single(name)
     if choice is None:
         have = ", ".join(t for t in sorted(TASKS) if learnt.shipped_best_single(t) is not None) or "none"
@@ -77,6 +90,15 @@ def studied(task: Task | None = None) -> tuple[ArchSpec, dict, str]:
               f"{choice.gain_over_default:+.2f} dB over the default configuration on average over its images, "
               f"{choice.seconds:.1f} {choice.time_unit} per 64-px fit")
     return spec, fit, reason
+
+
+def within_budget(task: Task | None = None) -> learnt.Budgeted | None:
+    """The restoration (configuration and number of fits) of the task's shipped measured restorations with the
+    best mean PSNR among those no slower than the default restoration (``controlled-64`` fitted
+    :data:`archlab.restoration.DEFAULT_RESTARTS` times; :func:`archlab.learnt.best_within_budget`), or None where
+    the task ships none."""
+    name = task.name if task is not None else "denoise"
+    return learnt.shipped_within_budget(name, restoration.DEFAULT_RESTARTS)
 
 
 def rules(task: Task | None = None) -> tuple[ArchSpec, dict, str]:
@@ -110,7 +132,8 @@ def _learnt_setup(config: dict, task: Task | None) -> tuple[ArchSpec, dict]:
 
 @dataclass(frozen=True)
 class Recommendation:
-    """What :func:`recommend` returns: the spec, fit settings, and the evidence behind them."""
+    """What :func:`recommend` returns: the spec, fit settings, how many seeded fits to average, and the evidence
+    behind them."""
 
     spec: ArchSpec
     fit: dict
@@ -120,9 +143,10 @@ class Recommendation:
     noise_sigma: float
     sources: dict = field(default_factory=dict)
     alternatives: tuple = ()
+    restarts: int = restoration.DEFAULT_RESTARTS
 
     def to_dict(self) -> dict:
-        return {"arch": self.spec.to_dict(), "fit": self.fit, "width": self.width,
+        return {"arch": self.spec.to_dict(), "fit": self.fit, "restarts": self.restarts, "width": self.width,
                 "probabilities": {str(k): round(v, 4) for k, v in self.probabilities.items()},
                 "texture_score": round(self.texture_score, 4), "noise_sigma_255": round(self.noise_sigma * 255, 2),
                 "sources": self.sources,
@@ -162,6 +186,7 @@ def recommend(image, task: Task | None = None) -> Recommendation:
     width, probabilities = texture.width_from_features(features)
     score = texture.texture_score(image, noise_sigma=sigma)
     name = task.name if task is not None else "denoise"
+    restarts = restoration.default_restarts(task, "auto") if task is not None else restoration.DEFAULT_RESTARTS
     if learnt.table_path(name).is_file():
         chosen, ranking = learnt.shipped_recommender(name).choose(learnt.image_features(image, features))
         config = chosen.config
@@ -171,8 +196,13 @@ def recommend(image, task: Task | None = None) -> Recommendation:
                   f"{chosen.gain_over_default:+.2f} dB over the default configuration, "
                   f"{chosen.seconds:.2f} {chosen.time_unit} per 64-px fit (the default: "
                   f"{default.seconds:.2f}; configurations predicted slower are not chosen)")
-        selected = learnt.held_out_choice(name)
-        if selected is not None and selected[0] == "fixed":  # one configuration did better on held-out images
+        budgeted, selected = within_budget(task), learnt.held_out_choice(name)
+        if budgeted is not None:  # measured as restorations, within the default restoration's time
+            spec, fit, reason = studied(task)
+            config = budgeted.config
+            reason += (f"; chosen over the per-image prediction ({chosen.gain_over_default:+.2f} dB predicted here "
+                       f"for one fit of its configuration), which was learnt from single fits")
+        elif selected is not None and selected[0] == "fixed":  # one configuration did better on held-out images
             spec, fit, reason = studied(task)
             config = learnt.shipped_best_single(name).config
             reason += (f"; chosen over the per-image prediction ({chosen.gain_over_default:+.2f} dB predicted here) "
@@ -180,12 +210,15 @@ def recommend(image, task: Task | None = None) -> Recommendation:
                        f"{selected[1]['fixed']:+.2f} dB over the default, the per-image choice {selected[1]['learnt']:+.2f}")
         sources = {key: reason for key in learnt.CONFIG_COLUMNS}
         sources["stop"] = RULES["stop"][1]
+        sources["restarts"] = reason if budgeted is not None else RESTARTS_SOURCE
         return Recommendation(spec=spec, fit=fit,
                               width=config["width"], probabilities=probabilities, texture_score=score,
-                              noise_sigma=sigma, sources=sources, alternatives=tuple(ranking[:5]))
+                              noise_sigma=sigma, sources=sources, alternatives=tuple(ranking[:5]),
+                              restarts=restarts)
     spec, fit, _ = rules(task)
     spec = spec.replace(width=width)
     sources = {key: source for key, (_, source) in RULES.items()}
     sources["width"] = "paper 004 §3.5: texture classifier (archlab.texture.default_predictor)"
+    sources["restarts"] = RESTARTS_SOURCE
     return Recommendation(spec=spec, fit=fit, width=width, probabilities=probabilities, texture_score=score,
-                          noise_sigma=sigma, sources=sources)
+                          noise_sigma=sigma, sources=sources, restarts=restarts)

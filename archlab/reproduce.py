@@ -330,7 +330,7 @@ def _recommend_text(table: pd.DataFrame) -> str:
         seconds = rows.pivot_table(index="image", columns="method", values="seconds", sort=False)
         grid = [c for c in psnr.columns if c.startswith("grid")]
         out = pd.DataFrame(index=psnr.index)
-        restarted = [c for c in psnr.columns if "×" in c]  # "recommended ×3", "default ×3"
+        restarted = [c for c in psnr.columns if "×" in c]  # e.g. "recommended ×2", "default ×3"
         for method in ("recommended", "default", "ulyanov-dip", *restarted):
             if method in psnr:
                 out[f"{method} dB"], out[f"{method} s"] = psnr[method], seconds[method]
@@ -342,10 +342,9 @@ def _recommend_text(table: pd.DataFrame) -> str:
                                   ("oracle", "oracle dB")):
                 if column in out:
                     out[f"recommended − {other}"] = out["recommended dB"] - out[column]
-        for method in restarted:
-            if method.startswith("recommended") and method.replace("recommended", "default") in psnr:
-                out[f"{method} − {method.replace('recommended', 'default')}"] = (
-                    out[f"{method} dB"] - out[f"{method.replace('recommended', 'default')} dB"])
+        for method in (m for m in restarted if m.startswith("recommended")):
+            for default in (m for m in restarted if m.startswith("default")):  # the two restorations restore runs
+                out[f"{method} − {default}"] = out[f"{method} dB"] - out[f"{default} dB"]
         if "cpu_seconds" in rows:  # CPU time: comparable between methods run at different loads
             cpu = rows.pivot_table(index="image", columns="method", values="cpu_seconds", sort=False)
             for method in ("recommended", "default", *restarted):

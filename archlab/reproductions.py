@@ -170,8 +170,8 @@ RECOMMEND_IMAGES = (*((f"set12/{n:02d}.png", 2) for n in range(1, 13)),
 RECOMMEND_STUDIES = ("recommend-denoise", "recommend-poisson")
 #: How many of the learnt table's best configurations (by mean PSNR) form the per-image oracle's grid.
 ORACLE_CONFIGS = 6
-#: The recommended and default configurations are also measured as ``archlab restore`` runs them by default: the
-#: mean of this many seeded fits (:data:`archlab.restoration.DEFAULT_RESTARTS`).
+#: The default configuration is also measured as ``archlab restore`` runs it: the mean of this many seeded fits
+#: (:data:`archlab.restoration.DEFAULT_RESTARTS`).
 RECOMMEND_RESTARTS = 3
 
 
@@ -181,8 +181,9 @@ def recommend_runs() -> list[Run]:
     (:data:`AUTO`), the default (``controlled-64``, ``archlab restore``'s settings), ``ulyanov-dip`` (lr 0.01,
     jitter 1/30) and the :data:`ORACLE_CONFIGS` best configurations of the table by mean PSNR among those fitted
     to all its images (the grid of the per-image oracle), all stopped by the task's automatic rule, seed 0; and the
-    recommended and default configurations again as the mean of :data:`RECOMMEND_RESTARTS` seeded fits."""
-    from archlab import learnt  # scikit-learn: only when the runs are made
+    recommended and default configurations again as ``archlab restore`` runs them, as the mean of seeded fits
+    (:func:`archlab.restoration.default_restarts` of ``--arch auto``, :data:`RECOMMEND_RESTARTS`)."""
+    from archlab import learnt, restoration, tasks  # scikit-learn: only when the runs are made
 
     runs = []
     for study in RECOMMEND_STUDIES:
@@ -196,12 +197,13 @@ def recommend_runs() -> list[Run]:
         best = best[best["images"] == table["image"].nunique()].drop(columns="images")  # means over the same images
         best = best.sort_values("stop_psnr", ascending=False).head(ORACLE_CONFIGS)
         stop = {"eval_every": 10, "stop": "auto"}
+        restarts = restoration.default_restarts(tasks.task_from_dict(task), "auto")
         base = models.preset("controlled-64")
         default = {"iterations": 500, "lr": 0.002, **stop}
         configs = [("recommended", AUTO, {"iterations": 1000, **stop}, 1),
                    ("default", "controlled-64", default, 1),
                    ("ulyanov-dip", "ulyanov-dip", {"iterations": 1000, "lr": 0.01, "input_jitter": 1 / 30, **stop}, 1),
-                   (f"recommended ×{RECOMMEND_RESTARTS}", AUTO, {"iterations": 1000, **stop}, RECOMMEND_RESTARTS),
+                   (f"recommended ×{restarts}", AUTO, {"iterations": 1000, **stop}, restarts),
                    (f"default ×{RECOMMEND_RESTARTS}", "controlled-64", default, RECOMMEND_RESTARTS)]
         for k, row in enumerate(best.itertuples(index=False)):
             arch, fit = learnt.split_config(dict(zip(learnt.CONFIG_COLUMNS, row)))

@@ -234,9 +234,17 @@ def default_arch(task: tasks.Task) -> str:
     return TASK_DEFAULTS.get(task.name, (DEFAULT_ARCH,))[0]
 
 
-def default_restarts(task: tasks.Task) -> int:
-    """How many seeded fits a restoration of ``task`` averages by default: :data:`TASK_DEFAULTS`' number for the
-    task, else :data:`DEFAULT_RESTARTS`."""
+def default_restarts(task: tasks.Task, arch: str | models.ArchSpec | None = None) -> int:
+    """How many seeded fits a restoration of ``task`` with ``arch`` averages by default: for ``"studied"`` and
+    ``"auto"`` where the task ships measured restorations, the number of fits of the one chosen within the
+    default's time (:func:`archlab.recommend.within_budget`); else :data:`TASK_DEFAULTS`' number for the task;
+    else :data:`DEFAULT_RESTARTS`."""
+    if isinstance(arch, str) and arch in ("studied", "auto"):
+        from archlab import recommend
+
+        budgeted = recommend.within_budget(task)
+        if budgeted is not None:
+            return budgeted.fits
     return TASK_DEFAULTS.get(task.name, (None, DEFAULT_RESTARTS))[1]
 
 
@@ -378,7 +386,7 @@ def restore(image: str | os.PathLike | None = None, *, observed: str | os.PathLi
     arch = default_arch(task) if arch is None else arch
     spec, base, _, prepared = configure(arch, task, image, observed=observed, size=size, seed=seed,
                                         max_pixels=max_pixels)
-    restarts = default_restarts(task) if restarts is None else restarts
+    restarts = default_restarts(task, arch) if restarts is None else restarts
     restored, runs = fit_restarts(spec, task, prepared.observation, restarts, seed=seed, device=device,
                                   progress=False, **{**base, **settings})
     return Restoration(restored, prepared.y, prepared.reference, runs[0], prepared.notes, tuple(runs))

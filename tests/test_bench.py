@@ -394,16 +394,71 @@ def test_jpeg_consistency_rows_stop_later_for_a_smaller_tau_and_never_above_the_
     assert "| camera |" in text and "τ=0.0015 mean" in text
 
 
-def test_fits_budget_table_compares_every_number_of_fits_with_the_default_s_three():
-    from benchmarks.fits_budget import table
+def test_restore_budget_candidates_fill_the_default_restoration_s_time_and_the_table_marks_the_choice():
+    from benchmarks.restore_budget import budget_table, candidates, with_configs
 
-    rows = [{"image": image, "method": "default", "fits": 3, "psnr": 20.0 + offset, "cpu_seconds": 3.0}
-            for image, offset in (("a", 0.0), ("b", 1.0))]
-    rows += [{"image": image, "method": "studied", "fits": k, "psnr": 20.0 + offset + 0.3 * k,
-              "cpu_seconds": k * seconds}
-             for image, offset, seconds in (("a", 0.0, 0.5), ("b", 1.0, 1.25)) for k in (1, 2, 3)]
-    text = table(pd.DataFrame(rows), bar=0.5).splitlines()
-    assert text[0] == "2 images; default ×3: 20.50 dB, 3.00 CPU s"
-    assert text[4] == "| 1 | 20.80 | +0.30 | 0.88 | 0.29 | 0 of 2 | no |"  # faster, gains too little
-    assert text[5] == "| 2 | 21.10 | +0.60 | 1.75 | 0.58 | 0 of 2 | yes |"
-    assert text[6] == "| 3 | 21.40 | +0.90 | 2.62 | 0.88 | 1 of 2 | yes |"  # b took 3.75 s against 3.0
+    from archlab import learnt
+
+    table = []
+    for image in ("a", "b"):  # per fit: the default 1 s; width 16: 1.4 s; width 8: 0.5 s; width 12: 0.9 s
+        for width, seconds, psnr in ((64, 1.0, 20.0), (16, 1.4, 21.0), (8, 0.5, 20.2), (12, 0.9, 20.5), (24, 4.0, 23)):
+            table.append({"image": image, **learnt.DEFAULT_CONFIG, "width": width, "stop_psnr": psnr,
+                          "seconds": seconds, "cpu_seconds": seconds})
+    chosen = candidates(pd.DataFrame(table), max_fits=4, per_level=1)
+    # within 3 s: width 16 twice, width 12 three times, width 8 four (of six); width 24 never; the default is the base
+    assert list(zip(chosen["candidate"], chosen["width"], chosen["fits"])) == [("c1", 16, 2), ("c2", 12, 3), ("c3", 8, 4)]
+
+    rows = [{"image": image, "method": "default", "fits": k, "psnr": 20.0 + 0.1 * k, "cpu_seconds": 1.0 * k}
+            for image in ("a", "b") for k in (1, 2, 3)]
+    rows += [{"image": image, "method": method, "fits": k, "psnr": psnr + 0.2 * k, "cpu_seconds": seconds * k}
+             for image in ("a", "b") for method, seconds, psnr, fits in (("c1", 1.4, 20.8, 2), ("c2", 0.9, 20.3, 3))
+             for k in range(1, fits + 1)]
+    rows.append({"image": "c", "method": "default", "fits": 1, "psnr": 30.0, "cpu_seconds": 1.0})  # incomplete
+    measured = with_configs(pd.DataFrame(rows), chosen)
+    assert set(measured["image"]) == {"a", "b"} and set(measured.loc[measured["method"] == "c2", "width"]) == {12}
+    text = budget_table(measured).splitlines()
+    assert text[0].startswith("2 images; default ×3: 20.30 dB, 3.00 CPU s; chosen within its time: 2 × depth=3, "
+                              "width=16")
+    assert text[4] == ("| c1 | 2 | 21.20 | +0.90 | 0.93 | 0 of 2 | depth 3, width 16, skip 0, bilinear, λ 2, "
+                       "lr 0.002, jitter 0.0333 |")
+    assert text[5].startswith("| c1 | 1 | 21.00 | +0.70 | 0.47 | 0 of 2 |")  # best PSNR first
+    assert text[6].startswith("| c2 | 3 | 20.90 | +0.60 | 0.90 | 0 of 2 |")
+
+
+@pytest.mark.parametrize("argv, message", [(["--task", "sr"], "--task: 'sr' is invalid; allowed: poisson"),
+                                           (["--images", "test"], "--images: 'test' is invalid; allowed: training, held-out"),
+                                           ([], "-o/--out is required unless --table is given")])
+def test_restore_budget_rejects_bad_arguments_before_fitting(argv, message, capsys):
+    from benchmarks.restore_budget import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+
+def test_restore_budget_ships_the_rows_with_their_configurations(tmp_path, monkeypatch, capsys):
+    from benchmarks.restore_budget import candidates, main
+
+    from archlab import learnt
+
+    chosen = candidates(learnt.load_table("poisson"), max_fits=6, per_level=2)
+    first = chosen.iloc[0]
+    rows = [{"image": image, "method": "default", "fits": k, "psnr": 20.0 + k * 0.1, "cpu_seconds": 1.0 * k,
+             "capability": "AVX2", "threads": 1, "load": 0.5} for image in ("a", "b") for k in (1, 2, 3)]
+    rows += [{"image": image, "method": first["candidate"], "fits": 1, "psnr": 21.0, "cpu_seconds": 2.0,
+              "capability": "AVX2", "threads": 1, "load": 0.5} for image in ("a", "b")]
+    measured = tmp_path / "rows.csv"
+    pd.DataFrame(rows).to_csv(measured, index=False)
+    shipped = tmp_path / "recommend-poisson-restorations.csv"
+    monkeypatch.setattr(learnt, "restorations_path", lambda task: shipped)
+    learnt.shipped_within_budget.cache_clear()
+    try:
+        assert main(["--table", str(measured), "--ship"]) == 0
+        assert f"wrote {shipped}" in capsys.readouterr().out
+        best = learnt.shipped_within_budget("poisson", 3)
+        assert best.fits == 1 and best.gain == pytest.approx(0.7) and best.time_ratio == pytest.approx(2 / 3)
+        assert best.config == {k: learnt._plain(k, first[k]) for k in learnt.CONFIG_COLUMNS}
+        assert "capability" not in pd.read_csv(shipped)
+    finally:
+        learnt.shipped_within_budget.cache_clear()

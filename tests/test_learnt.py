@@ -423,3 +423,94 @@ def test_the_shipped_cross_validation_is_of_the_shipped_table(task):
     default = table[learnt._config_ids(table) == learnt._config_id(learnt.DEFAULT_CONFIG)]
     measured = default.groupby("image")["stop_psnr"].mean()
     np.testing.assert_allclose(held_out.set_index("image")["default_psnr"].loc[measured.index], measured, atol=1e-4)
+
+
+def budget_rows() -> pd.DataFrame:
+    """Restorations of two images: the default ×1..3 (1 s a fit, 20 dB ×3), a slower configuration (width 16,
+    1.4 s a fit, +1 dB once, +1.3 dB twice) and a faster one (width 8, 0.5 s a fit, +0.4 dB per doubling)."""
+    slow, fast = {**learnt.DEFAULT_CONFIG, "width": 16}, {**learnt.DEFAULT_CONFIG, "width": 8}
+    rows = []
+    for image, offset in (("a", 0.0), ("b", 2.0)):
+        rows += [{"image": image, **learnt.DEFAULT_CONFIG, "fits": k, "psnr": 19.8 + 0.1 * k + offset,
+                  "cpu_seconds": 1.0 * k} for k in (1, 2, 3)]
+        rows += [{"image": image, **slow, "fits": k, "psnr": 20.7 + 0.3 * k + offset, "cpu_seconds": 1.4 * k}
+                 for k in (1, 2)]
+        rows += [{"image": image, **fast, "fits": k, "psnr": 19.6 + 0.4 * k + offset, "cpu_seconds": 0.5 * k}
+                 for k in range(1, 7)]
+    return pd.DataFrame(rows)
+
+
+def test_the_best_restoration_within_the_default_s_time_may_spend_it_on_fewer_or_more_fits():
+    rows = budget_rows()
+    best = learnt.best_within_budget(rows, default_fits=3)  # fast ×6 (3.0 s, 22.0 dB) over slow ×2 (2.8 s, 21.3)
+    assert best.config["width"] == 8 and best.fits == 6
+    assert best.gain == pytest.approx(22.0 - 20.1) and best.time_ratio == pytest.approx(1.0) and best.images == 2
+    cheaper = rows[~((rows["width"] == 8) & (rows["fits"] >= 4))]  # the fast one at most three times
+    best = learnt.best_within_budget(cheaper, default_fits=3)
+    assert (best.config["width"], best.fits) == (16, 2) and best.time_ratio == pytest.approx(2.8 / 3.0)
+    assert best.config == {**learnt.DEFAULT_CONFIG, "width": 16}
+    # a restoration measured on one image only is compared over the images that have every restoration
+    partial = pd.concat([cheaper, pd.DataFrame([{**cheaper.iloc[-1].to_dict(), "image": "c", "psnr": 99.0}])])
+    assert learnt.best_within_budget(partial, default_fits=3) == best
+    # the default alone, or its restoration not measured
+    default_only = rows[rows["width"] == learnt.DEFAULT_CONFIG["width"]]
+    assert learnt.best_within_budget(default_only, default_fits=3).gain == 0.0
+    assert learnt.best_within_budget(rows, default_fits=4) is None
+
+
+def test_restore_studied_and_auto_fit_the_shipped_restoration_within_budget(tmp_path, monkeypatch, capsys):
+    import json
+
+    from archlab import images, recommend, tasks
+    from archlab.cli import main
+
+    table = synthetic_table(range(20))
+    table_csv, rows_csv = tmp_path / "recommend-denoise.csv", tmp_path / "recommend-denoise-restorations.csv"
+    table.to_csv(table_csv, index=False)
+    budget_rows().to_csv(rows_csv, index=False)
+    monkeypatch.setattr(learnt, "table_path", lambda task: table_csv if task == "denoise" else tmp_path / "none.csv")
+    monkeypatch.setattr(learnt, "restorations_path",
+                        lambda task: rows_csv if task == "denoise" else tmp_path / "none.csv")
+    for cached in (learnt.shipped_best_single, learnt.shipped_within_budget, learnt.shipped_recommender,
+                   learnt.held_out_choice):
+        cached.cache_clear()
+    seen = []
+    real_fit = fitting.fit
+    monkeypatch.setattr(fitting, "fit", lambda *a, **k: seen.append((a[0], k)) or real_fit(*a, **{**k, "iterations": 4}))
+    try:
+        task = tasks.Denoise(25)
+        assert restoration.default_restarts(task, "studied") == restoration.default_restarts(task, "auto") == 6
+        assert restoration.default_restarts(task, "controlled-64") == restoration.DEFAULT_RESTARTS
+        assert restoration.default_restarts(tasks.make_task("jpeg"), "auto") == 2  # no restorations shipped
+
+        advice = recommend.recommend(images.resize(images.load("camera"), size=(64, 64)), task=task)
+        assert advice.spec.width == 8 and advice.restarts == 6 and advice.to_dict()["restarts"] == 6
+        assert "the mean of 6 fits of this configuration gained +1.90 dB over the default restoration" in advice.sources["restarts"]
+        assert "chosen over the per-image prediction" in advice.sources["width"] and advice.alternatives
+
+        assert main(["restore", "--image", "camera", "--size", "48", "--arch", "studied", "--eval-every", "2",
+                     "-o", str(tmp_path / "a")]) == 0
+        assert len(seen) == 6 and {s.width for s, _ in seen} == {8}
+        summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+        assert len(summary["restarts"]) == 6
+        assert any("the best restoration within the default's time measured on the denoise study's 2 training "
+                   "images" in note for note in summary["notes"])
+        assert main(["recommend", "camera"]) == 0 and "restarts: 6 (the mean of 6 seeded fits" in capsys.readouterr().out
+    finally:
+        for cached in (learnt.shipped_best_single, learnt.shipped_within_budget, learnt.shipped_recommender,
+                       learnt.held_out_choice):
+            cached.cache_clear()
+
+
+def test_the_shipped_poisson_restorations_choose_among_the_table_s_configurations_within_the_default_s_time():
+    from archlab import recommend, tasks
+
+    best = learnt.shipped_within_budget("poisson", restoration.DEFAULT_RESTARTS)
+    rows = pd.read_csv(learnt.restorations_path("poisson"), dtype={"image": str})
+    assert best.images == rows["image"].nunique() == 60 and best.time_ratio <= 1.0 and best.gain >= 0.5
+    table = learnt.load_table("poisson")
+    assert learnt._config_id(best.config) in set(learnt._config_ids(table))  # a configuration the study fitted
+    assert set(rows["image"]) == set(table["image"])  # the study's training images, none of the evaluation's
+    spec, fit, reason = recommend.studied(tasks.make_task("poisson"))
+    assert spec.width == best.config["width"] and fit["lr"] == best.config["lr"] and f"{best.fits} fits" in reason
+    assert learnt.shipped_within_budget("denoise", restoration.DEFAULT_RESTARTS) is None  # none measured

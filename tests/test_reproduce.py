@@ -250,3 +250,28 @@ def test_a_run_with_restarts_reports_the_mean_of_its_seeded_fits(tmp_path):
     assert averaged["seconds"] >= single["seconds"]
     with pytest.raises(ValueError, match="trajectories are recorded for one fit"):
         reproduce.execute(three, "cpu", trajectory=tmp_path / "t.npz")
+
+
+def test_the_recommend_reproduction_runs_the_recommendation_as_restore_does(tmp_path, monkeypatch):
+    from archlab import learnt
+    from test_learnt import budget_rows, synthetic_table
+
+    path, measured = tmp_path / "recommend-denoise.csv", tmp_path / "recommend-denoise-restorations.csv"
+    synthetic_table(range(10)).to_csv(path, index=False)
+    budget_rows().to_csv(measured, index=False)  # within the default's time: six fits of width 8
+    monkeypatch.setattr(learnt, "table_path", lambda task: path if task == "denoise" else tmp_path / "none.csv")
+    monkeypatch.setattr(learnt, "restorations_path", lambda task: measured if task == "denoise" else tmp_path / "no.csv")
+    learnt.shipped_within_budget.cache_clear()
+    try:
+        runs = reproductions.recommend_runs()
+    finally:
+        learnt.shipped_within_budget.cache_clear()
+    restored = {r.config: r.restarts for r in runs if "×" in r.config}
+    assert restored == {"denoise · recommended ×6": 6, "denoise · default ×3": 3}
+    rows = [{"config": f"denoise · {method}", "image": image, "stop_psnr": psnr, "seconds": seconds}
+            for image in ("01", "02") for method, psnr, seconds in
+            (("recommended", 27.0, 5.0), ("default", 26.0, 6.0), ("recommended ×6", 28.0, 17.0),
+             ("default ×3", 26.25, 18.0))]
+    text = reproduce.write_table("recommend", pd.DataFrame(rows), tmp_path)
+    assert "recommended ×6 − default ×3" in text
+    assert next(line for line in text.splitlines() if line.startswith("| mean")).endswith("| 1.00 | 1.75 |")

@@ -43,6 +43,8 @@ def run(args) -> int:
         for key in ("depth", "skip", "upsampler", "lipschitz", "lr", "iterations"):
             print(f"{key} {advice.spec.to_dict().get(key, advice.fit.get(key))}: {advice.sources[key]}")
     print(f"fit: {', '.join(f'{k}={v}' for k, v in advice.fit.items())}")
+    print(f"restarts: {advice.restarts} (the mean of {advice.restarts} seeded fits, as `restore --arch auto` "
+          f"fits them)")
     print("# ArchSpec (save as spec.toml and pass --arch spec.toml, or use --arch auto)")
     print(advice.spec.to_toml(), end="")
     return 0

@@ -29,7 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("--restarts", type=int, default=None,
                    help=f"fits from the seeds SEED, SEED+1, ... whose restorations are averaged (default "
                         f"{DEFAULT_RESTARTS}, {', '.join(f'{n} for {name}' for name, (_, n) in TASK_DEFAULTS.items())}"
-                        f"; 1: a single fit)")
+                        f"; with --arch studied or auto, the number of fits of the task's restoration measured "
+                        f"best within the default's time, where the task ships one; 1: a single fit)")
     p.add_argument("--stop", default="auto", choices=("none", "auto", *STOP_RULES),
                    help="where to stop without the clean image: auto (the task's rule, default), a rule by name, "
                         "or none (run --iterations, return the moving average)")
@@ -41,7 +42,7 @@ def run(args) -> int:
         raise ValueError(f"--restarts: {args.restarts} is invalid; allowed: an integer ≥ 1")
     task, spec, observation, notes = fit_inputs(args, OUTPUTS)
     if args.restarts is None:
-        args.restarts = default_restarts(task)
+        args.restarts = default_restarts(task, args.arch)
     y, reference = observation.y, observation.reference
     from archlab import images, metrics, report
     from archlab.restoration import fit_restarts

@@ -1,0 +1,180 @@
+"""Which configuration, fitted how many times, restores best within the default restoration's time.
+
+``archlab restore`` averages seeded fits (:func:`archlab.restoration.fit_restarts`): its default restoration is
+``controlled-64`` fitted :data:`archlab.restoration.DEFAULT_RESTARTS` times. A configuration of the task's learnt
+table that takes t_c CPU seconds a fit, against the default's t_d, can be fitted k_c = ⌊3 t_d / t_c⌋ times in that
+budget (at most ``--max-fits``). This chooses, on the training images of the study the table was learnt from, the
+(configuration, k) with the best mean PSNR of the k fits' mean whose mean CPU time is within the default
+restoration's, and measures the same candidates on the held-out images of ``archlab reproduce recommend``
+(:data:`archlab.reproductions.RECOMMEND_IMAGES`), which the choice never saw.
+
+Candidates (from the table's single fits, :func:`candidates`): per budget level k = 1..``--max-fits``, the
+``--per-level`` configurations with the best mean PSNR among those with k_c = k. Every fit is stopped by the task's
+automatic rule; the default as ``archlab restore`` fits it (at most 500 iterations), the candidates as the held-out
+evaluation does (at most 1,000); seeds 0, 1, ...; one image after another in one process (``--shard i/n`` splits
+the images between processes, each writing its own ``--out``).
+
+    OMP_NUM_THREADS=1 python benchmarks/restore_budget.py --task poisson --images training --shard 0/2 -o a.csv
+    OMP_NUM_THREADS=1 python benchmarks/restore_budget.py --task poisson --images training --shard 1/2 -o b.csv
+    python benchmarks/restore_budget.py --task poisson --table a.csv b.csv
+
+Rows are appended per (image, method); a rerun skips those already there. Times are CPU seconds
+(:attr:`archlab.fitting.FitResult.cpu_seconds`), which other processes on the cores do not inflate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from archlab import images, learnt, metrics, recommend, reproduce, reproductions, restoration, tasks
+from archlab.studies import spec as study_spec
+from archlab.studies import worker
+
+#: The study each task's shipped table was learnt from (its training images).
+STUDIES = {"poisson": "studies/recommend-poisson-fast.toml"}
+DEFAULT_FITS = restoration.DEFAULT_RESTARTS
+COMMON = {"device": "cpu", "progress": False, "fast": False, "eval_every": 10, "stop": "auto"}
+
+
+def candidates(table: pd.DataFrame, max_fits: int, per_level: int) -> pd.DataFrame:
+    """The configurations to measure: their fields, mean single-fit PSNR and CPU seconds over the table's images,
+    and ``fits`` = k_c = min(⌊restarts · t_d / t_c⌋, ``max_fits``), the most fits within the default
+    restoration's time; per k, the ``per_level`` best by mean PSNR (configurations fitted to every image)."""
+    time = learnt.time_column(table)
+    columns = list(learnt.CONFIG_COLUMNS)
+    means = table.groupby(columns, as_index=False).agg(psnr=("stop_psnr", "mean"), seconds=(time, "mean"),
+                                                        images=("image", "nunique"))
+    means = means[means["images"] == table["image"].nunique()].drop(columns="images")
+    is_default = (means[columns[:-3]] == pd.Series(learnt.DEFAULT_CONFIG)[columns[:-3]]).all(axis=1)
+    is_default &= means["lr"].round(6).eq(learnt.DEFAULT_CONFIG["lr"])
+    budget = DEFAULT_FITS * float(means.loc[is_default, "seconds"].iloc[0])
+    means["fits"] = [min(math.floor(budget / s), max_fits) for s in means["seconds"]]
+    means = means[(means["fits"] >= 1) & ~is_default]
+    chosen = means.sort_values("psnr", ascending=False).groupby("fits").head(per_level)
+    chosen = chosen.sort_values(["fits", "psnr"], ascending=[True, False]).reset_index(drop=True)
+    chosen.insert(0, "candidate", [f"c{k + 1}" for k in range(len(chosen))])
+    return chosen
+
+
+def observations(task_name: str, which: str) -> list[tuple[str, tasks.Task, object, torch.Tensor]]:
+    """(image, task, observation, clean) of the study's training images or of the held-out images."""
+    if which == "training":
+        spec = study_spec.load_study(STUDIES[task_name])
+        return [(o.image, o.task, o.observation, o.reference) for o in worker.observations(spec)]
+    runs = [r for r in reproductions.recommend_runs() if r.config == f"{task_name} · default"]
+    out = []
+    for run in runs:
+        task = tasks.task_from_dict(run.task)
+        x = reproduce.load_clean(run)
+        out.append((reproductions.short_name(run.image), task, task.observe(x, seed=run.seed), x))
+    return out
+
+
+def measure(image: str, task: tasks.Task, observation, x: torch.Tensor, method: str, arch, fit: dict,
+            fits: int) -> list[dict]:
+    """The rows of ``fits`` seeded fits of one method to one image: per k = 1..fits, the PSNR of the first k fits'
+    mean and their CPU seconds."""
+    _, runs = restoration.fit_restarts(arch, task, observation, fits, seed=0, **COMMON, **fit)
+    rows = []
+    for k in range(1, fits + 1):
+        mean = torch.stack([r.restored for r in runs[:k]]).mean(0)
+        rows.append({"image": image, "method": method, "fits": k, "psnr": float(metrics.psnr(mean, x)),
+                     "cpu_seconds": sum(r.cpu_seconds for r in runs[:k]),
+                     "capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+                     "load": round(os.getloadavg()[0], 2)})
+    return rows
+
+
+def with_configs(frame: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
+    """The rows with their configuration's fields (:data:`archlab.learnt.CONFIG_COLUMNS`; the default's for
+    ``default``), over the images every method was measured on."""
+    complete = frame.groupby("image")["method"].nunique()
+    frame = frame[frame["image"].isin(complete.index[complete == complete.max()])]
+    configs = pd.concat([pd.DataFrame([{"candidate": "default", **learnt.DEFAULT_CONFIG}]),
+                         chosen[["candidate", *learnt.CONFIG_COLUMNS]]], ignore_index=True)
+    return frame.merge(configs, left_on="method", right_on="candidate").drop(columns="candidate")
+
+
+def budget_table(rows: pd.DataFrame) -> str:
+    """Per (method, k): mean PSNR and its gain over the default restoration, CPU seconds over its, images where
+    it took longer, and the restoration :func:`archlab.learnt.best_within_budget` chooses from these rows."""
+    default = rows[(rows["method"] == "default") & (rows["fits"] == DEFAULT_FITS)].set_index("image")
+    best = learnt.best_within_budget(rows, DEFAULT_FITS)
+    lines = [f"{rows['image'].nunique()} images; default ×{DEFAULT_FITS}: {default['psnr'].mean():.2f} dB, "
+             f"{default['cpu_seconds'].mean():.2f} CPU s; chosen within its time: {best.fits} × "
+             + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.config.items()),
+             "", "| method | fits | PSNR dB | − default dB | × default's CPU time | images slower | configuration |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    table = []
+    for (method, k), group in rows[rows["method"] != "default"].groupby(["method", "fits"]):
+        group = group.set_index("image")
+        config = group.iloc[0][list(learnt.CONFIG_COLUMNS)].to_dict()
+        table.append((group["psnr"].mean(), method, k, group["psnr"].mean() - default["psnr"].mean(),
+                      group["cpu_seconds"].mean() / default["cpu_seconds"].mean(),
+                      int((group["cpu_seconds"] > default["cpu_seconds"].reindex(group.index)).sum()), len(group),
+                      f"depth {config['depth']}, width {config['width']}, skip {config['skip']}, "
+                      f"{config['upsampler']}, λ {config['lipschitz']:.3g}, lr {config['lr']:.3g}, "
+                      f"jitter {config['input_jitter']:.3g}"))
+    for psnr, method, k, gain, ratio, slower, count, config in sorted(table, reverse=True):
+        lines.append(f"| {method} | {k} | {psnr:.2f} | {gain:+.2f} | {ratio:.2f} | {slower} of {count} | {config} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="poisson", help=f"one of {', '.join(STUDIES)} (default poisson)")
+    parser.add_argument("--images", default="training", help="training or held-out (default training)")
+    parser.add_argument("--max-fits", type=int, default=6, help="most fits of one candidate (default 6)")
+    parser.add_argument("--per-level", type=int, default=2, help="candidates per number of fits (default 2)")
+    parser.add_argument("--shard", default="0/1", help="i/n: this process measures every n-th image from the i-th")
+    parser.add_argument("-o", "--out", type=Path, help="CSV of the rows (appended, resumable)")
+    parser.add_argument("--table", nargs="+", type=Path, help="print the table of these CSVs and stop")
+    parser.add_argument("--ship", action="store_true",
+                        help="with --table: write the rows as the task's shipped restorations "
+                             "(archlab.learnt.restorations_path), which `restore --arch auto` chooses from")
+    args = parser.parse_args(argv)
+    if args.task not in STUDIES:
+        parser.error(f"--task: {args.task!r} is invalid; allowed: {', '.join(STUDIES)}")
+    if args.images not in ("training", "held-out"):
+        parser.error(f"--images: {args.images!r} is invalid; allowed: training, held-out")
+    chosen = candidates(learnt.load_table(args.task), args.max_fits, args.per_level)
+    if args.table:
+        frame = pd.concat([pd.read_csv(p, dtype={"image": str}) for p in args.table], ignore_index=True)
+        rows = with_configs(frame, chosen)
+        print(budget_table(rows))
+        if args.ship:
+            with images.atomic_path(learnt.restorations_path(args.task)) as tmp:
+                rows.drop(columns=["capability", "threads", "load"]).to_csv(tmp, index=False, float_format="%.6g")
+            print(f"wrote {learnt.restorations_path(args.task)}")
+        return 0
+    if args.out is None:
+        parser.error("-o/--out is required unless --table is given")
+    index, count = (int(v) for v in args.shard.split("/"))
+    torch.set_num_threads(1)
+    done = (set(map(tuple, pd.read_csv(args.out, dtype={"image": str})[["image", "method"]].values))
+            if args.out.is_file() else set())
+    print(chosen.round(4).to_string(), flush=True)
+    methods = [("default", "controlled-64", {k: v for k, v in restoration.DEFAULT_FIT.items()}, DEFAULT_FITS)]
+    for row in chosen.itertuples(index=False):
+        spec, fit = recommend._learnt_setup({c: getattr(row, c) for c in learnt.CONFIG_COLUMNS}, None)
+        methods.append((row.candidate, spec, {**{k: float(v) for k, v in fit.items() if k in learnt.FIT_COLUMNS},
+                                              "iterations": 1000}, int(row.fits)))
+    for image, task, observation, x in observations(args.task, args.images)[index::count]:
+        for method, arch, fit, fits in methods:
+            if (image, method) in done:
+                continue
+            rows = pd.DataFrame(measure(image, task, observation, x, method, arch, fit, fits))
+            rows.to_csv(args.out, mode="a", header=not args.out.is_file(), index=False, float_format="%.4f")
+            print(f"{image} {method} ×{fits}: {rows['psnr'].iloc[-1]:.2f} dB, {rows['cpu_seconds'].iloc[-1]:.2f} "
+                  f"CPU s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
