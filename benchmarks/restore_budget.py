@@ -16,7 +16,13 @@ the images between processes, each writing its own ``--out``).
 
     OMP_NUM_THREADS=1 python benchmarks/restore_budget.py --task poisson --images training --shard 0/2 -o a.csv
     OMP_NUM_THREADS=1 python benchmarks/restore_budget.py --task poisson --images training --shard 1/2 -o b.csv
-    python benchmarks/restore_budget.py --task poisson --table a.csv b.csv
+    python benchmarks/restore_budget.py --task poisson --table a.csv b.csv [--ship]
+
+``--ship`` writes the rows of ``--table`` as the task's shipped restorations
+(:func:`archlab.learnt.restorations_path`), from which ``restore --arch auto`` and ``--arch studied`` take their
+configuration and number of fits. For a table learnt from studies of your own, give ``--learnt CSV`` (the table of
+``archlab study learn``) and ``--study FILE`` (the study whose training images to fit); the held-out images are
+those of ``archlab reproduce recommend`` (denoising and Poisson).
 
 Rows are appended per (image, method); a rerun skips those already there. Times are CPU seconds
 (:attr:`archlab.fitting.FitResult.cpu_seconds`), which other processes on the cores do not inflate.
@@ -36,7 +42,7 @@ from archlab import images, learnt, metrics, recommend, reproduce, reproductions
 from archlab.studies import spec as study_spec
 from archlab.studies import worker
 
-#: The study each task's shipped table was learnt from (its training images).
+#: The study each task's shipped table was learnt from (its training images), where that is one study.
 STUDIES = {"poisson": "studies/recommend-poisson-fast.toml"}
 DEFAULT_FITS = restoration.DEFAULT_RESTARTS
 COMMON = {"device": "cpu", "progress": False, "fast": False, "eval_every": 10, "stop": "auto"}
@@ -62,17 +68,20 @@ def candidates(table: pd.DataFrame, max_fits: int, per_level: int) -> pd.DataFra
     return chosen
 
 
-def observations(task_name: str, which: str) -> list[tuple[str, tasks.Task, object, torch.Tensor]]:
-    """(image, task, observation, clean) of the study's training images or of the held-out images."""
+def observations(task_name: str, which: str, study: str | None = None, seed: int | None = None
+                 ) -> list[tuple[str, tasks.Task, object, torch.Tensor]]:
+    """(image, task, observation, clean) of the training images of ``study`` (a study file or shipped name;
+    default the task's :data:`STUDIES` entry; degraded with its ``degradation_seed``) or of the held-out images
+    (degraded with ``seed``, default that of ``archlab reproduce recommend``)."""
     if which == "training":
-        spec = study_spec.load_study(STUDIES[task_name])
+        spec = study_spec.load_study(study or STUDIES[task_name])
         return [(o.image, o.task, o.observation, o.reference) for o in worker.observations(spec)]
     runs = [r for r in reproductions.recommend_runs() if r.config == f"{task_name} · default"]
     out = []
     for run in runs:
         task = tasks.task_from_dict(run.task)
         x = reproduce.load_clean(run)
-        out.append((reproductions.short_name(run.image), task, task.observe(x, seed=run.seed), x))
+        out.append((reproductions.short_name(run.image), task, task.observe(x, seed=run.seed if seed is None else seed), x))
     return out
 
 
@@ -128,10 +137,16 @@ def budget_table(rows: pd.DataFrame) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="poisson", help=f"one of {', '.join(STUDIES)} (default poisson)")
+    parser.add_argument("--task", default="poisson", help="a task with a learnt table (default poisson)")
+    parser.add_argument("--study", help="the study whose training images to fit (default: the one the task's shipped "
+                                        f"table was learnt from: {', '.join(f'{t} {s}' for t, s in STUDIES.items())})")
+    parser.add_argument("--learnt", type=Path, help="the learnt table to take candidates from (default the shipped one)")
     parser.add_argument("--images", default="training", help="training or held-out (default training)")
     parser.add_argument("--max-fits", type=int, default=6, help="most fits of one candidate (default 6)")
     parser.add_argument("--per-level", type=int, default=2, help="candidates per number of fits (default 2)")
+    parser.add_argument("--seed", type=int, help="with --images held-out: the degradation's seed (default that of "
+                                                 "`archlab reproduce recommend`, 0)")
+    parser.add_argument("--methods", help="measure only these, comma-separated (default, c1, c2, ...; default all)")
     parser.add_argument("--shard", default="0/1", help="i/n: this process measures every n-th image from the i-th")
     parser.add_argument("-o", "--out", type=Path, help="CSV of the rows (appended, resumable)")
     parser.add_argument("--table", nargs="+", type=Path, help="print the table of these CSVs and stop")
@@ -139,11 +154,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --table: write the rows as the task's shipped restorations "
                              "(archlab.learnt.restorations_path), which `restore --arch auto` chooses from")
     args = parser.parse_args(argv)
-    if args.task not in STUDIES:
-        parser.error(f"--task: {args.task!r} is invalid; allowed: {', '.join(STUDIES)}")
+    if args.images == "training" and args.study is None and args.task not in STUDIES and not args.table:
+        parser.error(f"--study is required for --task {args.task!r}; default studies: {', '.join(STUDIES)}")
     if args.images not in ("training", "held-out"):
         parser.error(f"--images: {args.images!r} is invalid; allowed: training, held-out")
-    chosen = candidates(learnt.load_table(args.task), args.max_fits, args.per_level)
+    for name in ("max_fits", "per_level"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')}: {getattr(args, name)} is invalid; allowed: an integer ≥ 1")
+    shard = args.shard.split("/")
+    if len(shard) != 2 or not all(v.isdigit() for v in shard) or not int(shard[0]) < int(shard[1]):
+        parser.error(f"--shard: {args.shard!r} is invalid; allowed: i/n with 0 ≤ i < n")
+    if args.ship and not args.table:
+        parser.error("--ship writes the rows of --table CSV ...; give them")
+    chosen = candidates(learnt.load_table(args.task, args.learnt), args.max_fits, args.per_level)
     if args.table:
         frame = pd.concat([pd.read_csv(p, dtype={"image": str}) for p in args.table], ignore_index=True)
         rows = with_configs(frame, chosen)
@@ -155,17 +178,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.out is None:
         parser.error("-o/--out is required unless --table is given")
-    index, count = (int(v) for v in args.shard.split("/"))
+    index, count = (int(v) for v in shard)
     torch.set_num_threads(1)
     done = (set(map(tuple, pd.read_csv(args.out, dtype={"image": str})[["image", "method"]].values))
             if args.out.is_file() else set())
     print(chosen.round(4).to_string(), flush=True)
     methods = [("default", "controlled-64", {k: v for k, v in restoration.DEFAULT_FIT.items()}, DEFAULT_FITS)]
     for row in chosen.itertuples(index=False):
-        spec, fit = recommend._learnt_setup({c: getattr(row, c) for c in learnt.CONFIG_COLUMNS}, None)
-        methods.append((row.candidate, spec, {**{k: float(v) for k, v in fit.items() if k in learnt.FIT_COLUMNS},
-                                              "iterations": 1000}, int(row.fits)))
-    for image, task, observation, x in observations(args.task, args.images)[index::count]:
+        arch, fit = learnt.split_config({c: getattr(row, c) for c in learnt.CONFIG_COLUMNS})
+        methods.append((row.candidate, recommend.LEARNT_BASE.replace(**arch),
+                        {**{k: float(v) for k, v in fit.items()}, "iterations": 1000}, int(row.fits)))
+    if args.methods:
+        wanted = args.methods.split(",")
+        unknown = sorted(set(wanted) - {m[0] for m in methods})
+        if unknown:
+            parser.error(f"--methods: {', '.join(unknown)} is invalid; allowed: {', '.join(m[0] for m in methods)}")
+        methods = [m for m in methods if m[0] in wanted]
+    for image, task, observation, x in observations(args.task, args.images, args.study, args.seed)[index::count]:
         for method, arch, fit, fits in methods:
             if (image, method) in done:
                 continue

@@ -425,9 +425,13 @@ def test_restore_budget_candidates_fill_the_default_restoration_s_time_and_the_t
     assert text[6].startswith("| c2 | 3 | 20.90 | +0.60 | 0.90 | 0 of 2 |")
 
 
-@pytest.mark.parametrize("argv, message", [(["--task", "sr"], "--task: 'sr' is invalid; allowed: poisson"),
-                                           (["--images", "test"], "--images: 'test' is invalid; allowed: training, held-out"),
-                                           ([], "-o/--out is required unless --table is given")])
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "sr"], "--study is required for --task 'sr'; default studies: poisson"),
+    (["--images", "test"], "--images: 'test' is invalid; allowed: training, held-out"),
+    (["--max-fits", "0"], "--max-fits: 0 is invalid; allowed: an integer ≥ 1"),
+    (["--shard", "2/2"], "--shard: '2/2' is invalid; allowed: i/n with 0 ≤ i < n"),
+    (["--ship"], "--ship writes the rows of --table CSV ...; give them"),
+    ([], "-o/--out is required unless --table is given")])
 def test_restore_budget_rejects_bad_arguments_before_fitting(argv, message, capsys):
     from benchmarks.restore_budget import main
 

@@ -65,7 +65,12 @@ def test_shipped_tables_recommend_a_configuration_of_their_study(camera, task):
         or chosen == {k: v for k, v in learnt.DEFAULT_CONFIG.items() if k not in learnt.FIT_COLUMNS}
     assert advice.fit["stop"] == "auto"
     selected, held_out_gains = learnt.held_out_choice(task.name)  # both shipped tables come with their CV rows
-    if selected == "fixed":  # one configuration did better than the per-image choice on held-out images
+    budgeted = recommend.within_budget(task)
+    if budgeted is not None:  # measured restorations shipped: their choice, with its number of fits
+        assert chosen == {k: v for k, v in budgeted.config.items() if k not in learnt.FIT_COLUMNS}
+        assert advice.fit["lr"] == budgeted.config["lr"] and advice.restarts == budgeted.fits
+        assert advice.sources["width"].startswith("the best restoration within the default's time")
+    elif selected == "fixed":  # one configuration did better than the per-image choice on held-out images
         best = learnt.shipped_best_single(task.name).config
         assert chosen == {k: v for k, v in best.items() if k not in learnt.FIT_COLUMNS}
         assert advice.fit["lr"] == best["lr"] and held_out_gains["fixed"] >= held_out_gains["learnt"]
