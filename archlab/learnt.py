@@ -22,6 +22,12 @@ first use (seconds); :func:`archlab.studies.learning_table` builds a table from 
 study learn``), so a user can learn from studies of their own images and tasks. :func:`cross_validate` measures
 the choice on the study's own images held out of the learning (every configuration was fitted to every image, so
 the chosen one's PSNR is measured, not predicted).
+
+A restoration averages seeded fits, so a configuration faster than the default can spend the time it saves on more
+of them: :func:`best_within_budget` chooses, from restorations measured on a study's training images (a
+configuration fitted k times, the PSNR of the fits' mean and their CPU seconds; ``benchmarks/restore_budget.py``
+measures and ships them per task), the (configuration, k) with the best mean PSNR within the default
+restoration's CPU time.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -48,18 +49,20 @@ DEFAULT_FITS = restoration.DEFAULT_RESTARTS
 COMMON = {"device": "cpu", "progress": False, "fast": False, "eval_every": 10, "stop": "auto"}
 
 
-def candidates(table: pd.DataFrame, max_fits: int, per_level: int) -> pd.DataFrame:
-    """The configurations to measure: their fields, mean single-fit PSNR and CPU seconds over the table's images,
-    and ``fits`` = k_c = min(⌊restarts · t_d / t_c⌋, ``max_fits``), the most fits within the default
-    restoration's time; per k, the ``per_level`` best by mean PSNR (configurations fitted to every image)."""
+def candidates(table: pd.DataFrame, max_fits: int, per_level: int, budget: float | None = None) -> pd.DataFrame:
+    """The configurations to measure: their fields, mean single-fit PSNR and seconds over the table's images, and
+    ``fits`` = k_c = min(⌊B / t_c⌋, ``max_fits``), the most fits within the default restoration's time B
+    (``budget``; default restarts · t_d, the table's mean time of the default); per k, the ``per_level`` best by
+    mean PSNR (configurations fitted to every image)."""
     time = learnt.time_column(table)
     columns = list(learnt.CONFIG_COLUMNS)
     means = table.groupby(columns, as_index=False).agg(psnr=("stop_psnr", "mean"), seconds=(time, "mean"),
                                                         images=("image", "nunique"))
     means = means[means["images"] == table["image"].nunique()].drop(columns="images")
-    is_default = (means[columns[:-3]] == pd.Series(learnt.DEFAULT_CONFIG)[columns[:-3]]).all(axis=1)
-    is_default &= means["lr"].round(6).eq(learnt.DEFAULT_CONFIG["lr"])
-    budget = DEFAULT_FITS * float(means.loc[is_default, "seconds"].iloc[0])
+    is_default = np.logical_and.reduce([np.isclose(means[c].astype(float), value, rtol=1e-5) if c in learnt.NUMERIC
+                                        else means[c] == value for c, value in learnt.DEFAULT_CONFIG.items()])
+    if budget is None:
+        budget = DEFAULT_FITS * float(means.loc[is_default, "seconds"].iloc[0])
     means["fits"] = [min(math.floor(budget / s), max_fits) for s in means["seconds"]]
     means = means[(means["fits"] >= 1) & ~is_default]
     chosen = means.sort_values("psnr", ascending=False).groupby("fits").head(per_level)
@@ -69,45 +72,42 @@ def candidates(table: pd.DataFrame, max_fits: int, per_level: int) -> pd.DataFra
 
 
 def observations(task_name: str, which: str, study: str | None = None, seed: int | None = None
-                 ) -> list[tuple[str, tasks.Task, object, torch.Tensor]]:
-    """(image, task, observation, clean) of the training images of ``study`` (a study file or shipped name;
-    default the task's :data:`STUDIES` entry; degraded with its ``degradation_seed``) or of the held-out images
-    (degraded with ``seed``, default that of ``archlab reproduce recommend``)."""
+                 ) -> list[tuple[str, int, tasks.Task, object, torch.Tensor]]:
+    """(image, degradation seed, task, observation, clean) of the training images of ``study`` (a study file or
+    shipped name; default the task's :data:`STUDIES` entry; degraded with its ``degradation_seed``) or of the
+    held-out images (degraded with ``seed``, default that of ``archlab reproduce recommend``)."""
     if which == "training":
         spec = study_spec.load_study(study or STUDIES[task_name])
-        return [(o.image, o.task, o.observation, o.reference) for o in worker.observations(spec)]
-    runs = [r for r in reproductions.recommend_runs() if r.config == f"{task_name} · default"]
+        return [(o.image, spec.degradation_seed, o.task, o.observation, o.reference)
+                for o in worker.observations(spec)]
     out = []
-    for run in runs:
-        task = tasks.task_from_dict(run.task)
-        x = reproduce.load_clean(run)
-        out.append((reproductions.short_name(run.image), task, task.observe(x, seed=run.seed if seed is None else seed), x))
+    for run in (r for r in reproductions.recommend_runs() if r.config == f"{task_name} · default"):
+        task, x, draw = tasks.task_from_dict(run.task), reproduce.load_clean(run), run.seed if seed is None else seed
+        out.append((reproductions.short_name(run.image), draw, task, task.observe(x, seed=draw), x))
     return out
 
 
-def measure(image: str, task: tasks.Task, observation, x: torch.Tensor, method: str, arch, fit: dict,
-            fits: int) -> list[dict]:
-    """The rows of ``fits`` seeded fits of one method to one image: per k = 1..fits, the PSNR of the first k fits'
-    mean and their CPU seconds."""
-    _, runs = restoration.fit_restarts(arch, task, observation, fits, seed=0, **COMMON, **fit)
+def measure(image: str, seed: int, task: tasks.Task, observation, x: torch.Tensor, method: str, config: dict,
+            fit: dict, fits: int) -> list[dict]:
+    """The rows of ``fits`` seeded fits of one configuration (:data:`archlab.learnt.CONFIG_COLUMNS`) to one image:
+    per k = 1..fits, the PSNR of the first k fits' mean and their CPU seconds."""
+    arch, settings = learnt.split_config(config)
+    spec = recommend.LEARNT_BASE.replace(**arch)
+    _, runs = restoration.fit_restarts(spec, task, observation, fits, seed=0, **COMMON, **fit, **settings)
     rows = []
     for k in range(1, fits + 1):
         mean = torch.stack([r.restored for r in runs[:k]]).mean(0)
-        rows.append({"image": image, "method": method, "fits": k, "psnr": float(metrics.psnr(mean, x)),
+        rows.append({"seed": seed, "image": image, "method": method, **config, "fits": k, "psnr": float(metrics.psnr(mean, x)),
                      "cpu_seconds": sum(r.cpu_seconds for r in runs[:k]),
                      "capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
                      "load": round(os.getloadavg()[0], 2)})
     return rows
 
 
-def with_configs(frame: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
-    """The rows with their configuration's fields (:data:`archlab.learnt.CONFIG_COLUMNS`; the default's for
-    ``default``), over the images every method was measured on."""
-    complete = frame.groupby("image")["method"].nunique()
-    frame = frame[frame["image"].isin(complete.index[complete == complete.max()])]
-    configs = pd.concat([pd.DataFrame([{"candidate": "default", **learnt.DEFAULT_CONFIG}]),
-                         chosen[["candidate", *learnt.CONFIG_COLUMNS]]], ignore_index=True)
-    return frame.merge(configs, left_on="method", right_on="candidate").drop(columns="candidate")
+def complete(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the images every method was measured on."""
+    methods = frame.groupby("image")["method"].nunique()
+    return frame[frame["image"].isin(methods.index[methods == methods.max()])]
 
 
 def budget_table(rows: pd.DataFrame) -> str:
@@ -142,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
                                         f"table was learnt from: {', '.join(f'{t} {s}' for t, s in STUDIES.items())})")
     parser.add_argument("--learnt", type=Path, help="the learnt table to take candidates from (default the shipped one)")
     parser.add_argument("--images", default="training", help="training or held-out (default training)")
+    parser.add_argument("--budget", type=float,
+                        help="the default restoration's mean time on the training images, in the table's unit "
+                             "(default: restarts × the table's mean time of the default)")
     parser.add_argument("--max-fits", type=int, default=6, help="most fits of one candidate (default 6)")
     parser.add_argument("--per-level", type=int, default=2, help="candidates per number of fits (default 2)")
     parser.add_argument("--seed", type=int, help="with --images held-out: the degradation's seed (default that of "
@@ -166,10 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--shard: {args.shard!r} is invalid; allowed: i/n with 0 ≤ i < n")
     if args.ship and not args.table:
         parser.error("--ship writes the rows of --table CSV ...; give them")
-    chosen = candidates(learnt.load_table(args.task, args.learnt), args.max_fits, args.per_level)
     if args.table:
-        frame = pd.concat([pd.read_csv(p, dtype={"image": str}) for p in args.table], ignore_index=True)
-        rows = with_configs(frame, chosen)
+        frame = pd.concat([pd.read_csv(p, dtype={"image": str, "upsampler": str}) for p in args.table],
+                          ignore_index=True)
+        if "seed" in frame and frame["seed"].nunique() > 1:  # one image under several draws: one row each
+            frame["image"] = frame["seed"].astype(str) + "/" + frame["image"]
+        rows = complete(frame)
         print(budget_table(rows))
         if args.ship:
             with images.atomic_path(learnt.restorations_path(args.task)) as tmp:
@@ -180,26 +185,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("-o/--out is required unless --table is given")
     index, count = (int(v) for v in shard)
     torch.set_num_threads(1)
-    done = (set(map(tuple, pd.read_csv(args.out, dtype={"image": str})[["image", "method"]].values))
-            if args.out.is_file() else set())
+    previous = pd.read_csv(args.out, dtype={"image": str}) if args.out.is_file() else pd.DataFrame(
+        columns=["seed", "image", "method"])
+    done = set(zip(previous["seed"], previous["image"], previous["method"]))
+    chosen = candidates(learnt.load_table(args.task, args.learnt), args.max_fits, args.per_level, args.budget)
     print(chosen.round(4).to_string(), flush=True)
-    methods = [("default", "controlled-64", {k: v for k, v in restoration.DEFAULT_FIT.items()}, DEFAULT_FITS)]
+    default_fit = {k: v for k, v in restoration.DEFAULT_FIT.items() if k not in learnt.FIT_COLUMNS}
+    methods = [("default", learnt.DEFAULT_CONFIG, default_fit, DEFAULT_FITS)]
     for row in chosen.itertuples(index=False):
-        arch, fit = learnt.split_config({c: getattr(row, c) for c in learnt.CONFIG_COLUMNS})
-        methods.append((row.candidate, recommend.LEARNT_BASE.replace(**arch),
-                        {**{k: float(v) for k, v in fit.items()}, "iterations": 1000}, int(row.fits)))
+        config = {c: getattr(row, c) for c in learnt.CONFIG_COLUMNS}
+        methods.append((row.candidate, config, {"iterations": 1000}, int(row.fits)))
     if args.methods:
         wanted = args.methods.split(",")
         unknown = sorted(set(wanted) - {m[0] for m in methods})
         if unknown:
             parser.error(f"--methods: {', '.join(unknown)} is invalid; allowed: {', '.join(m[0] for m in methods)}")
         methods = [m for m in methods if m[0] in wanted]
-    for image, task, observation, x in observations(args.task, args.images, args.study, args.seed)[index::count]:
-        for method, arch, fit, fits in methods:
-            if (image, method) in done:
+    for image, seed, task, observation, x in observations(args.task, args.images, args.study, args.seed)[index::count]:
+        for method, config, fit, fits in methods:
+            if (seed, image, method) in done:
                 continue
-            rows = pd.DataFrame(measure(image, task, observation, x, method, arch, fit, fits))
-            rows.to_csv(args.out, mode="a", header=not args.out.is_file(), index=False, float_format="%.4f")
+            rows = pd.DataFrame(measure(image, seed, task, observation, x, method, config, fit, fits))
+            rows.to_csv(args.out, mode="a", header=not args.out.is_file(), index=False, float_format="%.6g")
             print(f"{image} {method} ×{fits}: {rows['psnr'].iloc[-1]:.2f} dB, {rows['cpu_seconds'].iloc[-1]:.2f} "
                   f"CPU s", flush=True)
     return 0

@@ -395,7 +395,7 @@ def test_jpeg_consistency_rows_stop_later_for_a_smaller_tau_and_never_above_the_
 
 
 def test_restore_budget_candidates_fill_the_default_restoration_s_time_and_the_table_marks_the_choice():
-    from benchmarks.restore_budget import budget_table, candidates, with_configs
+    from benchmarks.restore_budget import budget_table, candidates, complete
 
     from archlab import learnt
 
@@ -404,18 +404,25 @@ def test_restore_budget_candidates_fill_the_default_restoration_s_time_and_the_t
         for width, seconds, psnr in ((64, 1.0, 20.0), (16, 1.4, 21.0), (8, 0.5, 20.2), (12, 0.9, 20.5), (24, 4.0, 23)):
             table.append({"image": image, **learnt.DEFAULT_CONFIG, "width": width, "stop_psnr": psnr,
                           "seconds": seconds, "cpu_seconds": seconds})
-    chosen = candidates(pd.DataFrame(table), max_fits=4, per_level=1)
+    table.append({**table[0], "lipschitz": 3.0, "stop_psnr": 30.0})  # the default's network at another λ: a candidate
+    table = pd.DataFrame(table)
+    chosen = candidates(table[table["lipschitz"] == 2.0], max_fits=4, per_level=1)
     # within 3 s: width 16 twice, width 12 three times, width 8 four (of six); width 24 never; the default is the base
     assert list(zip(chosen["candidate"], chosen["width"], chosen["fits"])) == [("c1", 16, 2), ("c2", 12, 3), ("c3", 8, 4)]
+    larger = candidates(table[table["lipschitz"] == 2.0], max_fits=4, per_level=1, budget=4.2)  # a measured budget
+    assert list(zip(larger["width"], larger["fits"])) == [(24, 1), (16, 3), (12, 4)]  # width 8 (4 fits too) is below 12
+    assert len(candidates(table[table["image"] == "a"], max_fits=1, per_level=3)) == 3  # λ 3 counts as a candidate
 
-    rows = [{"image": image, "method": "default", "fits": k, "psnr": 20.0 + 0.1 * k, "cpu_seconds": 1.0 * k}
-            for image in ("a", "b") for k in (1, 2, 3)]
-    rows += [{"image": image, "method": method, "fits": k, "psnr": psnr + 0.2 * k, "cpu_seconds": seconds * k}
-             for image in ("a", "b") for method, seconds, psnr, fits in (("c1", 1.4, 20.8, 2), ("c2", 0.9, 20.3, 3))
+    rows = [{"image": image, "method": "default", **learnt.DEFAULT_CONFIG, "fits": k, "psnr": 20.0 + 0.1 * k,
+             "cpu_seconds": 1.0 * k} for image in ("a", "b") for k in (1, 2, 3)]
+    rows += [{"image": image, "method": method, **learnt.DEFAULT_CONFIG, "width": width, "fits": k,
+              "psnr": psnr + 0.2 * k, "cpu_seconds": seconds * k}
+             for image in ("a", "b") for method, width, seconds, psnr, fits in (("c1", 16, 1.4, 20.8, 2),
+                                                                                ("c2", 12, 0.9, 20.3, 3))
              for k in range(1, fits + 1)]
-    rows.append({"image": "c", "method": "default", "fits": 1, "psnr": 30.0, "cpu_seconds": 1.0})  # incomplete
-    measured = with_configs(pd.DataFrame(rows), chosen)
-    assert set(measured["image"]) == {"a", "b"} and set(measured.loc[measured["method"] == "c2", "width"]) == {12}
+    rows.append({**rows[0], "image": "c", "psnr": 30.0})  # an image with the default only: left out
+    measured = complete(pd.DataFrame(rows))
+    assert set(measured["image"]) == {"a", "b"}
     text = budget_table(measured).splitlines()
     assert text[0].startswith("2 images; default ×3: 20.30 dB, 3.00 CPU s; chosen within its time: 2 × depth=3, "
                               "width=16")
@@ -442,15 +449,15 @@ def test_restore_budget_rejects_bad_arguments_before_fitting(argv, message, caps
 
 
 def test_restore_budget_ships_the_rows_with_their_configurations(tmp_path, monkeypatch, capsys):
-    from benchmarks.restore_budget import candidates, main
+    from benchmarks.restore_budget import main
 
     from archlab import learnt
 
-    chosen = candidates(learnt.load_table("poisson"), max_fits=6, per_level=2)
-    first = chosen.iloc[0]
-    rows = [{"image": image, "method": "default", "fits": k, "psnr": 20.0 + k * 0.1, "cpu_seconds": 1.0 * k,
-             "capability": "AVX2", "threads": 1, "load": 0.5} for image in ("a", "b") for k in (1, 2, 3)]
-    rows += [{"image": image, "method": first["candidate"], "fits": 1, "psnr": 21.0, "cpu_seconds": 2.0,
+    first = {**learnt.DEFAULT_CONFIG, "width": 12, "skip": 4, "upsampler": "bicubic", "lr": 0.0295}
+    rows = [{"image": image, "method": "default", **learnt.DEFAULT_CONFIG, "fits": k, "psnr": 20.0 + k * 0.1,
+             "cpu_seconds": 1.0 * k, "capability": "AVX2", "threads": 1, "load": 0.5}
+            for image in ("a", "b") for k in (1, 2, 3)]
+    rows += [{"image": image, "method": "c1", **first, "fits": 1, "psnr": 21.0, "cpu_seconds": 2.0,
               "capability": "AVX2", "threads": 1, "load": 0.5} for image in ("a", "b")]
     measured = tmp_path / "rows.csv"
     pd.DataFrame(rows).to_csv(measured, index=False)
@@ -462,7 +469,7 @@ def test_restore_budget_ships_the_rows_with_their_configurations(tmp_path, monke
         assert f"wrote {shipped}" in capsys.readouterr().out
         best = learnt.shipped_within_budget("poisson", 3)
         assert best.fits == 1 and best.gain == pytest.approx(0.7) and best.time_ratio == pytest.approx(2 / 3)
-        assert best.config == {k: learnt._plain(k, first[k]) for k in learnt.CONFIG_COLUMNS}
+        assert learnt._config_id(best.config) == learnt._config_id(first)  # to the six digits the CSV keeps
         assert "capability" not in pd.read_csv(shipped)
     finally:
         learnt.shipped_within_budget.cache_clear()
