@@ -79,7 +79,8 @@ def studied(task: Task | None = None) -> tuple[ArchSpec, dict, str]:
                            f"{budgeted.images} training images ({learnt.restorations_path(name).name}): the mean of "
                            f"{budgeted.fits} fits of this configuration gained {budgeted.gain:+.2f} dB over the "
                            f"default restoration (controlled-64, the mean of {restoration.DEFAULT_RESTARTS} fits) at "
-                           f"{budgeted.time_ratio:.2f}× its CPU time")
+                           f"{budgeted.time_ratio:.2f}× its CPU time, taking longer on "
+                           f"{round(budgeted.slower * budgeted.images)} of the {budgeted.images} images")
     choice = learnt.shipped_best_single(name)
     if choice is None:
         have = ", ".join(t for t in sorted(TASKS) if learnt.shipped_best_single(t) is not None) or "none"

@@ -9,13 +9,19 @@ restoration's, and measures the same candidates on the held-out images of ``arch
 (:data:`archlab.reproductions.RECOMMEND_IMAGES`), which the choice never saw.
 
 Candidates (from the table's single fits, :func:`candidates`): per budget level k = 1..``--max-fits``, the
-``--per-level`` configurations with the best mean PSNR among those with k_c = k. Every fit is stopped by the task's
-automatic rule; the default as ``archlab restore`` fits it (at most 500 iterations), the candidates as the held-out
-evaluation does (at most 1,000); seeds 0, 1, ...; one image after another in one process (``--shard i/n`` splits
-the images between processes, each writing its own ``--out``).
+``--per-level`` configurations with the best mean PSNR among those with k_c = k. The budget is ``--budget``, the
+default restoration's mean time measured on the training images (the shipped Poisson rows: 4.75 CPU s, from the
+default's rows of a first run), else three times the table's mean fit of the default, which underestimates it where
+the study capped its fits below restore's 500 iterations (``recommend-poisson-fast``: 400). The choice also
+requires the restoration to take longer than the default on at most :data:`archlab.learnt.MAX_SLOWER` of the
+images. Every fit is stopped by the task's automatic rule; the default as ``archlab restore`` fits it (at most
+500 iterations), the candidates as the held-out evaluation does (at most 1,000); seeds 0, 1, ...; one image after
+another in one process (``--shard i/n`` splits the images between processes, each writing its own ``--out``).
 
-    OMP_NUM_THREADS=1 python benchmarks/restore_budget.py --task poisson --images training --shard 0/2 -o a.csv
-    OMP_NUM_THREADS=1 python benchmarks/restore_budget.py --task poisson --images training --shard 1/2 -o b.csv
+    OMP_NUM_THREADS=1 python benchmarks/restore_budget.py --task poisson --budget 4.75 --shard 0/2 -o a.csv
+    OMP_NUM_THREADS=1 python benchmarks/restore_budget.py --task poisson --budget 4.75 --shard 1/2 -o b.csv
+    OMP_NUM_THREADS=1 python benchmarks/restore_budget.py --task poisson --budget 4.75 --images held-out \
+        --seed 0 --methods default,c3 -o held-out.csv
     python benchmarks/restore_budget.py --task poisson --table a.csv b.csv [--ship]
 
 ``--ship`` writes the rows of ``--table`` as the task's shipped restorations
@@ -97,7 +103,8 @@ def measure(image: str, seed: int, task: tasks.Task, observation, x: torch.Tenso
     rows = []
     for k in range(1, fits + 1):
         mean = torch.stack([r.restored for r in runs[:k]]).mean(0)
-        rows.append({"seed": seed, "image": image, "method": method, **config, "fits": k, "psnr": float(metrics.psnr(mean, x)),
+        rows.append({"seed": seed, "image": image, "method": method, **config, "fits": k,
+                     "psnr": float(metrics.psnr(mean, x)),
                      "cpu_seconds": sum(r.cpu_seconds for r in runs[:k]),
                      "capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
                      "load": round(os.getloadavg()[0], 2)})
@@ -115,8 +122,10 @@ def budget_table(rows: pd.DataFrame) -> str:
     it took longer, and the restoration :func:`archlab.learnt.best_within_budget` chooses from these rows."""
     default = rows[(rows["method"] == "default") & (rows["fits"] == DEFAULT_FITS)].set_index("image")
     best = learnt.best_within_budget(rows, DEFAULT_FITS)
+    if best is None:
+        raise ValueError(f"the rows hold no default restoration ({learnt.DEFAULT_CONFIG} fitted {DEFAULT_FITS} times)")
     lines = [f"{rows['image'].nunique()} images; default ×{DEFAULT_FITS}: {default['psnr'].mean():.2f} dB, "
-             f"{default['cpu_seconds'].mean():.2f} CPU s; chosen within its time: {best.fits} × "
+             f"{default['cpu_seconds'].mean():.2f} CPU s; best within its time in these rows: {best.fits} × "
              + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.config.items()),
              "", "| method | fits | PSNR dB | − default dB | × default's CPU time | images slower | configuration |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -140,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", default="poisson", help="a task with a learnt table (default poisson)")
     parser.add_argument("--study", help="the study whose training images to fit (default: the one the task's shipped "
                                         f"table was learnt from: {', '.join(f'{t} {s}' for t, s in STUDIES.items())})")
-    parser.add_argument("--learnt", type=Path, help="the learnt table to take candidates from (default the shipped one)")
+    parser.add_argument("--learnt", type=Path,
+                        help="the learnt table to take candidates from (default the shipped one)")
     parser.add_argument("--images", default="training", help="training or held-out (default training)")
     parser.add_argument("--budget", type=float,
                         help="the default restoration's mean time on the training images, in the table's unit "

@@ -424,7 +424,7 @@ def test_restore_budget_candidates_fill_the_default_restoration_s_time_and_the_t
     measured = complete(pd.DataFrame(rows))
     assert set(measured["image"]) == {"a", "b"}
     text = budget_table(measured).splitlines()
-    assert text[0].startswith("2 images; default ×3: 20.30 dB, 3.00 CPU s; chosen within its time: 2 × depth=3, "
+    assert text[0].startswith("2 images; default ×3: 20.30 dB, 3.00 CPU s; best within its time in these rows: 2 × depth=3, "
                               "width=16")
     assert text[4] == ("| c1 | 2 | 21.20 | +0.90 | 0.93 | 0 of 2 | depth 3, width 16, skip 0, bilinear, λ 2, "
                        "lr 0.002, jitter 0.0333 |")

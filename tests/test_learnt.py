@@ -449,6 +449,13 @@ def test_the_best_restoration_within_the_default_s_time_may_spend_it_on_fewer_or
     best = learnt.best_within_budget(cheaper, default_fits=3)
     assert (best.config["width"], best.fits) == (16, 2) and best.time_ratio == pytest.approx(2.8 / 3.0)
     assert best.config == {**learnt.DEFAULT_CONFIG, "width": 16}
+    # within the default's mean time but longer than the default on one image of two: allowed only if told so
+    uneven = rows.copy()
+    six = (uneven["width"] == 8) & (uneven["fits"] == 6)
+    uneven.loc[six, "cpu_seconds"] = uneven.loc[six, "image"].map({"a": 3.5, "b": 2.5})
+    assert learnt.best_within_budget(uneven, default_fits=3).fits != 6
+    lenient = learnt.best_within_budget(uneven, default_fits=3, max_slower=0.5)
+    assert (lenient.fits, lenient.slower) == (6, 0.5) and lenient.to_dict()["slower"] == 0.5
     # a restoration measured on one image only is compared over the images that have every restoration
     partial = pd.concat([cheaper, pd.DataFrame([{**cheaper.iloc[-1].to_dict(), "image": "c", "psnr": 99.0}])])
     assert learnt.best_within_budget(partial, default_fits=3) == best
@@ -508,6 +515,7 @@ def test_the_shipped_poisson_restorations_choose_among_the_table_s_configuration
     best = learnt.shipped_within_budget("poisson", restoration.DEFAULT_RESTARTS)
     rows = pd.read_csv(learnt.restorations_path("poisson"), dtype={"image": str})
     assert best.images == rows["image"].nunique() == 60 and best.time_ratio <= 1.0 and best.gain >= 0.5
+    assert best.slower <= learnt.MAX_SLOWER
     table = learnt.load_table("poisson")
     assert learnt._config_id(best.config) in set(learnt._config_ids(table))  # a configuration the study fitted
     assert set(rows["image"]) == set(table["image"])  # the study's training images, none of the evaluation's
