@@ -393,6 +393,44 @@ class Budgeted:
 MAX_SLOWER = 0.1
 
 
+def measured_restorations(rows: pd.DataFrame, default_fits: int) -> pd.DataFrame | None:
+    """Every restoration measured in ``rows`` (a configuration fitted k times) beside the default restoration.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        One row per (image, configuration, k): ``image``, :data:`CONFIG_COLUMNS`, ``fits`` (k), ``psnr`` (of the
+        mean of the first k fits) and ``cpu_seconds`` (of those fits), including the default's rows at
+        ``default_fits``. Only images on which every (configuration, k) was measured are compared.
+    default_fits : int
+        How many fits the default restoration (:data:`DEFAULT_CONFIG`) averages.
+
+    Returns
+    -------
+    pandas.DataFrame or None
+        One row per restoration, indexed by (``config_id``: the configuration as one string, numbers to the six
+        significant digits the tables keep; ``fits``): :data:`CONFIG_COLUMNS`, ``fits``, the means ``psnr`` and ``cpu_seconds`` over the
+        images, ``gain`` (dB) and ``time_ratio`` over the default restoration's, ``slower`` (the fraction of the
+        images on which it took longer than the default), ``images`` and ``is_default``; None when the default
+        restoration is not in ``rows``.
+    """
+    keyed = rows.assign(config_id=_config_ids(rows), fits=rows["fits"].astype(int))
+    counts = keyed.drop_duplicates(["image", "config_id", "fits"]).groupby("image").size()
+    keyed = keyed[keyed["image"].isin(counts.index[counts == counts.max()])]
+    default = (_config_id(DEFAULT_CONFIG), default_fits)
+    indexed = keyed.set_index(["config_id", "fits"], drop=False)
+    if default not in indexed.index:
+        return None
+    default_time = indexed.loc[default].set_index("image")["cpu_seconds"]
+    keyed = keyed.assign(slower=keyed["cpu_seconds"].to_numpy() > default_time.reindex(keyed["image"]).to_numpy())
+    out = keyed.groupby(["config_id", "fits"]).agg(**{c: (c, "first") for c in CONFIG_COLUMNS}, psnr=("psnr", "mean"),
+                                                   cpu_seconds=("cpu_seconds", "mean"), slower=("slower", "mean"))
+    out["fits"] = out.index.get_level_values("fits")
+    out["gain"] = out["psnr"] - out.loc[default, "psnr"]
+    out["time_ratio"] = out["cpu_seconds"] / out.loc[default, "cpu_seconds"]
+    return out.assign(images=keyed["image"].nunique(), is_default=out.index == default)
+
+
 def best_within_budget(rows: pd.DataFrame, default_fits: int, max_slower: float = MAX_SLOWER) -> Budgeted | None:
     """The restoration with the best mean PSNR among those measured to take no more CPU time than the default's.
 
@@ -409,12 +447,8 @@ def best_within_budget(rows: pd.DataFrame, default_fits: int, max_slower: float 
 
     Parameters
     ----------
-    rows : pandas.DataFrame
-        One row per (image, configuration, k): ``image``, :data:`CONFIG_COLUMNS`, ``fits`` (k), ``psnr`` (of the
-        mean of the first k fits) and ``cpu_seconds`` (of those fits), including the default's rows at
-        ``default_fits``. Only images on which every (configuration, k) was measured are compared.
-    default_fits : int
-        How many fits the default restoration averages.
+    rows, default_fits
+        As :func:`measured_restorations` takes them.
     max_slower : float
         The largest fraction of the images on which the restoration may take longer than the default
         (:data:`MAX_SLOWER`).
@@ -424,24 +458,13 @@ def best_within_budget(rows: pd.DataFrame, default_fits: int, max_slower: float 
     Budgeted or None
         The restoration chosen, with its measured means; None when the default restoration is not in ``rows``.
     """
-    keyed = rows.assign(config_id=_config_ids(rows))
-    keyed = keyed.assign(method=keyed["config_id"] + "×" + keyed["fits"].astype(int).astype(str))
-    counts = keyed.groupby("image")["method"].nunique()
-    keyed = keyed[keyed["image"].isin(counts.index[counts == counts.max()])]
-    default = f"{_config_id(DEFAULT_CONFIG)}×{default_fits}"
-    means = keyed.groupby("method")[["psnr", "cpu_seconds"]].mean()
-    if default not in means.index:
+    measured = measured_restorations(rows, default_fits)
+    if measured is None:
         return None
-    default_time = keyed[keyed["method"] == default].set_index("image")["cpu_seconds"]
-    slower = keyed["cpu_seconds"].to_numpy() > default_time.reindex(keyed["image"]).to_numpy()
-    means["slower"] = pd.Series(slower, index=keyed.index).groupby(keyed["method"]).mean()
-    allowed = means[(means["cpu_seconds"] <= means.loc[default, "cpu_seconds"]) & (means["slower"] <= max_slower)]
-    chosen = allowed["psnr"].idxmax()
-    first = keyed[keyed["method"] == chosen].iloc[0]
-    return Budgeted({k: _plain(k, first[k]) for k in CONFIG_COLUMNS}, int(first["fits"]),
-                    float(means.loc[chosen, "psnr"] - means.loc[default, "psnr"]),
-                    float(means.loc[chosen, "cpu_seconds"] / means.loc[default, "cpu_seconds"]),
-                    int(keyed["image"].nunique()), float(means.loc[chosen, "slower"]))
+    allowed = measured[(measured["time_ratio"] <= 1.0) & (measured["slower"] <= max_slower)]
+    chosen = measured.loc[allowed["psnr"].idxmax()]
+    return Budgeted({k: _plain(k, chosen[k]) for k in CONFIG_COLUMNS}, int(chosen["fits"]), float(chosen["gain"]),
+                    float(chosen["time_ratio"]), int(chosen["images"]), float(chosen["slower"]))
 
 
 @functools.lru_cache(maxsize=8)

@@ -41,7 +41,6 @@ import math
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -65,8 +64,7 @@ def candidates(table: pd.DataFrame, max_fits: int, per_level: int, budget: float
     means = table.groupby(columns, as_index=False).agg(psnr=("stop_psnr", "mean"), seconds=(time, "mean"),
                                                         images=("image", "nunique"))
     means = means[means["images"] == table["image"].nunique()].drop(columns="images")
-    is_default = np.logical_and.reduce([np.isclose(means[c].astype(float), value, rtol=1e-5) if c in learnt.NUMERIC
-                                        else means[c] == value for c, value in learnt.DEFAULT_CONFIG.items()])
+    is_default = (learnt._config_ids(means) == learnt._config_id(learnt.DEFAULT_CONFIG)).to_numpy()
     if budget is None:
         budget = DEFAULT_FITS * float(means.loc[is_default, "seconds"].iloc[0])
     means["fits"] = [min(math.floor(budget / s), max_fits) for s in means["seconds"]]
@@ -111,34 +109,30 @@ def measure(image: str, seed: int, task: tasks.Task, observation, x: torch.Tenso
     return rows
 
 
-def complete(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows of the images every method was measured on."""
-    methods = frame.groupby("image")["method"].nunique()
-    return frame[frame["image"].isin(methods.index[methods == methods.max()])]
-
-
 def budget_table(rows: pd.DataFrame) -> str:
-    """Per (method, k): mean PSNR and its gain over the default restoration, CPU seconds over its, images where
-    it took longer, and the restoration :func:`archlab.learnt.best_within_budget` chooses from these rows."""
-    default = rows[(rows["method"] == "default") & (rows["fits"] == DEFAULT_FITS)].set_index("image")
-    best = learnt.best_within_budget(rows, DEFAULT_FITS)
-    if best is None:
+    """Per restoration (method, k) of :func:`archlab.learnt.measured_restorations`: mean PSNR and its gain over the
+    default restoration, CPU seconds over its, images where it took longer, and the restoration
+    :func:`archlab.learnt.best_within_budget` chooses from these rows."""
+    measured = learnt.measured_restorations(rows, DEFAULT_FITS)
+    if measured is None:
         raise ValueError(f"the rows hold no default restoration ({learnt.DEFAULT_CONFIG} fitted {DEFAULT_FITS} times)")
-    lines = [f"{rows['image'].nunique()} images; default ×{DEFAULT_FITS}: {default['psnr'].mean():.2f} dB, "
-             f"{default['cpu_seconds'].mean():.2f} CPU s; best within its time in these rows: {best.fits} × "
+    best = learnt.best_within_budget(rows, DEFAULT_FITS)
+    default = measured[measured["is_default"]].iloc[0]
+    names = rows.assign(config_id=learnt._config_ids(rows), fits=rows["fits"].astype(int)).groupby(
+        ["config_id", "fits"])["method"].first()
+    lines = [f"{default['images']} images; default ×{DEFAULT_FITS}: {default['psnr']:.2f} dB, "
+             f"{default['cpu_seconds']:.2f} CPU s; best within its time in these rows: {best.fits} × "
              + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.config.items()),
              "", "| method | fits | PSNR dB | − default dB | × default's CPU time | images slower | configuration |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     table = []
-    for (method, k), group in rows[rows["method"] != "default"].groupby(["method", "fits"]):
-        group = group.set_index("image")
-        config = group.iloc[0][list(learnt.CONFIG_COLUMNS)].to_dict()
-        table.append((group["psnr"].mean(), method, k, group["psnr"].mean() - default["psnr"].mean(),
-                      group["cpu_seconds"].mean() / default["cpu_seconds"].mean(),
-                      int((group["cpu_seconds"] > default["cpu_seconds"].reindex(group.index)).sum()), len(group),
-                      f"depth {config['depth']}, width {config['width']}, skip {config['skip']}, "
-                      f"{config['upsampler']}, λ {config['lipschitz']:.3g}, lr {config['lr']:.3g}, "
-                      f"jitter {config['input_jitter']:.3g}"))
+    for key, r in measured.iterrows():
+        method = names[key]
+        if method == "default":
+            continue
+        table.append((r["psnr"], method, r["fits"], r["gain"], r["time_ratio"], round(r["slower"] * r["images"]),
+                      r["images"], f"depth {r['depth']}, width {r['width']}, skip {r['skip']}, {r['upsampler']}, "
+                                   f"λ {r['lipschitz']:.3g}, lr {r['lr']:.3g}, jitter {r['input_jitter']:.3g}"))
     for psnr, method, k, gain, ratio, slower, count, config in sorted(table, reverse=True):
         lines.append(f"| {method} | {k} | {psnr:.2f} | {gain:+.2f} | {ratio:.2f} | {slower} of {count} | {config} |")
     return "\n".join(lines)
@@ -184,11 +178,10 @@ def main(argv: list[str] | None = None) -> int:
                           ignore_index=True)
         if "seed" in frame and frame["seed"].nunique() > 1:  # one image under several draws: one row each
             frame["image"] = frame["seed"].astype(str) + "/" + frame["image"]
-        rows = complete(frame)
-        print(budget_table(rows))
+        print(budget_table(frame))
         if args.ship:
             with images.atomic_path(learnt.restorations_path(args.task)) as tmp:
-                rows.drop(columns=["capability", "threads", "load"]).to_csv(tmp, index=False, float_format="%.6g")
+                frame.drop(columns=["capability", "threads", "load"]).to_csv(tmp, index=False, float_format="%.6g")
             print(f"wrote {learnt.restorations_path(args.task)}")
         return 0
     if args.out is None:
