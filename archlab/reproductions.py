@@ -170,9 +170,6 @@ RECOMMEND_IMAGES = (*((f"set12/{n:02d}.png", 2) for n in range(1, 13)),
 RECOMMEND_STUDIES = ("recommend-denoise", "recommend-poisson")
 #: How many of the learnt table's best configurations (by mean PSNR) form the per-image oracle's grid.
 ORACLE_CONFIGS = 6
-#: The default configuration is also measured as ``archlab restore`` runs it: the mean of this many seeded fits
-#: (:data:`archlab.restoration.DEFAULT_RESTARTS`).
-RECOMMEND_RESTARTS = 3
 
 
 def recommend_runs() -> list[Run]:
@@ -182,7 +179,7 @@ def recommend_runs() -> list[Run]:
     jitter 1/30) and the :data:`ORACLE_CONFIGS` best configurations of the table by mean PSNR among those fitted
     to all its images (the grid of the per-image oracle), all stopped by the task's automatic rule, seed 0; and the
     recommended and default configurations again as ``archlab restore`` runs them, as the mean of seeded fits
-    (:func:`archlab.restoration.default_restarts` of ``--arch auto``, :data:`RECOMMEND_RESTARTS`)."""
+    (:func:`archlab.restoration.default_restarts` of ``--arch auto`` and of ``controlled-64``)."""
     from archlab import learnt, restoration, tasks  # scikit-learn: only when the runs are made
 
     runs = []
@@ -197,14 +194,15 @@ def recommend_runs() -> list[Run]:
         best = best[best["images"] == table["image"].nunique()].drop(columns="images")  # means over the same images
         best = best.sort_values("stop_psnr", ascending=False).head(ORACLE_CONFIGS)
         stop = {"eval_every": 10, "stop": "auto"}
-        restarts = restoration.default_restarts(tasks.task_from_dict(task), "auto")
+        restarts = {arch: restoration.default_restarts(tasks.task_from_dict(task), arch)
+                    for arch in ("auto", "controlled-64")}
         base = models.preset("controlled-64")
         default = {"iterations": 500, "lr": 0.002, **stop}
         configs = [("recommended", AUTO, {"iterations": 1000, **stop}, 1),
                    ("default", "controlled-64", default, 1),
                    ("ulyanov-dip", "ulyanov-dip", {"iterations": 1000, "lr": 0.01, "input_jitter": 1 / 30, **stop}, 1),
-                   (f"recommended ×{restarts}", AUTO, {"iterations": 1000, **stop}, restarts),
-                   (f"default ×{RECOMMEND_RESTARTS}", "controlled-64", default, RECOMMEND_RESTARTS)]
+                   (f"recommended ×{restarts['auto']}", AUTO, {"iterations": 1000, **stop}, restarts["auto"]),
+                   (f"default ×{restarts['controlled-64']}", "controlled-64", default, restarts["controlled-64"])]
         for k, row in enumerate(best.itertuples(index=False)):
             arch, fit = learnt.split_config(dict(zip(learnt.CONFIG_COLUMNS, row)))
             configs.append((f"grid {k + 1}", base.replace(**arch).to_dict(),
