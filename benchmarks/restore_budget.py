@@ -174,11 +174,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.ship and not args.table:
         parser.error("--ship writes the rows of --table CSV ...; give them")
     if args.table:
+        missing = [str(p) for p in args.table if not p.is_file()]
+        if missing:
+            parser.error(f"--table: {', '.join(missing)} is not a file; allowed: CSVs this script wrote")
         frame = pd.concat([pd.read_csv(p, dtype={"image": str, "upsampler": str}) for p in args.table],
                           ignore_index=True)
         if "seed" in frame and frame["seed"].nunique() > 1:  # one image under several draws: one row each
             frame["image"] = frame["seed"].astype(str) + "/" + frame["image"]
-        print(budget_table(frame))
+        try:
+            print(budget_table(frame))
+        except ValueError as error:
+            parser.error(f"--table: {error}")
         if args.ship:
             with images.atomic_path(learnt.restorations_path(args.task)) as tmp:
                 frame.drop(columns=["capability", "threads", "load"]).to_csv(tmp, index=False, float_format="%.6g")

@@ -436,6 +436,7 @@ def test_restore_budget_candidates_fill_the_default_restoration_s_time_and_the_t
     (["--max-fits", "0"], "--max-fits: 0 is invalid; allowed: an integer ≥ 1"),
     (["--shard", "2/2"], "--shard: '2/2' is invalid; allowed: i/n with 0 ≤ i < n"),
     (["--ship"], "--ship writes the rows of --table CSV ...; give them"),
+    (["--table", "no-such.csv", "--ship"], "--table: no-such.csv is not a file; allowed: CSVs this script wrote"),
     ([], "-o/--out is required unless --table is given")])
 def test_restore_budget_rejects_bad_arguments_before_fitting(argv, message, capsys):
     from benchmarks.restore_budget import main
@@ -471,3 +472,20 @@ def test_restore_budget_ships_the_rows_with_their_configurations(tmp_path, monke
         assert "capability" not in pd.read_csv(shipped)
     finally:
         learnt.shipped_within_budget.cache_clear()
+
+
+def test_restore_budget_table_without_the_default_restoration_is_one_line_and_ships_nothing(tmp_path, monkeypatch,
+                                                                                             capsys):
+    from benchmarks.restore_budget import main
+
+    from archlab import learnt
+
+    rows = tmp_path / "rows.csv"
+    pd.DataFrame([{"image": "a", "method": "c1", **learnt.DEFAULT_CONFIG, "width": 8, "fits": 1, "psnr": 20.0,
+                   "cpu_seconds": 1.0, "capability": "AVX2", "threads": 1, "load": 0.5}]).to_csv(rows, index=False)
+    shipped = tmp_path / "shipped.csv"
+    monkeypatch.setattr(learnt, "restorations_path", lambda task: shipped)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--table", str(rows), "--ship"])
+    assert exit_.value.code == 2 and "--table: the rows hold no default restoration" in capsys.readouterr().err
+    assert not shipped.exists()
